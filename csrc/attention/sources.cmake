@@ -1,0 +1,3 @@
+list(APPEND LLMCORE_SOURCES
+  csrc/attention/register_attention.cpp
+)

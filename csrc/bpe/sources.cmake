@@ -1,0 +1,3 @@
+list(APPEND LLMCORE_SOURCES
+  csrc/bpe/register_bpe.cpp
+)

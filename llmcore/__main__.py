@@ -1,0 +1,5 @@
+"""``python -m llmcore`` runs the command-line interface."""
+
+from llmcore.cli import main
+
+raise SystemExit(main())

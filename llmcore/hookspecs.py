@@ -1,0 +1,151 @@
+"""The plugin hooks: one per component kind.
+
+A plugin is a module (or object) that implements some of these hooks with
+``@llmcore.hookimpl`` and is declared under the ``llmcore`` entry-point group::
+
+    # pyproject.toml of a plugin package
+    [project.entry-points.llmcore]
+    my_plugin = "my_plugin"
+
+    # my_plugin.py
+    import llmcore
+
+    @llmcore.hookimpl
+    def register_norms(register):
+        register("scalenorm", ScaleNorm)
+
+Every hook is called once when the plugin manager loads, with a ``register(name, factory)``
+callback. ``name`` is the string users write in config files; ``factory`` is a class or a
+callable that builds the component from keyword params (the config's params). Registering a
+name that another plugin already registered for the same kind is an error naming both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("llmcore")
+hookimpl = pluggy.HookimplMarker("llmcore")
+
+Register = Callable[[str, Callable[..., Any]], None]
+
+
+@hookspec
+def register_tokenizers(register: Register) -> None:
+    """Register tokenizer classes.
+
+    Args:
+        register: call ``register(name, cls)`` for each tokenizer. ``cls(**params)`` builds
+            a tokenizer meeting :class:`llmcore.contracts.Tokenizer`; ``cls.load(path)``
+            rebuilds a saved one; a tokenizer that learns its vocabulary from text also has
+            ``cls.train(texts, **params)``.
+    """
+
+
+@hookspec
+def register_attentions(register: Register) -> None:
+    """Register attention implementations.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(**params)`` returns a callable
+            meeting :class:`llmcore.contracts.Attention`.
+    """
+
+
+@hookspec
+def register_norms(register: Register) -> None:
+    """Register normalisation layers.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(dim, eps=..., bias=...,
+            **params)`` returns an ``nn.Module`` (see :class:`llmcore.contracts.NormFactory`).
+    """
+
+
+@hookspec
+def register_mlps(register: Register) -> None:
+    """Register feed-forward blocks.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(dim, hidden_dim=None,
+            bias=..., **params)`` returns an ``nn.Module`` mapping ``(B, T, C)`` to itself.
+    """
+
+
+@hookspec
+def register_positions(register: Register) -> None:
+    """Register position encodings.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(dim, head_dim, max_seq_len,
+            **params)`` returns an ``nn.Module`` meeting :class:`llmcore.contracts.Position`.
+    """
+
+
+@hookspec
+def register_optimizers(register: Register) -> None:
+    """Register optimizers.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(named_params, **params)``
+            returns a ``torch.optim.Optimizer``.
+    """
+
+
+@hookspec
+def register_schedules(register: Register) -> None:
+    """Register learning-rate schedules.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(optimizer, **params)`` returns
+            a ``torch.optim.lr_scheduler.LRScheduler`` stepped once per optimizer step.
+    """
+
+
+@hookspec
+def register_samplers(register: Register) -> None:
+    """Register logits processors for generation.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(**params)`` returns a callable
+            ``(input_ids, logits) -> logits`` (:class:`llmcore.contracts.Sampler`). Samplers
+            are chained in the order a config lists them.
+    """
+
+
+@hookspec
+def register_decoders(register: Register) -> None:
+    """Register decoders: the final choice of the next token.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(**params)`` returns a callable
+            ``(logits, generator) -> ids`` (:class:`llmcore.contracts.Decoder`).
+    """
+
+
+@hookspec
+def register_loggers(register: Register) -> None:
+    """Register metric sinks for training runs.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(run_dir, **params)`` returns
+            an object with ``log(metrics)`` and ``close()`` (:class:`llmcore.contracts.Logger`).
+    """
+
+
+#: kind -> name of its hook.
+HOOK_OF_KIND: dict[str, str] = {
+    "tokenizer": "register_tokenizers",
+    "attention": "register_attentions",
+    "norm": "register_norms",
+    "mlp": "register_mlps",
+    "position": "register_positions",
+    "optimizer": "register_optimizers",
+    "schedule": "register_schedules",
+    "sampler": "register_samplers",
+    "decoder": "register_decoders",
+    "logger": "register_loggers",
+}
