@@ -27,6 +27,8 @@ KINDS: tuple[str, ...] = (
     "sampler",
     "decoder",
     "logger",
+    "reward",
+    "adapter",
 )
 
 
@@ -123,7 +125,9 @@ class MLPFactory(Protocol):
     ``hidden_dim`` None lets the plugin choose its customary width.
     """
 
-    def __call__(self, dim: int, *, hidden_dim: int | None = None, bias: bool = ...) -> nn.Module: ...
+    def __call__(
+        self, dim: int, *, hidden_dim: int | None = None, bias: bool = ...
+    ) -> nn.Module: ...
 
 
 class Position(Protocol):
@@ -194,7 +198,9 @@ class Decoder(Protocol):
         ``(B,)`` long ids.
     """
 
-    def __call__(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def __call__(
+        self, logits: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
 
 
 class Logger(Protocol):
@@ -209,3 +215,24 @@ class Logger(Protocol):
         ...
 
 
+class RewardFunction(Protocol):
+    """Scores finished generations for reinforcement learning (PPO).
+
+    Built as ``factory(**params)``; called with the prompts and the generated responses
+    (text), returns one finite float per pair.
+    """
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Sequence[float]: ...
+
+
+class Adapter(Protocol):
+    """Parameter-efficient fine-tuning that wraps a model's layers (for example LoRA).
+
+    Built as ``factory(**params)``; ``apply(model)`` adds the adapter's trainable parameters,
+    freezes the rest, and returns the model; ``merge(model)`` folds the adapter into the base
+    weights and returns the plain model.
+    """
+
+    def apply(self, model: nn.Module) -> nn.Module: ...
+
+    def merge(self, model: nn.Module) -> nn.Module: ...

@@ -33,3 +33,7 @@ class DataError(LLMCoreError):
 
 class GenerationError(LLMCoreError, ValueError):
     """Generation settings or a prompt are invalid."""
+
+
+class TrainingError(LLMCoreError):
+    """Training cannot go on (for example the loss became NaN or infinite)."""

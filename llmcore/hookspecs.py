@@ -136,6 +136,26 @@ def register_loggers(register: Register) -> None:
     """
 
 
+@hookspec
+def register_rewards(register: Register) -> None:
+    """Register reward functions for reinforcement learning from feedback.
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(**params)`` returns a callable
+            ``(prompts, responses) -> scores`` (:class:`llmcore.contracts.RewardFunction`).
+    """
+
+
+@hookspec
+def register_adapters(register: Register) -> None:
+    """Register parameter-efficient fine-tuning adapters (for example LoRA).
+
+    Args:
+        register: call ``register(name, factory)``; ``factory(**params)`` returns an object
+            with ``apply(model)`` and ``merge(model)`` (:class:`llmcore.contracts.Adapter`).
+    """
+
+
 #: kind -> name of its hook.
 HOOK_OF_KIND: dict[str, str] = {
     "tokenizer": "register_tokenizers",
@@ -148,4 +168,6 @@ HOOK_OF_KIND: dict[str, str] = {
     "sampler": "register_samplers",
     "decoder": "register_decoders",
     "logger": "register_loggers",
+    "reward": "register_rewards",
+    "adapter": "register_adapters",
 }

@@ -1,0 +1,111 @@
+"""Position plugins: ``learned`` (GPT-2's absolute embeddings), ``rope`` (rotary, with
+Llama 3 frequency scaling) and ``none``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from llmcore.hookspecs import hookimpl
+
+
+class NoPosition(nn.Module):
+    """No position information (attention's causal mask is the only order signal)."""
+
+    def __init__(self, dim: int, head_dim: int, max_seq_len: int) -> None:
+        super().__init__()
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def rotate(self, q, k, positions):
+        return q, k
+
+
+class LearnedPosition(NoPosition):
+    """A trained embedding per absolute position, added to the token embeddings."""
+
+    def __init__(self, dim: int, head_dim: int, max_seq_len: int) -> None:
+        super().__init__(dim, head_dim, max_seq_len)
+        self.wpe = nn.Embedding(max_seq_len, dim)
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return x + self.wpe(positions)  # (B, T, C) + (T, C) or (B, T, C)
+
+
+class RotaryPosition(NoPosition):
+    """Rotary position embedding on q and k, rotating dimension pairs ``(i, i + D/2)``
+    (the Hugging Face / Llama layout).
+
+    Args:
+        theta: base of the frequencies.
+        scaling: optional Llama 3 scaling, ``{"type": "llama3", "factor", "low_freq_factor",
+            "high_freq_factor", "original_max_position_embeddings"}``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        head_dim: int,
+        max_seq_len: int,
+        *,
+        theta: float = 10000.0,
+        scaling: dict | None = None,
+    ) -> None:
+        super().__init__(dim, head_dim, max_seq_len)
+        if head_dim % 2:
+            raise ValueError(f"rope needs an even head_dim, found {head_dim}")
+        self.theta = theta
+        self.scaling = dict(scaling) if scaling else None
+        # fp32 throughout, as the reference implementations compute it, so logits match.
+        inv_freq = 1.0 / (
+            theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+        )
+        if self.scaling:
+            inv_freq = _llama3_scaling(inv_freq, self.scaling)
+        t = torch.arange(max_seq_len, dtype=torch.int64).float()
+        freqs = torch.outer(t, inv_freq)  # (T, D/2)
+        self.register_buffer("cos", freqs.cos(), persistent=False)
+        self.register_buffer("sin", freqs.sin(), persistent=False)
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
+        cos = self.cos[positions]  # (T, D/2) or (B, T, D/2)
+        sin = self.sin[positions]
+        if cos.dim() == 3:  # per-row positions: (B, 1, T, D/2)
+            cos, sin = cos[:, None], sin[:, None]
+        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+    def extra_repr(self) -> str:
+        return f"theta={self.theta}, scaling={self.scaling}"
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half].float(), x[..., half:].float()
+    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.to(x.dtype)
+
+
+def _llama3_scaling(inv_freq: torch.Tensor, s: dict) -> torch.Tensor:
+    kind = s.get("type", s.get("rope_type", "llama3"))
+    if kind != "llama3":
+        raise ValueError(f"rope scaling type {kind!r} is not supported; supported: llama3")
+    factor = float(s["factor"])
+    low, high = float(s.get("low_freq_factor", 1.0)), float(s.get("high_freq_factor", 4.0))
+    old_len = float(s["original_max_position_embeddings"])
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+@hookimpl
+def register_positions(register):
+    register("learned", LearnedPosition)
+    register("rope", RotaryPosition)
+    register("none", NoPosition)

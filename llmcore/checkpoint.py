@@ -1,0 +1,225 @@
+"""Checkpoints: self-contained folders, written atomically.
+
+    <run>/ckpt/<step>/model.safetensors   weights
+    <run>/ckpt/<step>/trainer_state.pt    optimizer, schedule, RNG, data position, step
+                                          (tensors and plain data only: loaded with weights_only=True)
+    <run>/ckpt/<step>/config.yaml         the resolved config
+    <run>/ckpt/<step>/tokenizer/          the tokenizer
+    <run>/ckpt/latest                     the newest complete checkpoint's folder name
+
+A checkpoint is written into a temporary folder and renamed into place; ``latest`` is replaced
+last, so a run killed at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from llmcore.config import Config, config_from_dict, dump_yaml, read_config_file
+from llmcore.errors import CheckpointError, LLMCoreError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "config.yaml"
+TOKENIZER_DIR = "tokenizer"
+LATEST = "latest"
+
+
+def step_dir_name(step: int) -> str:
+    return f"{step:08d}"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so readers see the old or the new file, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors with tied weights stored once (safetensors refuses shared memory)."""
+    state, seen = {}, {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.stride()) if tensor.numel() else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen[key] = name
+        state[name] = tensor.detach().contiguous()
+    return state
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    cfg: Config,
+    tokenizer: Any,
+    trainer_state: dict[str, Any] | None = None,
+    keep: set[str] | None = None,
+) -> Path:
+    """Write a complete checkpoint for ``step`` and point ``latest`` at it."""
+    ckpt_root = Path(run_dir) / "ckpt"
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=".tmp-"))
+    except OSError as exc:
+        raise CheckpointError(f"{ckpt_root}: cannot write a checkpoint: {exc}") from None
+    final = ckpt_root / step_dir_name(step)
+    try:
+        save_file(model_state(model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
+        (tmp / CONFIG_FILE).write_text(dump_yaml(cfg), encoding="utf-8")
+        tokenizer.save(tmp / TOKENIZER_DIR)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_atomic(ckpt_root / LATEST, final.name + "\n")
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"{final}: writing the checkpoint failed ({exc}); the previous checkpoint is intact"
+        ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int, protect: set[str] = frozenset()) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints, never ``latest`` or ``protect``."""
+    ckpt_root = Path(run_dir) / "ckpt"
+    steps = sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.isdigit())
+    latest = resolve_checkpoint(run_dir).name
+    for p in steps[: max(0, len(steps) - keep_last)]:
+        if p.name != latest and p.name not in protect:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in ckpt_root.glob(".tmp-*"):  # left by a run killed mid-write
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder of ``path``: a checkpoint folder itself, or a run folder (its
+    ``ckpt/latest``)."""
+    p = Path(path)
+    if (p / MODEL_FILE).exists():
+        return p
+    latest = p / "ckpt" / LATEST
+    if latest.exists():
+        name = latest.read_text(encoding="utf-8").strip()
+        target = p / "ckpt" / name
+        if not (target / MODEL_FILE).exists():
+            raise CheckpointError(f"{latest}: points at {name!r}, which holds no {MODEL_FILE}")
+        return target
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such run or checkpoint folder")
+    raise CheckpointError(
+        f"{p}: not a run or checkpoint folder (no {MODEL_FILE} and no ckpt/{LATEST})"
+    )
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What :func:`load_checkpoint` returns."""
+
+    path: Path
+    config: Config
+    model: torch.nn.Module
+    tokenizer: Any
+    step: int
+
+
+def load_state_dict_strict(model: torch.nn.Module, file: Path) -> None:
+    """Load safetensors weights into ``model``; any missing, unexpected or misshapen tensor is
+    an error naming it (never a silent partial load)."""
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: corrupt or truncated weights file: {exc}") from None
+    own = model.state_dict()
+    tied = {n for n in own if n not in model_state(model)}
+    for name, tensor in state.items():
+        if name not in own:
+            raise CheckpointError(
+                f"{file}: unexpected tensor {name!r}: the checkpoint is of another architecture"
+            )
+        if own[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"{file}: tensor {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(own[name].shape)}"
+            )
+    missing = [n for n in own if n not in state and n not in tied]
+    if missing:
+        raise CheckpointError(
+            f"{file}: missing tensor {missing[0]!r} ({len(missing)} missing in all)"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model and tokenizer of a run or checkpoint folder."""
+    from llmcore.model import build_model
+    from llmcore.tokenizers import load_tokenizer
+
+    ckpt = resolve_checkpoint(path)
+    try:
+        cfg = config_from_dict(read_config_file(ckpt / CONFIG_FILE), source=str(ckpt / CONFIG_FILE))
+    except LLMCoreError as exc:
+        raise CheckpointError(f"{ckpt}: bad checkpoint config: {exc}") from None
+    tokenizer = load_tokenizer(ckpt / TOKENIZER_DIR)
+    if cfg.model.vocab_size is not None and tokenizer.vocab_size > cfg.model.vocab_size:
+        raise CheckpointError(
+            f"{ckpt}: tokenizer has {tokenizer.vocab_size} ids but the model only {cfg.model.vocab_size}"
+        )
+    model = build_model(cfg, tokenizer.vocab_size)
+    load_state_dict_strict(model, ckpt / MODEL_FILE)
+    step = _metadata_step(ckpt / MODEL_FILE)
+    return LoadedCheckpoint(ckpt, cfg, model.to(device), tokenizer, step)
+
+
+def _metadata_step(file: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
+        meta = f.metadata() or {}
+    return int(meta.get("step", 0))
+
+
+def load_trainer_state(ckpt: Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint (tensors and plain data only)."""
+    file = ckpt / STATE_FILE
+    if not file.exists():
+        raise CheckpointError(f"{file}: no trainer state: the checkpoint cannot be resumed")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(f"{file}: corrupt or truncated trainer state: {exc}") from None
+
+
+__all__ = [
+    "LoadedCheckpoint",
+    "load_checkpoint",
+    "load_trainer_state",
+    "load_state_dict_strict",
+    "prune_checkpoints",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "write_atomic",
+    "read_config_file",
+]

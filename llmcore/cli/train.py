@@ -1,0 +1,61 @@
+"""``llmcore train [CONFIG_FILE] [--preset NAME] [--set key=value ...] [--out DIR] [--resume DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_to(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="pretrain a model (default: the shakespeare-char preset)")
+    p.add_argument("config", nargs="?", help="config file (YAML, TOML or JSON)")
+    p.add_argument("--preset", help="a shipped preset; a config file given too is laid over it")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_iters=100",
+    )
+    p.add_argument("--out", help="run folder (default: runs/<name>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run (or checkpoint) in DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmcore.config import load_config
+
+    if args.resume and not args.config and not args.preset:
+        from llmcore.checkpoint import CONFIG_FILE, resolve_checkpoint
+
+        cfg = load_config(resolve_checkpoint(args.resume) / CONFIG_FILE, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides, preset=args.preset)
+        if args.config is None and args.preset:
+            cfg.source = args.preset
+    from llmcore.train import Trainer
+
+    trainer = Trainer(cfg, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    run_dir = trainer.run()
+    print(f"run written to {run_dir}")
+    if cfg.train.sample_tokens > 0:
+        from llmcore.components import build_sampler
+        from llmcore.generate import generate
+
+        samplers, decoder = build_sampler(cfg)
+        n = min(
+            cfg.train.sample_tokens,
+            cfg.model.block_size - len(trainer.tokenizer.encode(cfg.generate.prompt)),
+        )
+        out = generate(
+            trainer.model,
+            trainer.tokenizer,
+            cfg.generate.prompt,
+            max_new_tokens=max(n, 0),
+            samplers=samplers,
+            decoder=decoder,
+            seed=cfg.generate.seed,
+        )
+        print("sample:\n" + cfg.generate.prompt + out[0].text)
+    return 0

@@ -1,0 +1,239 @@
+"""The transformer, assembled only from registered components.
+
+    tokens -> embedding -> position.embed -> N x Block -> final norm -> LM head -> logits
+    Block:  x + attention(norm(x)),  then  x + mlp(norm(x))
+
+Attention rotates q and k with ``position.rotate`` and calls the ``attention`` plugin; with a
+:class:`KVCache` the new keys and values are written in place and attention reads the cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmcore.components import create
+from llmcore.config import ModelConfig
+
+
+class KVCache:
+    """Preallocated keys and values of every layer: ``(n_layer, B, Hkv, max_len, D)``.
+
+    ``length`` tokens are filled; a forward pass with T new tokens writes positions
+    ``length .. length + T`` and then advances ``length``.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch: int,
+        n_kv_head: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.length = 0
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v`` (B, Hkv, T, D) at the current position; return the filled cache."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head (or grouped-query) causal self-attention around an attention plugin."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_head = cfg.n_head
+        self.n_kv_head = cfg.n_kv_head or cfg.n_head
+        self.head_dim = cfg.head_dim or cfg.n_embd // cfg.n_head
+        self.window = cfg.sliding_window
+        qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
+        self.sizes = (
+            self.n_head * self.head_dim,
+            self.n_kv_head * self.head_dim,
+            self.n_kv_head * self.head_dim,
+        )
+        self.qkv = nn.Linear(cfg.n_embd, sum(self.sizes), bias=qkv_bias)
+        self.proj = nn.Linear(self.n_head * self.head_dim, cfg.n_embd, bias=cfg.bias)
+        self.attend = create("attention", cfg.attention, "model.attention")
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, position, positions, cache: KVCache | None = None, mask=None):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(self.sizes, dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        q, k = position.rotate(q, k, positions)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (B, Hkv, Tk, D)
+        y = self.attend(q, k, v, causal=True, mask=mask, window=self.window)  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
+        return self.dropout(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.norm1 = create("norm", cfg.norm, "model.norm", dim=cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.norm2 = create("norm", cfg.norm, "model.norm", dim=cfg.n_embd, bias=cfg.bias)
+        self.mlp = create(
+            "mlp", cfg.mlp, "model.mlp", dim=cfg.n_embd, hidden_dim=cfg.mlp_hidden, bias=cfg.bias
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, position, positions, cache=None, mask=None):
+        x = x + self.attn(self.norm1(x), position, positions, cache, mask)
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """A decoder-only language model; ``forward(idx)`` returns logits ``(B, T, V)``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError(
+                "model.vocab_size must be set (build_model takes it from the tokenizer)"
+            )
+        self.config = cfg
+        head_dim = cfg.head_dim or cfg.n_embd // cfg.n_head
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.position = create(
+            "position",
+            cfg.position,
+            "model.position",
+            dim=cfg.n_embd,
+            head_dim=head_dim,
+            max_seq_len=cfg.block_size,
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm_f = create("norm", cfg.norm, "model.norm", dim=cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2's initialisation: N(0, init_std), residual projections scaled by
+        1/sqrt(2 n_layer), zero biases, norms at one."""
+        std = self.config.init_std
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                out_proj = name.endswith(("attn.proj", "mlp.proj", "mlp.down"))
+                nn.init.normal_(
+                    module.weight,
+                    0.0,
+                    std / math.sqrt(2 * self.config.n_layer) if out_proj else std,
+                )
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final-norm outputs ``(B, T, C)`` for token ids ``idx`` (B, T)."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if positions is None:
+            positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.position.embed(self.wte(idx), positions)  # (B, T, C)
+        x = self.dropout(x)
+        for block in self.blocks:
+            x = block(x, self.position, positions, cache, mask)
+        if cache is not None:
+            cache.length += T
+        return self.norm_f(x)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``(B, T, V)`` for token ids ``idx`` (B, T)."""
+        return self.lm_head(self.hidden_states(idx, positions=positions, cache=cache, mask=mask))
+
+    def loss(
+        self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
+    ) -> torch.Tensor:
+        """Mean next-token cross-entropy of ``idx`` against ``targets`` (B, T)."""
+        logits = self(idx)
+        return F.cross_entropy(
+            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index
+        )
+
+    def new_cache(
+        self, batch: int, max_len: int | None = None, *, dtype: torch.dtype | None = None
+    ) -> KVCache:
+        """An empty KV cache for ``batch`` rows of up to ``max_len`` (default block_size) tokens."""
+        cfg = self.config
+        w = self.wte.weight
+        return KVCache(
+            cfg.n_layer,
+            batch,
+            cfg.n_kv_head or cfg.n_head,
+            max_len or cfg.block_size,
+            cfg.head_dim or cfg.n_embd // cfg.n_head,
+            dtype=dtype or w.dtype,
+            device=w.device,
+        )
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (tied weights once); without position embeddings if asked."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and hasattr(self.position, "wpe"):
+            n -= self.position.wpe.weight.numel()
+        return n
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"params={self.num_params() / 1e6:.2f}M, n_layer={c.n_layer}, n_head={c.n_head}, "
+            f"n_kv_head={c.n_kv_head or c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, "
+            f"vocab_size={c.vocab_size}"
+        )
+
+
+def build_model(cfg, vocab_size: int | None = None) -> Transformer:
+    """Build the model of a :class:`~llmcore.config.Config` (or a ModelConfig).
+
+    ``vocab_size`` fills ``model.vocab_size`` when the config leaves it unset.
+    """
+    mcfg = cfg.model if hasattr(cfg, "model") else cfg
+    if mcfg.vocab_size is None:
+        if vocab_size is None:
+            raise ValueError("model.vocab_size is not set: pass vocab_size (the tokenizer's)")
+        mcfg.vocab_size = vocab_size
+    return Transformer(mcfg)

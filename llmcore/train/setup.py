@@ -1,0 +1,51 @@
+"""Run setup shared by the training workflows: device, run folder, tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from llmcore import plugins
+from llmcore.config import Config
+from llmcore.errors import ConfigError
+from llmcore.train.data import read_documents
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; other names are passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def run_dir_of(cfg: Config, out_dir: str | Path | None) -> Path:
+    """Where a run writes: ``--out`` if given, else ``<train.out_dir>/<train.name or source>``."""
+    if out_dir is not None:
+        return Path(out_dir)
+    name = cfg.train.name or Path(cfg.source or "run").stem
+    return Path(cfg.train.out_dir) / name
+
+
+def build_tokenizer(cfg: Config, files: list[Path] | None = None):
+    """The configured tokenizer. One that learns its vocabulary from the data (``char``) is
+    trained on ``files``; others are built from their params (for example a rank file)."""
+    cls = plugins.factory("tokenizer", cfg.tokenizer.name)
+    if getattr(cls, "learns_from_data", False) and not cfg.tokenizer.params:
+        if not files:
+            raise ConfigError(
+                f"tokenizer: {cfg.tokenizer.name!r} learns its vocabulary from data, but there is none"
+            )
+        return cls.train(read_documents(files, cfg.data.jsonl_field))
+    try:
+        return cls(**cfg.tokenizer.params)
+    except TypeError as exc:
+        raise ConfigError(
+            f"tokenizer: {cfg.tokenizer.name!r} rejected its params {cfg.tokenizer.params}: {exc}"
+        ) from None
