@@ -55,6 +55,7 @@ class PluginRegistry:
         self.manager = pluggy.PluginManager(GROUP)
         self.manager.add_hookspecs(hookspecs)
         self.providers: dict[str, dict[str, Provider]] = {kind: {} for kind in KINDS}
+        self.conflicts: dict[tuple[str, str], str] = {}  # (kind, name) -> why it is ambiguous
         self.plugins: dict[str, PluginInfo] = {}
 
     # -- loading ---------------------------------------------------------------------------
@@ -101,7 +102,11 @@ class PluginRegistry:
             for impl in hook.get_hookimpls():
                 if impl.plugin_name != name:
                     continue
-                impl.function(register=self._register_callback(kind, info))
+                try:
+                    impl.function(register=self._register_callback(kind, info))
+                except Exception as exc:  # a hook that raises only loses its own plugin
+                    info.error = f"{impl.function.__name__} raised {_describe(exc)}"
+                    print(f"llmcore: plugin {name!r} ({distribution} {version}) failed: {info.error}", file=sys.stderr)
 
     def _register_callback(
         self, kind: str, info: PluginInfo
@@ -117,10 +122,13 @@ class PluginRegistry:
                 )
             existing = self.providers[kind].get(name)
             if existing is not None:
-                raise PluginError(
-                    f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} "
-                    f"({existing.distribution}) and by plugin {info.name!r} ({info.distribution})"
-                )
+                # Neither wins silently: the name is an error until one plugin is removed.
+                why = (f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} "
+                       f"({existing.distribution}) and by plugin {info.name!r} ({info.distribution})")
+                self.conflicts[(kind, name)] = why
+                info.error = why
+                print(f"llmcore: {why}", file=sys.stderr)
+                return
             self.providers[kind][name] = Provider(
                 kind, name, factory, info.name, info.distribution, info.version
             )
@@ -133,6 +141,8 @@ class PluginRegistry:
         """The provider of ``name`` for ``kind``; the error lists the registered names."""
         if kind not in self.providers:
             raise PluginError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        if (kind, name) in self.conflicts:
+            raise PluginError(self.conflicts[(kind, name)] + "; uninstall one of them or narrow LLMCORE_PLUGINS")
         try:
             return self.providers[kind][name]
         except KeyError:

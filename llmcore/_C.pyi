@@ -1,0 +1,3 @@
+"""Type stubs of llmcore's native extension module."""
+
+has_openmp: bool
