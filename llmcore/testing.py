@@ -1,0 +1,166 @@
+"""Conformance checks for plugin authors.
+
+Call these from your plugin's tests to check that a component meets its contract in
+:mod:`llmcore.contracts`; each raises :class:`ConformanceError` (an AssertionError) saying
+what is wrong::
+
+    from llmcore.testing import check_component
+
+    def test_my_norm():
+        check_component("norm", ScaleNorm)
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ConformanceError(AssertionError):
+    """A component does not meet its contract."""
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConformanceError(msg)
+
+
+def check_norm(factory: Callable[..., Any], dim: int = 16, **params: Any) -> None:
+    """A norm is an nn.Module mapping ``(..., dim)`` to the same shape, with gradients."""
+    norm = factory(dim, bias=False, **params)
+    _require(isinstance(norm, nn.Module), f"norm factory returned {type(norm).__name__}, not an nn.Module")
+    x = torch.randn(2, 5, dim, requires_grad=True)
+    y = norm(x)
+    _require(y.shape == x.shape, f"norm changed the shape {tuple(x.shape)} -> {tuple(y.shape)}")
+    _require(bool(torch.isfinite(y).all()), "norm produced non-finite values")
+    y.sum().backward()
+    _require(x.grad is not None, "norm output has no gradient path to its input")
+
+
+def check_mlp(factory: Callable[..., Any], dim: int = 16, **params: Any) -> None:
+    """An MLP maps ``(B, T, dim)`` to the same shape and accepts ``hidden_dim``."""
+    for hidden in (None, 24):
+        mlp = factory(dim, hidden_dim=hidden, bias=True, **params)
+        _require(isinstance(mlp, nn.Module), f"mlp factory returned {type(mlp).__name__}, not an nn.Module")
+        x = torch.randn(2, 3, dim)
+        y = mlp(x)
+        _require(y.shape == x.shape, f"mlp changed the shape {tuple(x.shape)} -> {tuple(y.shape)}")
+
+
+def check_attention(factory: Callable[..., Any], **params: Any) -> None:
+    """Attention equals the textbook formula: causal and not, GQA, decode against a cache."""
+    from llmcore.builtin.attention import math_attention
+
+    attend = factory(**params)
+    torch.manual_seed(0)
+    for (B, H, Hkv, Tq, Tk, D, causal) in [(2, 4, 4, 7, 7, 16, True), (1, 4, 2, 5, 5, 8, False),
+                                           (2, 4, 1, 1, 9, 16, True), (1, 2, 2, 3, 8, 8, True)]:
+        q, k, v = torch.randn(B, H, Tq, D), torch.randn(B, Hkv, Tk, D), torch.randn(B, Hkv, Tk, D)
+        got = attend(q, k, v, causal=causal)
+        want = math_attention(q, k, v, causal=causal)
+        _require(got.shape == want.shape, f"attention output shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+        err = (got - want).abs().max().item()
+        _require(err < 1e-4, f"attention differs from the reference by {err:.2e} for B={B} H={H} Hkv={Hkv} "
+                             f"Tq={Tq} Tk={Tk} D={D} causal={causal}")
+
+
+def check_position(factory: Callable[..., Any], dim: int = 16, head_dim: int = 8, **params: Any) -> None:
+    """A position module has ``embed`` and ``rotate`` that keep shapes."""
+    pos = factory(dim=dim, head_dim=head_dim, max_seq_len=32, **params)
+    positions = torch.arange(5)
+    x = torch.randn(2, 5, dim)
+    _require(pos.embed(x, positions).shape == x.shape, "position.embed changed the shape")
+    q, k = torch.randn(2, 4, 5, head_dim), torch.randn(2, 2, 5, head_dim)
+    q2, k2 = pos.rotate(q, k, positions)
+    _require(q2.shape == q.shape and k2.shape == k.shape, "position.rotate changed a shape")
+
+
+def check_sampler(factory: Callable[..., Any], vocab: int = 50, **params: Any) -> None:
+    """A logits processor keeps ``(B, V)``, never turns a token into NaN and never revives a
+    token that was already ``-inf``."""
+    proc = factory(**params)
+    torch.manual_seed(0)
+    ids = torch.randint(0, vocab, (3, 6))
+    logits = torch.randn(3, vocab)
+    logits[0, :5] = float("-inf")
+    out = proc(ids, logits.clone())
+    _require(isinstance(out, torch.Tensor) and out.shape == logits.shape,
+             f"sampler must return a (B, V) tensor, got {getattr(out, 'shape', type(out))}")
+    _require(not bool(torch.isnan(out).any()), "sampler produced NaN")
+    _require(bool(torch.isinf(out[0, :5]).all() and (out[0, :5] < 0).all()), "sampler revived a -inf token")
+    _require(bool(torch.isfinite(out).any(dim=-1).all()), "sampler removed every token of a row")
+
+
+def check_decoder(factory: Callable[..., Any], vocab: int = 50, **params: Any) -> None:
+    """A decoder returns ``(B,)`` long ids of tokens that are not ``-inf``."""
+    dec = factory(**params)
+    logits = torch.randn(4, vocab)
+    logits[:, ::2] = float("-inf")
+    ids = dec(logits, torch.Generator().manual_seed(0))
+    _require(ids.shape == (4,) and ids.dtype == torch.long, f"decoder must return (B,) long ids, got {ids.shape} {ids.dtype}")
+    _require(bool((ids % 2 == 1).all()), "decoder chose a token whose score was -inf")
+
+
+def check_optimizer(factory: Callable[..., Any], **params: Any) -> None:
+    """An optimizer built from named params lowers a simple quadratic loss."""
+    model = nn.Linear(4, 1)
+    opt = factory(list(model.named_parameters()), **params)
+    _require(isinstance(opt, torch.optim.Optimizer), "optimizer factory must return a torch.optim.Optimizer")
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    first = None
+    for _ in range(20):
+        loss = ((model(x) - y) ** 2).mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    _require(loss.item() < first, f"optimizer did not lower the loss ({first:.4f} -> {loss.item():.4f})")
+
+
+def check_schedule(factory: Callable[..., Any], **params: Any) -> None:
+    """A schedule is an LRScheduler that keeps the learning rate finite and non-negative."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = factory(opt, **params)
+    for _ in range(50):
+        opt.step()
+        sched.step()
+        lr = opt.param_groups[0]["lr"]
+        _require(math.isfinite(lr) and lr >= 0, f"schedule produced learning rate {lr}")
+
+
+def check_tokenizer(tokenizer: Any, samples: tuple[str, ...] = ("hello world", "", "a\nb  c")) -> None:
+    """Round-trips sample text, and survives ``save``/``load``."""
+    for s in samples:
+        ids = tokenizer.encode(s)
+        _require(all(isinstance(i, int) and 0 <= i < tokenizer.vocab_size for i in ids), f"bad ids for {s!r}: {ids}")
+        _require(tokenizer.decode(ids) == s, f"decode(encode({s!r})) == {tokenizer.decode(ids)!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save(tmp)
+        again = type(tokenizer).load(tmp)
+        for s in samples:
+            _require(again.encode(s) == tokenizer.encode(s), f"a saved and loaded tokenizer encodes {s!r} differently")
+
+
+_CHECKS: dict[str, Callable[..., None]] = {
+    "norm": check_norm, "mlp": check_mlp, "attention": check_attention, "position": check_position,
+    "sampler": check_sampler, "decoder": check_decoder, "optimizer": check_optimizer, "schedule": check_schedule,
+}
+
+
+def check_component(kind: str, factory: Callable[..., Any], **params: Any) -> None:
+    """Run the conformance check of ``kind`` on ``factory`` built with ``params``."""
+    if kind not in _CHECKS:
+        raise ValueError(f"no conformance check for kind {kind!r}; checks exist for {', '.join(_CHECKS)}")
+    _CHECKS[kind](factory, **params)
+
+
+def check_registered(kind: str, name: str, **params: Any) -> None:
+    """Look ``name`` up through the plugin manager (so the entry point is exercised) and check it."""
+    from llmcore import plugins
+
+    check_component(kind, plugins.factory(kind, name), **params)
