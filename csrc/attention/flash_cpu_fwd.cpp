@@ -1,0 +1,290 @@
+// Forward pass of the CPU flash attention kernel.
+//
+// Tiles are kept transposed (keys x queries) so that every softmax step (running max,
+// exp, row sums, rescaling) is vectorised across queries without horizontal reductions:
+//   St (keys x queries)   = K . (scale q)^T
+//   Ot (dims x queries)  += V^T . exp(St - m)
+// A few queries (decode against a cache) take a row path instead, which reads each key
+// and value row once for all query heads that share it.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+#include "flash_cpu.hpp"
+#include "simd.hpp"
+#include "tiles.hpp"
+
+#ifdef LLMCORE_OPENMP
+#include <omp.h>
+#endif
+
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace llmcore::attn {
+namespace {
+
+constexpr int64_t kBq = 64;  // queries per tile (a multiple of the vector width)
+constexpr int64_t kBk = 64;  // keys per tile
+constexpr int64_t kRowPathMaxTq = 4;  // up to this many queries per head use the row path
+
+template <class In>
+const In* at(const Strided& t, int64_t b, int64_t h, int64_t i) {
+  return static_cast<const In*>(t.data) + b * t.s[0] + h * t.s[1] + i * t.s[2];
+}
+
+template <class In>
+In* at_mut(const Strided& t, int64_t b, int64_t h, int64_t i) {
+  return const_cast<In*>(at<In>(t, b, h, i));
+}
+
+// Key/value rows [j0, j0 + nk) of head (b, hk) as Acc rows: a pointer into the input when
+// it already is Acc with unit dim stride, else a converted copy in `buf`.
+template <class In, class Acc>
+const Acc* rows(const Strided& t, int64_t b, int64_t hk, int64_t j0, int64_t nk, int64_t D,
+                Acc* buf, int64_t& ld) {
+  if constexpr (std::is_same_v<In, Acc>) {
+    if (t.s[3] == 1) {
+      ld = t.s[2];
+      return at<In>(t, b, hk, j0);
+    }
+  }
+  for (int64_t jj = 0; jj < nk; ++jj) {
+    const In* src = at<In>(t, b, hk, j0 + jj);
+    for (int64_t d = 0; d < D; ++d) buf[jj * D + d] = to_acc(src[d * t.s[3]]);
+  }
+  ld = D;
+  return buf;
+}
+
+template <class In, class Acc>
+struct Forward {
+  const AttnProblem& p;
+  const FwdBuffers& io;
+  using V = Vec<Acc>;
+  static constexpr int64_t L = Simd<Acc>::L;
+
+  KeyRange range(int64_t b) const {
+    int64_t kvlen = p.Tk;
+    if (p.kv_lens != nullptr) kvlen = std::clamp<int64_t>(p.kv_lens[b], 0, p.Tk);
+    return KeyRange{p.Tk - p.Tq, kvlen, p.causal, p.window};
+  }
+
+  const Acc* mask_bh(int64_t b, int64_t h) const {
+    if (p.mask.data == nullptr) return nullptr;
+    return static_cast<const Acc*>(p.mask.data) + b * p.mask.s[0] + h * p.mask.s[1];
+  }
+
+  // One tile of kBq queries of head (b, h) against all the keys it may see.
+  void tile(int64_t b, int64_t h, int64_t qb, std::vector<Acc>& ws) const {
+    const int64_t D = p.D, grp = p.H / p.Hkv, hk = h / grp;
+    const int64_t i0 = qb * kBq, nq = std::min(kBq, p.Tq - i0);
+    Acc* Qt = ws.data();            // D x kBq, scaled queries, transposed
+    Acc* Ot = Qt + D * kBq;         // D x kBq
+    Acc* St = Ot + D * kBq;         // kBk x kBq
+    Acc* Kc = St + kBk * kBq;       // kBk x D
+    Acc* Vc = Kc + kBk * D;         // kBk x D
+    Acc* m = Vc + kBk * D;          // kBq
+    Acc* l = m + kBq;               // kBq
+    Acc* alpha = l + kBq;           // kBq
+    const Acc scale = static_cast<Acc>(p.scale);
+    const Acc ninf = -std::numeric_limits<Acc>::infinity();
+
+    std::fill(Qt, Qt + D * kBq, Acc(0));
+    for (int64_t ii = 0; ii < nq; ++ii) {
+      const In* src = at<In>(io.q, b, h, i0 + ii);
+      for (int64_t d = 0; d < D; ++d) Qt[d * kBq + ii] = to_acc(src[d * io.q.s[3]]) * scale;
+    }
+    std::fill(Ot, Ot + D * kBq, Acc(0));
+    std::fill(m, m + kBq, ninf);
+    std::fill(l, l + kBq, Acc(0));
+
+    const KeyRange kr = range(b);
+    int64_t jlo, jhi;
+    kr.keys_for(i0, i0 + nq, jlo, jhi);
+    const Acc* mbh = mask_bh(b, h);
+    for (int64_t j0 = jlo; j0 < jhi; j0 += kBk) {
+      const int64_t nk = std::min(kBk, jhi - j0);
+      int64_t ldk, ldv;
+      const Acc* K = rows<In, Acc>(io.k, b, hk, j0, nk, D, Kc, ldk);
+      const Acc* Vr = rows<In, Acc>(io.v, b, hk, j0, nk, D, Vc, ldv);
+      std::fill(St, St + nk * kBq, Acc(0));
+      gemm_acc<Acc>(nk, kBq, D, K, ldk, 1, Qt, kBq, St, kBq);
+      const bool positional = kr.partial(i0, i0 + nq, j0, j0 + nk);
+      if (positional || mbh != nullptr)
+        mask_tile<Acc>(St, kBq, nk, nq, j0, i0, kr, positional, mbh, p.mask.s[2], p.mask.s[3]);
+      // Online softmax, vectorised across queries.
+      for (int64_t c = 0; c < kBq; c += L) {
+        const V mold = vload(m + c);
+        V mx = mold;
+        for (int64_t jj = 0; jj < nk; ++jj) mx = vmax<Acc>(mx, vload(St + jj * kBq + c));
+        const V muse = mx == vset(ninf) ? V{} : mx;  // all hidden so far: avoid inf - inf
+        const V a = vexp(mold - muse);
+        V sum{};
+        for (int64_t jj = 0; jj < nk; ++jj) {
+          const V e = vexp(vload(St + jj * kBq + c) - muse);
+          vstore(St + jj * kBq + c, e);
+          sum += e;
+        }
+        vstore(l + c, vload(l + c) * a + sum);
+        vstore(m + c, mx);
+        vstore(alpha + c, a);
+      }
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t c = 0; c < kBq; c += L)
+          vstore(Ot + d * kBq + c, vload(Ot + d * kBq + c) * vload(alpha + c));
+      gemm_acc<Acc>(D, kBq, nk, Vr, 1, ldv, St, kBq, Ot, kBq);
+    }
+    Acc* lse = static_cast<Acc*>(io.lse);
+    for (int64_t ii = 0; ii < nq; ++ii) {
+      In* dst = at_mut<In>(io.o, b, h, i0 + ii);
+      const Acc inv = l[ii] > 0 ? Acc(1) / l[ii] : Acc(0);  // a query that sees no key -> 0
+      for (int64_t d = 0; d < D; ++d) dst[d * io.o.s[3]] = from_acc<In>(Ot[d * kBq + ii] * inv);
+      if (lse != nullptr)
+        lse[(b * p.H + h) * p.Tq + i0 + ii] = l[ii] > 0 ? m[ii] + std::log(l[ii]) : ninf;
+    }
+  }
+
+  static Acc dot(const Acc* a, const Acc* b, int64_t n) {
+    V acc{};
+    int64_t d = 0;
+    for (; d + L <= n; d += L) acc += vload(a + d) * vload(b + d);
+    Acc s = hsum<Acc>(acc);
+    for (; d < n; ++d) s += a[d] * b[d];
+    return s;
+  }
+
+  // All queries of the heads that share kv head (b, hk), one key block at a time: each
+  // key/value row is read from memory once (decode is bound by reading the cache).
+  void rows_path(int64_t b, int64_t hk, std::vector<Acc>& ws) const {
+    const int64_t D = p.D, grp = p.H / p.Hkv, R = grp * p.Tq;
+    const int64_t Dp = round_up(D, L);
+    Acc* qs = ws.data();         // R x Dp
+    Acc* o = qs + R * Dp;        // R x Dp
+    Acc* Kc = o + R * Dp;        // kBk x D
+    Acc* Vc = Kc + kBk * D;      // kBk x D
+    Acc* s = Vc + kBk * D;       // kBk
+    Acc* m = s + kBk;            // R
+    Acc* l = m + R;              // R
+    const Acc scale = static_cast<Acc>(p.scale);
+    const Acc ninf = -std::numeric_limits<Acc>::infinity();
+    std::fill(qs, qs + 2 * R * Dp, Acc(0));
+    for (int64_t r = 0; r < R; ++r) {
+      const In* src = at<In>(io.q, b, hk * grp + r / p.Tq, r % p.Tq);
+      for (int64_t d = 0; d < D; ++d) qs[r * Dp + d] = to_acc(src[d * io.q.s[3]]) * scale;
+      m[r] = ninf;
+      l[r] = 0;
+    }
+    const KeyRange kr = range(b);
+    int64_t jlo, jhi;
+    kr.keys_for(0, p.Tq, jlo, jhi);
+    for (int64_t j0 = jlo; j0 < jhi; j0 += kBk) {
+      const int64_t nk = std::min(kBk, jhi - j0);
+      int64_t ldk, ldv;
+      const Acc* K = rows<In, Acc>(io.k, b, hk, j0, nk, D, Kc, ldk);
+      const Acc* Vr = rows<In, Acc>(io.v, b, hk, j0, nk, D, Vc, ldv);
+      const bool positional = kr.partial(0, p.Tq, j0, j0 + nk);
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t h = hk * grp + r / p.Tq, i = r % p.Tq;
+        const Acc* mbh = mask_bh(b, h);
+        for (int64_t jj = 0; jj < nk; ++jj) s[jj] = dot(qs + r * Dp, K + jj * ldk, D);
+        if (positional || mbh != nullptr)
+          mask_tile<Acc>(s, 1, nk, 1, j0, i, kr, positional, mbh, p.mask.s[2], p.mask.s[3]);
+        Acc mx = m[r];
+        for (int64_t jj = 0; jj < nk; ++jj) mx = std::max(mx, s[jj]);
+        const Acc muse = mx == ninf ? Acc(0) : mx;
+        const Acc a = m[r] == ninf ? Acc(0) : std::exp(m[r] - muse);
+        V sum{};
+        int64_t jj = 0;
+        for (; jj + L <= nk; jj += L) {
+          const V e = vexp(vload(s + jj) - muse);
+          vstore(s + jj, e);
+          sum += e;
+        }
+        Acc tot = hsum<Acc>(sum);
+        for (; jj < nk; ++jj) {
+          s[jj] = s[jj] == ninf ? Acc(0) : std::exp(s[jj] - muse);
+          tot += s[jj];
+        }
+        l[r] = l[r] * a + tot;
+        m[r] = mx;
+        Acc* orow = o + r * Dp;
+        for (int64_t d = 0; d < Dp; d += L) vstore(orow + d, vload(orow + d) * a);
+        for (jj = 0; jj < nk; ++jj) {
+          const Acc pj = s[jj];
+          const Acc* vrow = Vr + jj * ldv;
+          int64_t d = 0;
+          for (; d + L <= D; d += L) vstore(orow + d, vload(orow + d) + pj * vload(vrow + d));
+          for (; d < D; ++d) orow[d] += pj * vrow[d];
+        }
+      }
+    }
+    Acc* lse = static_cast<Acc*>(io.lse);
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t h = hk * grp + r / p.Tq, i = r % p.Tq;
+      In* dst = at_mut<In>(io.o, b, h, i);
+      const Acc inv = l[r] > 0 ? Acc(1) / l[r] : Acc(0);
+      for (int64_t d = 0; d < D; ++d) dst[d * io.o.s[3]] = from_acc<In>(o[r * Dp + d] * inv);
+      if (lse != nullptr) lse[(b * p.H + h) * p.Tq + i] = l[r] > 0 ? m[r] + std::log(l[r]) : ninf;
+    }
+  }
+
+  void run() const {
+    const int64_t D = p.D;
+    const bool row_path = p.Tq <= kRowPathMaxTq;
+    const int64_t grp = p.H / p.Hkv, Dp = round_up(D, L);
+    const int64_t nqb = (p.Tq + kBq - 1) / kBq;
+    const int64_t ntasks = row_path ? p.B * p.Hkv : p.B * p.H * nqb;
+    const size_t ws_size = static_cast<size_t>(
+        row_path ? 2 * grp * p.Tq * Dp + 2 * kBk * D + kBk + 2 * grp * p.Tq
+                 : 2 * D * kBq + kBk * kBq + 2 * kBk * D + 3 * kBq);
+    const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.threads, ntasks)));
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel num_threads(nthreads)
+#endif
+    {
+      std::vector<Acc> ws(ws_size);
+#ifdef LLMCORE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (int64_t t = 0; t < ntasks; ++t) {
+        if (row_path) {
+          rows_path(t / p.Hkv, t % p.Hkv, ws);
+        } else {
+          // Heaviest (last, under causal) query tiles first, for load balance.
+          const int64_t qb = nqb - 1 - t % nqb, bh = t / nqb;
+          tile(bh / p.H, bh % p.H, qb, ws);
+        }
+      }
+    }
+    (void)nthreads;
+  }
+};
+
+}  // namespace
+
+void check_problem(const AttnProblem& p) {
+  if (p.B < 0 || p.H < 1 || p.Hkv < 1 || p.Tq < 0 || p.Tk < 0 || p.D < 1)
+    throw std::invalid_argument("attention: sizes must be B, Tq, Tk >= 0 and H, Hkv, D >= 1");
+  if (p.H % p.Hkv != 0) throw std::invalid_argument("attention: heads must be a multiple of kv_heads");
+  if (p.D > 1024) throw std::invalid_argument("attention: head dim above 1024 is not supported");
+  if (p.window < 0) throw std::invalid_argument("attention: window must be >= 0 (0 = none)");
+  if (!(p.scale == p.scale)) throw std::invalid_argument("attention: scale is NaN");
+  const int d = static_cast<int>(p.dtype);
+  if (d < 0 || d > 3) throw std::invalid_argument("attention: unknown dtype code");
+}
+
+void flash_forward_cpu(const AttnProblem& p, const FwdBuffers& b) {
+  check_problem(p);
+  if (p.B == 0 || p.Tq == 0) return;
+  switch (p.dtype) {
+    case DType::f32: Forward<float, float>{p, b}.run(); break;
+    case DType::bf16: Forward<bf16, float>{p, b}.run(); break;
+    case DType::f64: Forward<double, double>{p, b}.run(); break;
+    default: throw std::invalid_argument("attention: the CPU kernel takes float32, bfloat16 or float64");
+  }
+}
+
+}  // namespace llmcore::attn

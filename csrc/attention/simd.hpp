@@ -1,0 +1,141 @@
+// Portable SIMD helpers for the CPU attention kernels.
+//
+// GCC/Clang vector extensions instead of intrinsics: the same source compiles to AVX-512
+// (zmm, 16 floats) when the compiler targets it, and to narrower registers elsewhere.
+// Everything is inline, so vectors never cross a non-inlined call boundary.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace llmcore::attn {
+
+#if defined(__AVX512F__)
+inline constexpr int kVecBytes = 64;
+#else
+inline constexpr int kVecBytes = 32;
+#endif
+
+template <class T>
+struct Simd;
+
+template <>
+struct Simd<float> {
+  static constexpr int L = kVecBytes / 4;
+  typedef float V __attribute__((vector_size(kVecBytes)));
+  typedef int32_t I __attribute__((vector_size(kVecBytes)));
+};
+
+template <>
+struct Simd<double> {
+  static constexpr int L = kVecBytes / 8;
+  typedef double V __attribute__((vector_size(kVecBytes)));
+  typedef int64_t I __attribute__((vector_size(kVecBytes)));
+};
+
+template <class T>
+using Vec = typename Simd<T>::V;
+
+template <class To, class From>
+inline To bitcast(const From& f) {
+  static_assert(sizeof(To) == sizeof(From), "bitcast between equal sizes");
+  To t;
+  std::memcpy(&t, &f, sizeof t);
+  return t;
+}
+
+template <class T>
+inline Vec<T> vload(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <class T>
+inline void vstore(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+template <class T>
+inline Vec<T> vset(T x) {
+  return Vec<T>{} + x;
+}
+
+template <class T>
+inline Vec<T> vmax(Vec<T> a, Vec<T> b) {
+  return a > b ? a : b;
+}
+
+template <class T>
+inline T hsum(Vec<T> v) {
+  T s = 0;
+  for (int i = 0; i < Simd<T>::L; ++i) s += v[i];
+  return s;
+}
+
+// exp(x) for float lanes: Cody-Waite range reduction, degree-7 Taylor polynomial (about
+// 1 ulp on the reduced range), 2^n built in the exponent bits. Lanes below -87 (including
+// -inf, a masked score) give exactly 0.
+inline Vec<float> vexp(Vec<float> x) {
+  using V = Vec<float>;
+  using I = Simd<float>::I;
+  const V lo = vset(-87.0f), hi = vset(88.0f), magic = vset(12582912.0f);  // 1.5 * 2^23
+  V xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const V t = xc * 1.44269504088896341f + magic;
+  const V n = t - magic;
+  V r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = r * (1.0f / 5040.0f) + (1.0f / 720.0f);
+  p = p * r + (1.0f / 120.0f);
+  p = p * r + (1.0f / 24.0f);
+  p = p * r + (1.0f / 6.0f);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const I ni = bitcast<I>(t) - bitcast<I>(magic);
+  const I bits = (ni + 127) << 23;
+  const V res = p * bitcast<V>(bits);
+  return x < lo ? V{} : res;
+}
+
+// exp(x) for double lanes: same scheme with a degree-13 polynomial (< 1e-16 relative on
+// the reduced range), accurate enough for gradcheck in float64.
+inline Vec<double> vexp(Vec<double> x) {
+  using V = Vec<double>;
+  using I = Simd<double>::I;
+  const V lo = vset(-708.0), hi = vset(709.0), magic = vset(6755399441055744.0);  // 1.5 * 2^52
+  V xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const V t = xc * 1.4426950408889634 + magic;
+  const V n = t - magic;
+  V r = xc - n * 0.6931471803691238;
+  r = r - n * 1.9082149292705877e-10;
+  static constexpr double c[14] = {1.0,
+                                   1.0,
+                                   1.0 / 2,
+                                   1.0 / 6,
+                                   1.0 / 24,
+                                   1.0 / 120,
+                                   1.0 / 720,
+                                   1.0 / 5040,
+                                   1.0 / 40320,
+                                   1.0 / 362880,
+                                   1.0 / 3628800,
+                                   1.0 / 39916800,
+                                   1.0 / 479001600,
+                                   1.0 / 6227020800.0};
+  V p = vset(c[13]);
+  for (int i = 12; i >= 0; --i) p = p * r + c[i];
+  const I ni = bitcast<I>(t) - bitcast<I>(magic);
+  const I bits = (ni + 1023) << 52;
+  const V res = p * bitcast<V>(bits);
+  return x < lo ? V{} : res;
+}
+
+}  // namespace llmcore::attn
+
+#pragma GCC diagnostic pop

@@ -1,0 +1,147 @@
+// Building blocks shared by the CPU forward and backward kernels: element conversion,
+// a register-blocked tile product, and the position masks of one score tile.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "flash_cpu.hpp"
+#include "simd.hpp"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace llmcore::attn {
+
+struct bf16 {
+  uint16_t bits;
+};
+
+inline float to_acc(const bf16& x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline float to_acc(const float& x) { return x; }
+inline double to_acc(const double& x) { return x; }
+
+template <class Out, class Acc>
+inline Out from_acc(Acc x) {
+  if constexpr (std::is_same_v<Out, bf16>) {
+    // Round to nearest even; NaN stays a quiet NaN.
+    uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((u >> 16) | 0x40u)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return bf16{static_cast<uint16_t>(u >> 16)};
+  } else {
+    return static_cast<Out>(x);
+  }
+}
+
+// C[MR x NV*L] += sum_k A(r, k) * Bm[k][:], with A(r, k) = a[r * ars + k * aks] broadcast
+// and Bm rows of NV full vectors. The accumulators stay in registers for the whole k loop.
+template <class T, int MR, int NV>
+inline void micro_tile(int64_t K, const T* a, int64_t ars, int64_t aks, const T* b, int64_t ldb,
+                       T* c, int64_t ldc) {
+  constexpr int L = Simd<T>::L;
+  Vec<T> acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc[r][n] = vload(c + r * ldc + n * L);
+  for (int64_t k = 0; k < K; ++k) {
+    Vec<T> bv[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) bv[n] = vload(b + k * ldb + n * L);
+    const T* ak = a + k * aks;
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const Vec<T> av = vset(ak[r * ars]);
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) acc[r][n] += av * bv[n];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) vstore(c + r * ldc + n * L, acc[r][n]);
+}
+
+template <class T, int MR>
+inline void micro_row(int64_t N, int64_t K, const T* a, int64_t ars, int64_t aks, const T* b,
+                      int64_t ldb, T* c, int64_t ldc) {
+  constexpr int L = Simd<T>::L;
+  int64_t n = 0;
+  for (; n + 2 * L <= N; n += 2 * L) micro_tile<T, MR, 2>(K, a, ars, aks, b + n, ldb, c + n, ldc);
+  if (n < N) micro_tile<T, MR, 1>(K, a, ars, aks, b + n, ldb, c + n, ldc);
+}
+
+// C (M x N) += A (M x K) * Bm (K x N); N is a multiple of the vector width, A is read
+// through strides (ars between rows, aks along k), so transposed operands need no copy.
+template <class T>
+inline void gemm_acc(int64_t M, int64_t N, int64_t K, const T* a, int64_t ars, int64_t aks,
+                     const T* b, int64_t ldb, T* c, int64_t ldc) {
+  constexpr int MR = sizeof(T) == 4 ? 12 : 12;
+  int64_t m = 0;
+  for (; m + MR <= M; m += MR) micro_row<T, MR>(N, K, a + m * ars, ars, aks, b, ldb, c + m * ldc, ldc);
+  for (; m + 4 <= M; m += 4) micro_row<T, 4>(N, K, a + m * ars, ars, aks, b, ldb, c + m * ldc, ldc);
+  for (; m < M; ++m) micro_row<T, 1>(N, K, a + m * ars, ars, aks, b, ldb, c + m * ldc, ldc);
+}
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Which keys the queries of one batch row may see: positions, causal, window, padding.
+struct KeyRange {
+  int64_t off;     // Tk - Tq: the position of query i is i + off
+  int64_t kvlen;   // keys >= kvlen are padding
+  bool causal;
+  int64_t window;  // 0 = none
+
+  // Keys [lo, hi) that any query in [i0, i1) may see.
+  void keys_for(int64_t i0, int64_t i1, int64_t& lo, int64_t& hi) const {
+    hi = kvlen;
+    if (causal) hi = std::min(hi, i1 - 1 + off + 1);
+    lo = 0;
+    if (window > 0) lo = std::max<int64_t>(0, i0 + off - window + 1);
+    if (hi < lo) hi = lo;
+  }
+  // True when some (query, key) pair of the tile is hidden by causal or window.
+  bool partial(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    if (causal && j1 - 1 > i0 + off) return true;
+    if (window > 0 && j0 <= i1 - 1 + off - window) return true;
+    return false;
+  }
+  bool visible(int64_t i, int64_t j) const {
+    const int64_t p = i + off;
+    return (!causal || j <= p) && (window <= 0 || j > p - window);
+  }
+};
+
+// Apply position masks and the additive mask to a transposed score tile St[jj][ii]
+// (keys j0.., queries i0.., row length ld). Hidden scores become -inf.
+template <class Acc>
+inline void mask_tile(Acc* St, int64_t ld, int64_t nk, int64_t nq, int64_t j0, int64_t i0,
+                      const KeyRange& kr, bool positional, const Acc* mask_bh, int64_t ms_i,
+                      int64_t ms_j) {
+  const Acc ninf = -std::numeric_limits<Acc>::infinity();
+  for (int64_t jj = 0; jj < nk; ++jj) {
+    Acc* row = St + jj * ld;
+    const int64_t j = j0 + jj;
+    if (mask_bh != nullptr) {
+      const Acc* mj = mask_bh + j * ms_j;
+      for (int64_t ii = 0; ii < nq; ++ii) row[ii] += mj[(i0 + ii) * ms_i];
+    }
+    if (positional)
+      for (int64_t ii = 0; ii < nq; ++ii)
+        if (!kr.visible(i0 + ii, j)) row[ii] = ninf;
+  }
+}
+
+}  // namespace llmcore::attn
+
+#pragma GCC diagnostic pop
