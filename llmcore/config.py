@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,28 @@ import tomllib
 import yaml
 
 from llmcore.errors import ConfigError
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML that reads ``1e-3`` as a float, as YAML 1.2 and every user expects."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
@@ -40,12 +63,31 @@ def _c(name: str, **params: Any) -> Any:
 
 
 @dataclass
+class ChatTemplate:
+    """How a conversation becomes text: each message is ``<role marker> content <end>``.
+
+    With ``special: true`` the markers are special tokens of the vocabulary (bpe); otherwise
+    they are plain text (the ``char`` tokenizer, whose alphabet must hold their characters).
+    A generated answer ends at ``end``.
+    """
+
+    bos: str = ""  # once, before the whole conversation
+    system: str = ""  # marker before a system message
+    user: str = "Q: "
+    assistant: str = "A: "
+    end: str = "\n"  # after every message
+    special: bool = False  # markers are special tokens
+
+
+@dataclass
 class TokenizerConfig:
     """Which tokenizer: ``name`` is a registered tokenizer, ``params`` go to its factory
-    (for ``bpe``: ``path`` and ``encoding``). ``char`` learns its vocabulary from the data."""
+    (for ``bpe``: ``path`` and ``encoding``). ``char`` learns its vocabulary from the data.
+    ``chat_template`` is the chat format used by fine-tuning and chat alike."""
 
     name: str = "char"
     params: dict[str, Any] = field(default_factory=dict)
+    chat_template: ChatTemplate | None = None
 
 
 @dataclass
@@ -127,6 +169,71 @@ class GenerateConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Supervised fine-tuning on ``{"prompt", "response"}`` or ``{"messages"}`` records."""
+
+    packing: bool = False  # several short examples per block, attention kept apart
+
+
+@dataclass
+class RewardModelConfig:
+    """Reward model: the LM backbone with a scalar head, Bradley-Terry loss."""
+
+    head_init_std: float = 0.0  # 0: a zero head (every score starts at 0)
+
+
+@dataclass
+class PPOConfig:
+    """PPO against a reward model run or a ``reward`` plugin."""
+
+    reward_model: str | None = None  # a reward-model run; or use ``reward``
+    reward: Component | None = None  # a registered reward function
+    rollout_batch: int = 32  # prompts sampled per PPO step
+    max_new_tokens: int = 48
+    epochs: int = 4  # passes over each rollout batch
+    minibatch: int = 8
+    clip: float = 0.2  # policy ratio clip
+    value_clip: float = 0.2
+    value_coef: float = 0.5
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_coef: float = 0.05  # initial per-token KL penalty
+    kl_target: float | None = 6.0  # None: fixed coefficient; else adaptive (sequence KL)
+    kl_horizon: int = 10000
+    whiten_advantages: bool = True
+    score_clip: float | None = None
+
+
+@dataclass
+class DPOConfig:
+    """Direct preference optimisation on ``{"prompt", "chosen", "rejected"}`` records."""
+
+    beta: float = 0.1
+    label_smoothing: float = 0.0  # conservative DPO: assumed label noise
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning: the run it starts from, its data, and each method's settings.
+
+    The model and tokenizer come from ``base``; ``train`` holds the optimisation loop and
+    ``generate`` the samplers used for rollouts and samples.
+    """
+
+    base: str | None = None  # run or checkpoint folder to start from
+    reference: str | None = None  # DPO/PPO frozen reference; None: the base
+    data: str | None = None  # JSONL records
+    val_fraction: float = 0.1  # the last fraction of the records is held out
+    max_len: int | None = None  # tokens per example; None: model.block_size
+    adapter: Component | None = None  # for example {name: lora, rank: 8}
+    eval_samples: int = 64  # sampled answers scored at each evaluation (0: none)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    reward: RewardModelConfig = field(default_factory=RewardModelConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+
+
+@dataclass
 class Config:
     """A whole llmcore config."""
 
@@ -135,6 +242,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     source: str | None = field(default=None, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,7 +278,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         elif path.suffix == ".json":
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
+            data = _yaml_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
     if data is None:
@@ -186,7 +294,7 @@ def _preset_data(name: str) -> dict[str, Any]:
     if name not in presets():
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(presets())}")
     text = (resources.files("llmcore") / "presets" / f"{name}.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text) or {}
+    return _yaml_load(text) or {}
 
 
 def load_config(
@@ -302,10 +410,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(
             f"override {item!r}: the key must name a section and a field, like train.max_iters"
         )
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
+    value = _parse_value(text)
     node = raw
     for part in parts[:-1]:
         child = node.get(part)
@@ -318,6 +423,14 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value, read as YAML (``3e-4`` is a float, ``[1, 2]`` a list)."""
+    try:
+        return _yaml_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 # -- conversion by type hints ------------------------------------------------------------------
@@ -427,7 +540,10 @@ def _dump(value: Any) -> Any:
     if isinstance(value, Component):
         return value.to_dict()
     if isinstance(value, TokenizerConfig):
-        return {"name": value.name, **value.params}
+        out = {"name": value.name, **value.params}
+        if value.chat_template is not None:
+            out["chat_template"] = _dump(value.chat_template)
+        return out
     if dataclasses.is_dataclass(value):
         return {
             f.name: _dump(getattr(value, f.name))
