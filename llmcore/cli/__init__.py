@@ -20,6 +20,7 @@ COMMANDS = (
     "generate",
     "eval",
     "finetune",
+    "merge_lora",
     "convert",
     "tokenizer",
     "config",
