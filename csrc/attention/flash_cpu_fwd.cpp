@@ -158,15 +158,17 @@ struct Forward {
 
   // All queries of the heads that share kv head (b, hk), one key block at a time: each
   // key/value row is read from memory once (decode is bound by reading the cache).
+  //   S (rows x keys) = q . K^T as dot products; P = online softmax of S;
+  //   O (rows x dims) = alpha * O + P . V  (a tile product, vectorised over dims)
   void rows_path(int64_t b, int64_t hk, std::vector<Acc>& ws) const {
     const int64_t D = p.D, grp = p.H / p.Hkv, R = grp * p.Tq;
     const int64_t Dp = round_up(D, L);
     Acc* qs = ws.data();         // R x Dp
     Acc* o = qs + R * Dp;        // R x Dp
-    Acc* Kc = o + R * Dp;        // kBk x D
-    Acc* Vc = Kc + kBk * D;      // kBk x D
-    Acc* s = Vc + kBk * D;       // kBk
-    Acc* m = s + kBk;            // R
+    Acc* Kc = o + R * Dp;        // kBk x Dp
+    Acc* Vc = Kc + kBk * Dp;     // kBk x Dp
+    Acc* S = Vc + kBk * Dp;      // R x kBk
+    Acc* m = S + R * kBk;        // R
     Acc* l = m + R;              // R
     const Acc scale = static_cast<Acc>(p.scale);
     const Acc ninf = -std::numeric_limits<Acc>::infinity();
@@ -177,6 +179,10 @@ struct Forward {
       m[r] = ninf;
       l[r] = 0;
     }
+    // The value rows feed vector loads over dims: pad them when D is not a whole number
+    // of vectors.
+    const bool pad_v = D % L != 0;
+    if (pad_v) std::fill(Vc, Vc + kBk * Dp, Acc(0));
     const KeyRange kr = range(b);
     int64_t jlo, jhi;
     kr.keys_for(0, p.Tq, jlo, jhi);
@@ -184,12 +190,24 @@ struct Forward {
       const int64_t nk = std::min(kBk, jhi - j0);
       int64_t ldk, ldv;
       const Acc* K = rows<In, Acc>(io.k, b, hk, j0, nk, D, Kc, ldk);
-      const Acc* Vr = rows<In, Acc>(io.v, b, hk, j0, nk, D, Vc, ldv);
+      const Acc* Vr;
+      if (pad_v) {
+        for (int64_t jj = 0; jj < nk; ++jj) {
+          const In* src = at<In>(io.v, b, hk, j0 + jj);
+          for (int64_t d = 0; d < D; ++d) Vc[jj * Dp + d] = to_acc(src[d * io.v.s[3]]);
+        }
+        Vr = Vc;
+        ldv = Dp;
+      } else {
+        Vr = rows<In, Acc>(io.v, b, hk, j0, nk, D, Vc, ldv);
+      }
       const bool positional = kr.partial(0, p.Tq, j0, j0 + nk);
       for (int64_t r = 0; r < R; ++r) {
         const int64_t h = hk * grp + r / p.Tq, i = r % p.Tq;
+        Acc* s = S + r * kBk;
+        const Acc* qr = qs + r * Dp;
+        for (int64_t jj = 0; jj < nk; ++jj) s[jj] = dot(qr, K + jj * ldk, D);
         const Acc* mbh = mask_bh(b, h);
-        for (int64_t jj = 0; jj < nk; ++jj) s[jj] = dot(qs + r * Dp, K + jj * ldk, D);
         if (positional || mbh != nullptr)
           mask_tile<Acc>(s, 1, nk, 1, j0, i, kr, positional, mbh, p.mask.s[2], p.mask.s[3]);
         Acc mx = m[r];
@@ -211,15 +229,10 @@ struct Forward {
         l[r] = l[r] * a + tot;
         m[r] = mx;
         Acc* orow = o + r * Dp;
-        for (int64_t d = 0; d < Dp; d += L) vstore(orow + d, vload(orow + d) * a);
-        for (jj = 0; jj < nk; ++jj) {
-          const Acc pj = s[jj];
-          const Acc* vrow = Vr + jj * ldv;
-          int64_t d = 0;
-          for (; d + L <= D; d += L) vstore(orow + d, vload(orow + d) + pj * vload(vrow + d));
-          for (; d < D; ++d) orow[d] += pj * vrow[d];
-        }
+        const V av = vset(a);
+        for (int64_t d = 0; d < Dp; d += L) vstore(orow + d, vload(orow + d) * av);
       }
+      gemm_acc<Acc>(R, Dp, nk, S, kBk, 1, Vr, ldv, o, Dp);
     }
     Acc* lse = static_cast<Acc*>(io.lse);
     for (int64_t r = 0; r < R; ++r) {
@@ -238,7 +251,7 @@ struct Forward {
     const int64_t nqb = (p.Tq + kBq - 1) / kBq;
     const int64_t ntasks = row_path ? p.B * p.Hkv : p.B * p.H * nqb;
     const size_t ws_size = static_cast<size_t>(
-        row_path ? 2 * grp * p.Tq * Dp + 2 * kBk * D + kBk + 2 * grp * p.Tq
+        row_path ? 2 * grp * p.Tq * Dp + 2 * kBk * Dp + grp * p.Tq * kBk + 2 * grp * p.Tq
                  : 2 * D * kBq + kBk * kBq + 2 * kBk * D + 3 * kBq);
     const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.threads, ntasks)));
 #ifdef LLMCORE_OPENMP

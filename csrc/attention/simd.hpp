@@ -69,10 +69,25 @@ inline Vec<T> vmax(Vec<T> a, Vec<T> b) {
   return a > b ? a : b;
 }
 
+// Horizontal sum by halving: log2(lanes) shuffles and adds instead of a scalar chain.
 template <class T>
 inline T hsum(Vec<T> v) {
+  typedef T H2 __attribute__((vector_size(16)));
+#if defined(__AVX512F__)
+  typedef T H8 __attribute__((vector_size(32)));
+  H8 a, b;
+  std::memcpy(&a, &v, sizeof a);
+  std::memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof a, sizeof b);
+  const H8 s8 = a + b;
+#else
+  const Vec<T> s8 = v;
+#endif
+  H2 c, d;
+  std::memcpy(&c, &s8, sizeof c);
+  std::memcpy(&d, reinterpret_cast<const char*>(&s8) + sizeof c, sizeof d);
+  const H2 s4 = c + d;
   T s = 0;
-  for (int i = 0; i < Simd<T>::L; ++i) s += v[i];
+  for (int i = 0; i < static_cast<int>(sizeof(H2) / sizeof(T)); ++i) s += s4[i];
   return s;
 }
 
