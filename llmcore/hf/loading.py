@@ -1,0 +1,212 @@
+"""Load a Hugging Face checkpoint folder into llmcore's plugin-built Transformer.
+
+Weights are read one tensor at a time with ``safetensors.safe_open`` (memory-mapped) and
+copied into parameters that were allocated once, directly in the requested dtype: a bf16
+checkpoint loaded as bf16 never exists as an fp32 copy, and peak memory is the model plus one
+tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from llmcore.config import ModelConfig
+from llmcore.errors import CheckpointError, ConfigError
+from llmcore.hf.tensors import TensorMap, canonical_name, is_ignored, tensor_map
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+STORED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The raw ``config.json`` of an HF checkpoint folder (errors name the file)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such Hugging Face checkpoint folder")
+    file = folder / CONFIG_FILE
+    if not file.exists():
+        raise CheckpointError(f"{folder}: not a Hugging Face checkpoint: no {CONFIG_FILE}")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def weight_files(folder: Path) -> dict[str, Path]:
+    """Map each tensor name to its safetensors file: one ``model.safetensors``, or the shards
+    listed in ``model.safetensors.index.json``."""
+    index = folder / INDEX_FILE
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError("weight_map is not an object")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index}: not a safetensors index: {exc}") from None
+        files = {}
+        for name, shard in weight_map.items():
+            file = folder / str(shard)
+            if not file.exists():
+                raise CheckpointError(
+                    f"{index}: shard {shard!r} (holding {name!r}) is missing from {folder}"
+                )
+            files[name] = file
+        return files
+    single = folder / WEIGHTS_FILE
+    if single.exists():
+        with _open(single) as f:
+            return {name: single for name in f.keys()}  # noqa: SIM118 - safe_open has no iter
+    found = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+        p.name for p in folder.glob("*.safetensors")
+    )
+    raise CheckpointError(
+        f"{folder}: no {WEIGHTS_FILE} or {INDEX_FILE}"
+        + (f" (found {', '.join(found)}; only safetensors weights are read)" if found else "")
+    )
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework="pt")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: corrupt or unreadable safetensors file: {exc}") from None
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, files: dict[str, Path]) -> torch.dtype:
+    """``None``: float32; ``"auto"``: the dtype of the stored weights; else the named dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ConfigError(f"dtype: {dtype} is not a floating-point type")
+        return dtype
+    if dtype == "auto":
+        if not files:
+            return torch.float32
+        name, file = next(iter(files.items()))
+        with _open(file) as f:
+            stored = f.get_slice(name).get_dtype()
+        return STORED_DTYPES.get(stored, torch.float32)
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def build_empty(cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str):
+    """The Transformer of ``cfg`` with uninitialised parameters in ``dtype`` on ``device``.
+
+    It is built on the meta device (no memory, no random init), cast there, and only then
+    allocated, so no fp32 copy of a half-precision model is ever made. Buffers computed at
+    construction (rotary tables) do not survive ``to_empty``; the position module is rebuilt.
+    """
+    from llmcore.components import create
+    from llmcore.model import Transformer
+
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model = model.to(dtype).to_empty(device=device)
+    for name, module in model.named_modules():
+        if module._non_persistent_buffers_set and not name.startswith("position"):
+            # a third-party component computes a buffer we cannot recompute: build eagerly
+            model = Transformer(cfg).to(device=device, dtype=dtype)
+            break
+    head_dim = cfg.head_dim or cfg.n_embd // cfg.n_head
+    with torch.device(device):
+        position = create(
+            "position",
+            cfg.position,
+            "model.position",
+            dim=cfg.n_embd,
+            head_dim=head_dim,
+            max_seq_len=cfg.block_size,
+        )
+    for p in position.parameters():  # rotary tables stay fp32, as computed
+        p.data = p.data.to(dtype)
+    model.position = position
+    if cfg.tie_embeddings:  # to_empty re-allocates each module's parameters apart
+        model.lm_head.weight = model.wte.weight
+    return model
+
+
+def load_weights(model: torch.nn.Module, h: dict[str, Any], files: dict[str, Path]) -> None:
+    """Copy every tensor of ``files`` into ``model`` by the map of the normalized config ``h``.
+
+    Missing, unexpected or misshapen tensors raise :class:`CheckpointError` naming the tensor,
+    its file and both shapes. llmcore biases that HF does not have are set to zero.
+    """
+    kind = h["model_type"]
+    mapping = {t.hf: t for t in tensor_map(h)}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    covered = {t.ours for t in mapping.values()}
+    with torch.no_grad():
+        for name, p in params.items():
+            if name not in covered:
+                if not name.endswith(".bias") and name != "lm_head.weight":
+                    raise CheckpointError(f"llmcore parameter {name!r} has no Hugging Face tensor")
+                if name.endswith(".bias"):
+                    p.zero_()
+        seen: set[str] = set()
+        for file, names in _by_file(files):
+            with _open(file) as f:
+                for raw in names:
+                    name = canonical_name(raw, kind)
+                    entry = mapping.get(name)
+                    if entry is None:
+                        if is_ignored(name, kind) or (
+                            name == "lm_head.weight" and h["tie_word_embeddings"]
+                        ):
+                            continue
+                        raise CheckpointError(
+                            f"{file}: unexpected tensor {raw!r}: not part of a {kind} model with this config.json"
+                        )
+                    _copy(params[entry.ours], entry, f, raw, file)
+                    seen.add(name)
+    missing = [t.hf for t in mapping.values() if t.hf not in seen]
+    if missing:
+        where = ", ".join(sorted({f.name for f in files.values()})) or "the weights"
+        raise CheckpointError(
+            f"missing tensor {missing[0]!r} in {where} ({len(missing)} missing in all)"
+        )
+
+
+def _by_file(files: dict[str, Path]) -> Iterator[tuple[Path, list[str]]]:
+    groups: dict[Path, list[str]] = {}
+    for name, file in files.items():
+        groups.setdefault(file, []).append(name)
+    yield from groups.items()
+
+
+def _copy(param: torch.Tensor, entry: TensorMap, f: Any, raw: str, file: Path) -> None:
+    target = param if entry.rows is None else param[entry.rows[0] : entry.rows[1]]
+    want = tuple(target.shape[::-1] if entry.transpose else target.shape)
+    try:
+        got = tuple(f.get_slice(raw).get_shape())
+    except SafetensorError as exc:
+        raise CheckpointError(f"{file}: tensor {raw!r} is not in the file: {exc}") from None
+    if got != want:
+        raise CheckpointError(
+            f"{file}: tensor {raw!r} has shape {got}, but config.json implies {want}"
+        )
+    tensor = f.get_tensor(raw)
+    target.copy_(tensor.T if entry.transpose else tensor)  # casts to the parameter's dtype
