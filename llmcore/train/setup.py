@@ -8,7 +8,7 @@ import torch
 
 from llmcore import plugins
 from llmcore.config import Config
-from llmcore.errors import ConfigError
+from llmcore.errors import ConfigError, DataError
 from llmcore.train.data import read_documents
 
 
@@ -42,7 +42,10 @@ def build_tokenizer(cfg: Config, files: list[Path] | None = None):
             raise ConfigError(
                 f"tokenizer: {cfg.tokenizer.name!r} learns its vocabulary from data, but there is none"
             )
-        return cls.train(read_documents(files, cfg.data.jsonl_field))
+        docs = read_documents(files, cfg.data.jsonl_field)
+        if not any(docs):
+            raise DataError(f"{', '.join(map(str, files))}: the training data is empty")
+        return cls.train(docs)
     try:
         return cls(**cfg.tokenizer.params)
     except TypeError as exc:
