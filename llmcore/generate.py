@@ -1,79 +1,413 @@
-"""Text generation: prompt -> ids -> model with KV cache -> sampler chain -> decoder -> text."""
+"""Text generation: prompt -> ids -> model with KV cache -> sampler chain -> decoder -> text.
+
+The engine prefills every prompt once, then decodes one token per step against the model's
+preallocated :class:`~llmcore.model.KVCache`, which each forward pass writes in place.
+Prompts of different lengths are left-padded: each row gets its own positions and a bool
+mask hides the padding (a padding query sees itself, so no attention row is empty).
+Prompts of equal length take a path without masks. Per step the loop allocates almost
+nothing: the token history is one preallocated tensor, positions advance in place, and
+the next step's input is a view of the history.
+
+Settings (keyword arguments of :func:`generate` and :func:`stream`):
+
+- ``max_new_tokens``: at most this many new tokens per prompt (default 200).
+- ``samplers``: logits processors ``(input_ids, logits) -> logits`` applied in order;
+  ``decoder``: the final choice (default greedy), or a decoder with a ``search`` method
+  (``beam``), which then runs the whole search itself.
+- ``config``: a :class:`~llmcore.config.Config` (or its ``generate`` section) whose
+  samplers, decoder, ``max_new_tokens``, ``seed`` and ``stop`` fill any setting not given.
+- ``seed``: seeds the sampling generator (same seed, same prompts -> same output).
+- ``stop_ids``: token ids that end a row (not included); the tokenizer's end-of-text id is
+  one unless ``eot=False``. ``stop``: strings that end a row; the text ends before the stop
+  string, and the ids are the tokens whose text begins before it.
+- ``logprobs``: also return each chosen token's log-probability under the model (the raw
+  distribution, before the samplers).
+
+A prompt longer than the context is an error; so is ``prompt + max_new_tokens`` beyond
+``model.block_size`` unless the model has a sliding window. An empty prompt starts from
+the tokenizer's beginning-of-text token (``bos_id``, else ``eot_id``).
+"""
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from llmcore.errors import GenerationError
 
+DEFAULT_MAX_NEW_TOKENS = 200
+
+
+@dataclass
+class Token:
+    """One streamed token: its id, the text it adds, and its log-probability if asked.
+
+    ``text`` may be empty while a multi-byte character is incomplete; joining the texts of
+    every streamed token gives the final text.
+    """
+
+    id: int
+    text: str
+    logprob: float | None = None
+
 
 @dataclass
 class Generation:
-    """One generated continuation."""
+    """One generated continuation (without the prompt)."""
 
     text: str
     ids: list[int]
+    logprobs: list[float] | None = None
+    finish_reason: str = "length"  # "length", "stop" (stop id, end-of-text or stop string)
+    prompt_ids: list[int] = field(default_factory=list)
+    score: float | None = None  # beam search: the length-penalised score
 
 
-@torch.inference_mode()
-def stream(
-    model,
+# -- settings --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Settings:
+    max_new_tokens: int
+    samplers: list
+    decoder: object
+    seed: int | None
+    stop_ids: set[int]
+    stop: list[str]
+    logprobs: bool
+
+
+def _settings(
     tokenizer,
-    prompt: str,
     *,
-    max_new_tokens: int = 200,
-    samplers: Sequence = (),
+    config=None,
+    max_new_tokens: int | None = None,
+    samplers: Sequence | None = None,
     decoder=None,
     seed: int | None = None,
     stop_ids: Sequence[int] = (),
-) -> Iterator[int]:
-    """Yield new token ids for one prompt as they are chosen."""
-    from llmcore.builtin.decoders import Greedy
+    stop: str | Sequence[str] | None = None,
+    eot: bool = True,
+    logprobs: bool = False,
+) -> _Settings:
+    from llmcore.builtin.samplers import fuse
 
-    decoder = decoder or Greedy()
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        if tokenizer.eot_id is None:
-            raise GenerationError(
-                "the prompt is empty and the tokenizer has no end-of-text token to start from"
-            )
-        ids = [tokenizer.eot_id]
-    block = model.config.block_size
-    if len(ids) + max_new_tokens > block:
+    g = getattr(config, "generate", config)
+    if g is not None:
+        if samplers is None or decoder is None:
+            from llmcore.components import build_sampler
+
+            chain, dec = build_sampler(config if hasattr(config, "generate") else _Wrap(g))
+            samplers = chain if samplers is None else samplers
+            decoder = dec if decoder is None else decoder
+        max_new_tokens = g.max_new_tokens if max_new_tokens is None else max_new_tokens
+        seed = g.seed if seed is None else seed
+        stop = list(g.stop) if stop is None else stop
+    if decoder is None:
+        from llmcore.builtin.decoders import Greedy
+
+        decoder = Greedy()
+    max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise GenerationError(f"max_new_tokens must be an integer >= 0, found {max_new_tokens!r}")
+    stop = [stop] if isinstance(stop, str) else list(stop or ())
+    for s in stop:
+        if not isinstance(s, str) or not s:
+            raise GenerationError(f"stop strings must be non-empty strings, found {s!r}")
+    ids = {int(i) for i in stop_ids}
+    if eot and getattr(tokenizer, "eot_id", None) is not None:
+        ids.add(int(tokenizer.eot_id))
+    return _Settings(
+        max_new_tokens, fuse(list(samplers or ())), decoder, seed, ids, stop, bool(logprobs)
+    )
+
+
+class _Wrap:
+    """A Config-like holder for a bare ``generate`` section."""
+
+    def __init__(self, g) -> None:
+        self.generate = g
+
+
+def _prompt_ids(tokenizer, prompt) -> list[int]:
+    ids = list(prompt) if not isinstance(prompt, str) else tokenizer.encode(prompt)
+    if ids:
+        return [int(i) for i in ids]
+    start = getattr(tokenizer, "bos_id", None)
+    start = tokenizer.eot_id if start is None else start
+    if start is None:
         raise GenerationError(
-            f"prompt of {len(ids)} tokens + max_new_tokens={max_new_tokens} exceeds the context of {block} tokens"
+            "the prompt is empty and the tokenizer has no beginning- or end-of-text token to start from"
         )
-    device = model.wte.weight.device
-    gen = torch.Generator(device=device)
-    if seed is not None:
-        gen.manual_seed(seed)
-    model.eval()
-    cache = model.new_cache(1, len(ids) + max_new_tokens)
-    history = torch.tensor([ids], dtype=torch.long, device=device)
-    logits = model(history, cache=cache)[:, -1, :]
-    stop = set(stop_ids)
-    for _ in range(max_new_tokens):
-        scores = logits.float()
+    return [int(start)]
+
+
+def _check_length(model, n_prompt: int, max_new_tokens: int) -> None:
+    cfg = model.config
+    block = cfg.block_size
+    if n_prompt > block and not cfg.sliding_window:
+        raise GenerationError(
+            f"the prompt has {n_prompt} tokens, longer than the model's context of {block} tokens"
+        )
+    if n_prompt + max_new_tokens > block and not cfg.sliding_window:
+        raise GenerationError(
+            f"a prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} exceeds the "
+            f"model's context of {block} tokens; lower max_new_tokens to {max(block - n_prompt, 0)}"
+        )
+
+
+def _generator(model, seed: int | None) -> torch.Generator:
+    gen = torch.Generator(device=model.lm_head.weight.device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(seed))
+    return gen
+
+
+# -- the decode loop -------------------------------------------------------------------------
+
+
+def _steps(
+    model, prompts: list[list[int]], s: _Settings, gen: torch.Generator, done: list[bool]
+) -> Iterator[tuple[list[int], list[float] | None]]:
+    """Yield the chosen token of every row per step until all rows are ``done`` (the
+    caller marks them) or ``max_new_tokens`` steps have run."""
+    B, n = len(prompts), s.max_new_tokens
+    lens = [len(p) for p in prompts]
+    P = max(lens)
+    vocab = model.config.vocab_size
+    dev = model.lm_head.weight.device
+    # The history the samplers see; left padding holds `vocab`, which they ignore.
+    history = torch.full((B, P + n), vocab, dtype=torch.long, device=dev)
+    for b, p in enumerate(prompts):
+        history[b, P - len(p) : P] = torch.tensor(p, dtype=torch.long)
+    cache = model.new_cache(B, P + n)
+    padded = min(lens) != P
+    if padded:
+        pad = torch.tensor([P - x for x in lens], device=dev)  # (B,)
+        keys = torch.arange(P + n, device=dev)
+        key_ok = (keys[None, :] >= pad[:, None])[:, None, None, :]  # (B, 1, 1, P + n)
+        causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
+        diag = torch.eye(P, dtype=torch.bool, device=dev)  # a padding query sees itself
+        mask = (causal & key_ok[..., :P]) | diag  # (B, 1, P, P)
+        positions = (keys[None, :P] - pad[:, None]).clamp(min=0)  # (B, P)
+        inp = history[:, :P].clamp(max=vocab - 1)
+    else:
+        mask, positions, inp = None, None, history[:, :P]
+    x = model.hidden_states(inp, positions=positions, cache=cache, mask=mask)
+    logits = model.lm_head(x[:, -1])  # (B, V)
+    # per-row positions (B, 1) when padded, else one position (1,) shared by every row
+    pos = torch.tensor(lens, device=dev).view(B, 1) if padded else torch.full((1,), P, device=dev)
+    samplers, decoder, want_lp = s.samplers, s.decoder, s.logprobs
+    for step in range(n):
+        cur = P + step
+        scores = logits
+        lp = None
+        if want_lp:
+            raw = torch.log_softmax(logits.float(), dim=-1)
         for proc in samplers:
-            scores = proc(history, scores)
-        nxt = decoder(scores, gen)  # (1,)
-        token = int(nxt[0])
-        if token in stop:
+            scores = proc(history[:, :cur], scores)
+        nxt = decoder(scores, gen)  # (B,)
+        history[:, cur] = nxt
+        if want_lp:
+            lp = raw.gather(1, nxt.view(B, 1)).view(B).tolist()
+        yield nxt.tolist(), lp
+        if all(done) or step == n - 1:
             return
+        m = key_ok[..., : cur + 1] if padded else None
+        x = model.hidden_states(history[:, cur : cur + 1], positions=pos, cache=cache, mask=m)
+        logits = model.lm_head(x[:, -1])
+        pos += 1
+
+
+# -- text, stop strings and streaming --------------------------------------------------------
+
+
+class _Row:
+    """Turns one row's token ids into released text: waits for complete UTF-8 characters,
+    holds back text that may be the start of a stop string, and cuts at a stop string."""
+
+    def __init__(self, tokenizer, s: _Settings) -> None:
+        self.tok, self.s = tokenizer, s
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.pending: list[list] = []  # [id, start, end, logprob] not yet released
+        self.released = 0  # characters of self.text already released
+        self.ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.done = False
+        self.finish_reason = "length"
+        self.longest = max((len(x) for x in s.stop), default=0)
+
+    def push(self, token: int, logprob: float | None) -> list[Token]:
+        if token in self.s.stop_ids:
+            return self.finish("stop")
+        start = len(self.text)
+        self.text += self.utf8.decode(self.tok.decode_bytes([token]))
+        self.pending.append([token, start, len(self.text), logprob])
+        if self.s.stop:
+            lo = max(0, start - self.longest + 1)
+            hits = [i for i in (self.text.find(x, lo) for x in self.s.stop) if i >= 0]
+            if hits:
+                return self._release(min(hits), "stop")
+        if self.utf8.getstate()[0]:
+            return []  # the bytes of a character are still incomplete
+        return self._release(len(self.text) - self._held(), None)
+
+    def _held(self) -> int:
+        """Length of the longest end of the text that begins some stop string."""
+        t = self.text
+        for n in range(min(self.longest - 1, len(t)), 0, -1):
+            if any(x.startswith(t[-n:]) for x in self.s.stop):
+                return n
+        return 0
+
+    def _release(self, upto: int | None, reason: str | None) -> list[Token]:
+        """Release held tokens: those ending by ``upto``; at a stop string (``reason``)
+        those beginning before it, their text cut there; ``upto`` None: all of them."""
+        out = []
+        while self.pending:
+            tid, a, b, lp = self.pending[0]
+            if upto is not None and not (a < upto if reason else b <= upto):
+                break
+            self.pending.pop(0)
+            end = b if upto is None else min(b, upto)
+            piece = self.text[max(a, self.released) : end]
+            self.released = max(self.released, end)
+            self.ids.append(tid)
+            if lp is not None:
+                self.logprobs.append(lp)
+            out.append(Token(tid, piece, lp))
+        if reason is not None:
+            if upto is not None:
+                self.text = self.text[:upto]
+            self.pending.clear()
+            self.done, self.finish_reason = True, reason
+        return out
+
+    def finish(self, reason: str) -> list[Token]:
+        """Flush the incomplete bytes and release everything held back."""
+        self.text += self.utf8.decode(b"", final=True)
+        if self.pending:
+            self.pending[-1][2] = len(self.text)
+        out = self._release(None, reason)
+        if len(self.text) > self.released and out:  # flushed text after the last release
+            out[-1].text += self.text[self.released :]
+            self.released = len(self.text)
+        return out
+
+    def result(self, prompt_ids: list[int]) -> Generation:
+        return Generation(
+            self.text,
+            self.ids,
+            self.logprobs if self.s.logprobs else None,
+            self.finish_reason,
+            prompt_ids,
+        )
+
+
+class _Batch:
+    """A batch of prompts decoded together; iterate for ``(row, Token)`` pairs."""
+
+    def __init__(self, model, tokenizer, prompts: list[list[int]], s: _Settings) -> None:
+        self.model, self.tok, self.prompts, self.s = model, tokenizer, prompts, s
+        self.rows = [_Row(tokenizer, s) for _ in prompts]
+
+    def __iter__(self) -> Iterator[tuple[int, Token]]:
+        s, model = self.s, self.model
+        for p in self.prompts:
+            _check_length(model, len(p), s.max_new_tokens)
+        if hasattr(s.decoder, "search"):
+            yield from self._search()
+            return
+        done = [False] * len(self.prompts)
+        if s.max_new_tokens > 0:
+            gen = _generator(model, s.seed)
+            training = model.training
+            model.eval()
+            try:
+                with torch.inference_mode():
+                    for tokens, lps in _steps(model, self.prompts, s, gen, done):
+                        for b, t in enumerate(tokens):
+                            row = self.rows[b]
+                            if row.done:
+                                continue
+                            for out in row.push(t, None if lps is None else lps[b]):
+                                yield b, out
+                            done[b] = row.done
+            finally:
+                model.train(training)
+        for b, row in enumerate(self.rows):
+            if not row.done:
+                for out in row.finish("length"):
+                    yield b, out
+
+    def _search(self) -> Iterator[tuple[int, Token]]:
+        s, model = self.s, self.model
+        training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for b, p in enumerate(self.prompts):
+                    ids, score = s.decoder.search(
+                        model,
+                        p,
+                        max_new_tokens=s.max_new_tokens,
+                        samplers=s.samplers,
+                        stop_ids=s.stop_ids,
+                        generator=_generator(model, s.seed),
+                    )
+                    row = self.rows[b]
+                    row.score = score
+                    for t in ids:
+                        for out in row.push(t, None):
+                            yield b, out
+                        if row.done:
+                            break
+                    if not row.done:
+                        for out in row.finish("stop" if len(ids) < s.max_new_tokens else "length"):
+                            yield b, out
+        finally:
+            model.train(training)
+
+    def results(self) -> list[Generation]:
+        out = []
+        for p, row in zip(self.prompts, self.rows):
+            g = row.result(p)
+            g.score = getattr(row, "score", None)
+            out.append(g)
+        return out
+
+
+def stream(model, tokenizer, prompt, **settings) -> Iterator[Token]:
+    """Yield the tokens of one prompt's continuation as they are chosen.
+
+    ``prompt`` is text or a list of token ids; ``settings`` as in the module docstring.
+    Joining the ``text`` of the yielded tokens gives :func:`generate`'s text.
+    """
+    s = _settings(tokenizer, **settings)
+    batch = _Batch(model, tokenizer, [_prompt_ids(tokenizer, prompt)], s)
+    for _, token in batch:
         yield token
-        history = torch.cat([history, nxt[:, None]], dim=1)
-        logits = model(nxt[:, None], cache=cache)[:, -1, :]
 
 
-def generate(model, tokenizer, prompts: str | Sequence[str], **settings) -> list[Generation]:
-    """Generate a continuation of each prompt; returns text and ids of each."""
-    if isinstance(prompts, str):
+def generate(model, tokenizer, prompts, **settings) -> list[Generation]:
+    """Generate a continuation of each prompt (text, or token ids); returns one
+    :class:`Generation` per prompt, in order. Prompts are decoded together as one batch."""
+    if isinstance(prompts, str) or (
+        isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)
+    ):
         prompts = [prompts]
-    out = []
-    for prompt in prompts:
-        ids = list(stream(model, tokenizer, prompt, **settings))
-        out.append(Generation(tokenizer.decode(ids), ids))
-    return out
+    s = _settings(tokenizer, **settings)
+    batch = _Batch(model, tokenizer, [_prompt_ids(tokenizer, p) for p in prompts], s)
+    for _ in batch:
+        pass
+    return batch.results()
