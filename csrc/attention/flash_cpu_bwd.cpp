@@ -167,10 +167,10 @@ struct Backward {
 
   void run() const {
     const int64_t ntasks = p.B * p.Hkv;
-    const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.threads, ntasks)));
+    const int nthreads = thread_count(p, ntasks);
     const size_t ws_size = workspace();
 #ifdef LLMCORE_OPENMP
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
       std::vector<Acc> ws(ws_size);

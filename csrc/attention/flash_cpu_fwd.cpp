@@ -253,9 +253,9 @@ struct Forward {
     const size_t ws_size = static_cast<size_t>(
         row_path ? 2 * grp * p.Tq * Dp + 2 * kBk * Dp + grp * p.Tq * kBk + 2 * grp * p.Tq
                  : 2 * D * kBq + kBk * kBq + 2 * kBk * D + 3 * kBq);
-    const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.threads, ntasks)));
+    const int nthreads = thread_count(p, ntasks);
 #ifdef LLMCORE_OPENMP
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
       std::vector<Acc> ws(ws_size);

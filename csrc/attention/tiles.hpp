@@ -93,6 +93,14 @@ inline void gemm_acc(int64_t M, int64_t N, int64_t K, const T* a, int64_t ars, i
   for (; m < M; ++m) micro_row<T, 1>(N, K, a + m * ars, ars, aks, b, ldb, c + m * ldc, ldc);
 }
 
+// Threads for a call: small problems run on the calling thread, since waking a team
+// costs more than the work (and much more when the cores are shared).
+inline int thread_count(const AttnProblem& p, int64_t ntasks) {
+  const int64_t work = p.B * p.H * std::max<int64_t>(p.Tq, 1) * std::max<int64_t>(p.Tk, 1) * p.D;
+  if (work < (int64_t{1} << 18)) return 1;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.threads, ntasks)));
+}
+
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Which keys the queries of one batch row may see: positions, causal, window, padding.
