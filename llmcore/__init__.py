@@ -27,6 +27,7 @@ from llmcore.errors import (
     TrainingError,
 )
 from llmcore.generate import generate, stream
+from llmcore.hf import load_hf, load_hf_tokenizer
 from llmcore.hookspecs import hookimpl
 from llmcore.model import KVCache, Transformer, build_model
 from llmcore.plugins import available, create
@@ -58,6 +59,8 @@ __all__ = [
     "hookimpl",
     "load_checkpoint",
     "load_config",
+    "load_hf",
+    "load_hf_tokenizer",
     "load_tokenizer",
     "stream",
     "train_tokenizer",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from llmcore.config import Config, TokenizerConfig
+from llmcore.config import Config, TokenizerConfig, check_consistency
 from llmcore.hf import archs
 from llmcore.hf.export import save_hf
 from llmcore.hf.loading import (
@@ -57,6 +57,7 @@ def load_hf(
     raw = read_config(folder)
     h = archs.normalize(raw, str(folder / CONFIG_FILE))
     cfg = Config(model=archs.model_config(h))
+    check_consistency(cfg, str(folder / CONFIG_FILE))
     if (folder / TOKENIZER_FILE).exists():
         cfg.tokenizer = TokenizerConfig("bpe", {"path": str(folder / TOKENIZER_FILE)})
     files = weight_files(folder)

@@ -37,7 +37,7 @@ def _is_char_vocab(data: dict[str, Any]) -> bool:
     model = data["model"]
     decoder = data.get("decoder") or {}
     return (
-        model.get("type") == "BPE"
+        model.get("type", "BPE") == "BPE"
         and not model.get("merges")
         and data.get("pre_tokenizer") is None
         and decoder.get("type") == "Fuse"
@@ -54,7 +54,7 @@ def load_hf_tokenizer(path: str | Path) -> Any:
     p = Path(path)
     file = p / TOKENIZER_FILE if p.is_dir() else p
     data = _read(file)
-    kind = data["model"].get("type")
+    kind = data["model"].get("type", "BPE")  # old files (GPT-2's) leave it out
     if kind not in SUPPORTED_MODELS:
         raise TokenizerError(
             f"{file}: tokenizer model type {kind!r} is not supported; supported: {', '.join(SUPPORTED_MODELS)} (byte-level)"

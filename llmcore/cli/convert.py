@@ -1,0 +1,91 @@
+"""``llmcore convert``: Hugging Face checkpoint folders <-> llmcore runs.
+
+    llmcore convert --from-hf HF_DIR --out RUN_DIR [--dtype bfloat16] [--tokenizer PATH]
+    llmcore convert --to-hf RUN_OR_CHECKPOINT --out HF_DIR [--dtype bfloat16]
+
+``--from-hf`` writes a run folder (config.yaml, ckpt/00000000/, ckpt/latest) that
+``llmcore generate`` and ``llmcore.load_checkpoint`` read; ``--to-hf`` writes config.json,
+model.safetensors and, when the tokenizer can be expressed, tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+
+
+def add_to(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert", help="convert between Hugging Face checkpoint folders and llmcore runs"
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-hf", metavar="HF_DIR", help="a Hugging Face checkpoint folder")
+    src.add_argument("--to-hf", metavar="RUN", help="an llmcore run or checkpoint folder")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, default=None, help="dtype of the written weights"
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="with --from-hf: a tokenizer (file or folder) when HF_DIR has no tokenizer.json",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.from_hf is not None:
+        return _from_hf(args)
+    return _to_hf(args)
+
+
+def _from_hf(args: argparse.Namespace) -> int:
+    from llmcore.checkpoint import save_checkpoint, write_atomic
+    from llmcore.config import TokenizerConfig, dump_yaml
+    from llmcore.errors import CheckpointError
+    from llmcore.hf import TOKENIZER_FILE, load_hf, load_hf_tokenizer
+    from llmcore.tokenizers import load_tokenizer
+
+    src, out = Path(args.from_hf), Path(args.out)
+    model, cfg = load_hf(src, dtype=args.dtype)
+    if args.tokenizer is not None:
+        tokenizer = load_tokenizer(args.tokenizer)
+    elif (src / TOKENIZER_FILE).exists():
+        tokenizer = load_hf_tokenizer(src)
+    else:
+        raise CheckpointError(
+            f"{src}: no {TOKENIZER_FILE}; an llmcore run needs a tokenizer: pass --tokenizer PATH"
+        )
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise CheckpointError(
+            f"{src}: the tokenizer has {tokenizer.vocab_size} ids but the model only {cfg.model.vocab_size}"
+        )
+    cfg.tokenizer = TokenizerConfig(getattr(tokenizer, "name", "bpe"))
+    cfg.train.name = out.name
+    if args.dtype == "bfloat16":
+        cfg.train.dtype = "bfloat16"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "config.yaml", dump_yaml(cfg))
+    except OSError as exc:
+        raise CheckpointError(f"{out}: cannot write the run folder: {exc}") from None
+    ckpt = save_checkpoint(out, 0, model, cfg, tokenizer)
+    print(f"wrote {ckpt} ({cfg.model.n_layer} layers, {model.num_params() / 1e6:.2f}M params)")
+    return 0
+
+
+def _to_hf(args: argparse.Namespace) -> int:
+    from llmcore.checkpoint import load_checkpoint
+    from llmcore.hf import save_hf
+    from llmcore.hf.loading import DTYPES
+
+    loaded = load_checkpoint(args.to_hf)
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    notes = save_hf(loaded.model, args.out, loaded.tokenizer, dtype=dtype)
+    for note in notes:
+        print(f"llmcore: note: {note}", file=sys.stderr)
+    print(f"wrote {args.out} from {loaded.path}")
+    return 0
