@@ -210,6 +210,7 @@ class DPOConfig:
 
     beta: float = 0.1
     label_smoothing: float = 0.0  # conservative DPO: assumed label noise
+    rpo_alpha: float = 0.0  # weight of the chosen answers' mean token NLL (RPO); 0: plain DPO
 
 
 @dataclass
@@ -227,6 +228,7 @@ class FinetuneConfig:
     max_len: int | None = None  # tokens per example; None: model.block_size
     adapter: Component | None = None  # for example {name: lora, rank: 8}
     eval_samples: int = 64  # sampled answers scored at each evaluation (0: none)
+    metrics: list[Component] = field(default_factory=list)  # reward plugins scoring samples
     sft: SFTConfig = field(default_factory=SFTConfig)
     reward: RewardModelConfig = field(default_factory=RewardModelConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
