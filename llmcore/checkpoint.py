@@ -68,13 +68,16 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
-    model: torch.nn.Module,
+    model: torch.nn.Module | dict[str, torch.Tensor],
     cfg: Config,
     tokenizer: Any,
     trainer_state: dict[str, Any] | None = None,
     keep: set[str] | None = None,
 ) -> Path:
-    """Write a complete checkpoint for ``step`` and point ``latest`` at it."""
+    """Write a complete checkpoint for ``step`` and point ``latest`` at it.
+
+    ``model`` is a module or its tensors (tied weights once). Raises CheckpointError when the
+    folder cannot be written (read-only, disk full); the previous checkpoint stays intact."""
     ckpt_root = Path(run_dir) / "ckpt"
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -83,15 +86,22 @@ def save_checkpoint(
         raise CheckpointError(f"{ckpt_root}: cannot write a checkpoint: {exc}") from None
     final = ckpt_root / step_dir_name(step)
     try:
-        save_file(model_state(model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
+        weights = model if isinstance(model, dict) else model_state(model)
+        weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+        save_file(weights, str(tmp / MODEL_FILE), metadata={"step": str(step)})
         (tmp / CONFIG_FILE).write_text(dump_yaml(cfg), encoding="utf-8")
         tokenizer.save(tmp / TOKENIZER_DIR)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / STATE_FILE)
-        if final.exists():
-            shutil.rmtree(final)
+        _fsync_tree(tmp)
+        old = None
+        if final.exists():  # the same step again: move the old copy aside, drop it after
+            old = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=".tmp-old-"))
+            os.replace(final, old / final.name)
         os.replace(tmp, final)
         write_atomic(ckpt_root / LATEST, final.name + "\n")
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
@@ -101,6 +111,18 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush a checkpoint's files to disk before it is renamed into place, so a power loss
+    cannot leave a complete-looking folder with empty files."""
+    for f in root.rglob("*"):
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int, protect: set[str] = frozenset()) -> None:

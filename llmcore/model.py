@@ -19,6 +19,87 @@ from llmcore.components import create
 from llmcore.config import ModelConfig
 
 
+def _dropout(p: float) -> nn.Module:
+    """Dropout, or Identity when ``p == 0`` (a zero-rate Dropout still runs a kernel per call)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+def _lm_head_chunk(vocab_size: int) -> int:
+    """Rows of logits computed at once by the fused loss: about 8M logits (32 MB in fp32)."""
+    return max(64, (8 << 20) // max(1, vocab_size))
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``h @ weight.T`` against ``targets`` without materialising the
+    ``(N, V)`` logits: rows are processed in chunks, and because the loss is a scalar its
+    gradients are computed in the same pass (softmax minus one-hot) and only scaled in
+    backward. Matmuls run in the autocast dtype when autocast is on; softmax in fp32."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, ignore_index, chunk, grads):
+        device_type = h.device.type
+        dtype = h.dtype
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+        acc = torch.promote_types(dtype, torch.float32)  # softmax and sums: fp32 at least
+        with torch.autocast(device_type, enabled=False):
+            hx, wx = h.to(dtype), weight.to(dtype)
+            valid = targets != ignore_index
+            safe = torch.where(valid, targets, 0)
+            n_valid = valid.sum().clamp_(min=1).to(acc)
+            loss = torch.zeros((), dtype=acc, device=h.device)
+            grad_h = torch.empty_like(hx) if grads else None
+            grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device) if grads else None
+            for s in range(0, hx.shape[0], chunk):
+                hc, tc, vc = hx[s : s + chunk], safe[s : s + chunk], valid[s : s + chunk]
+                logits = (hc @ wx.t()).to(acc)  # (n, V)
+                lse = torch.logsumexp(logits, dim=-1)  # (n,)
+                picked = logits.gather(1, tc[:, None]).squeeze(1)
+                loss += ((lse - picked) * vc).sum()
+                if grads:
+                    p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                    p.scatter_add_(1, tc[:, None], torch.full_like(picked[:, None], -1.0))
+                    p.mul_((vc.to(p.dtype) / n_valid)[:, None])
+                    p = p.to(dtype)
+                    grad_h[s : s + chunk] = p @ wx
+                    if dtype == acc:
+                        grad_w.addmm_(p.t(), hc)
+                    else:
+                        grad_w += (p.t() @ hc).to(acc)
+            loss /= n_valid
+        if grads:
+            ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = (h.dtype, weight.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        return (
+            (grad_h * grad_out).to(ctx.dtypes[0]),
+            (grad_w * grad_out).to(ctx.dtypes[1]),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """``F.cross_entropy(h @ weight.T, targets)`` (mean over targets that are not
+    ``ignore_index``; 0 when there are none) computed in row chunks, never holding all logits.
+    ``h`` is ``(N, C)``, ``weight`` ``(V, C)``, ``targets`` ``(N,)``."""
+    chunk = chunk or _lm_head_chunk(weight.shape[0])
+    grads = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    return _LinearCrossEntropy.apply(h, weight, targets, ignore_index, chunk, grads)
+
+
 class KVCache:
     """Preallocated keys and values of every layer: ``(n_layer, B, Hkv, max_len, D)``.
 
@@ -74,7 +155,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, sum(self.sizes), bias=qkv_bias)
         self.proj = nn.Linear(self.n_head * self.head_dim, cfg.n_embd, bias=cfg.bias)
         self.attend = create("attention", cfg.attention, "model.attention")
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = _dropout(cfg.dropout)
 
     def forward(self, x, position, positions, cache: KVCache | None = None, mask=None):
         B, T, _ = x.shape
@@ -101,7 +182,7 @@ class Block(nn.Module):
         self.mlp = create(
             "mlp", cfg.mlp, "model.mlp", dim=cfg.n_embd, hidden_dim=cfg.mlp_hidden, bias=cfg.bias
         )
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = _dropout(cfg.dropout)
 
     def forward(self, x, position, positions, cache=None, mask=None):
         x = x + self.attn(self.norm1(x), position, positions, cache, mask)
@@ -128,7 +209,7 @@ class Transformer(nn.Module):
             head_dim=head_dim,
             max_seq_len=cfg.block_size,
         )
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = _dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm_f = create("norm", cfg.norm, "model.norm", dim=cfg.n_embd, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
@@ -189,9 +270,17 @@ class Transformer(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
     ) -> torch.Tensor:
         """Mean next-token cross-entropy of ``idx`` against ``targets`` (B, T)."""
-        logits = self(idx)
-        return F.cross_entropy(
-            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index
+        h = self.hidden_states(idx)
+        if self.lm_head.bias is not None or type(self.lm_head) is not nn.Linear:
+            logits = self.lm_head(h)
+            return F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(),
+                targets.reshape(-1),
+                ignore_index=ignore_index,
+            )
+        # the LM head and its logits are most of the FLOPs and memory: fuse them with the loss
+        return linear_cross_entropy(
+            h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1), ignore_index
         )
 
     def new_cache(

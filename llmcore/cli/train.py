@@ -38,24 +38,36 @@ def run(args: argparse.Namespace) -> int:
 
     trainer = Trainer(cfg, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
     run_dir = trainer.run()
+    if not trainer.env.is_main:
+        return 0
     print(f"run written to {run_dir}")
     if cfg.train.sample_tokens > 0:
-        from llmcore.components import build_sampler
-        from llmcore.generate import generate
-
-        samplers, decoder = build_sampler(cfg)
-        n = min(
-            cfg.train.sample_tokens,
-            cfg.model.block_size - len(trainer.tokenizer.encode(cfg.generate.prompt)),
-        )
-        out = generate(
-            trainer.model,
-            trainer.tokenizer,
-            cfg.generate.prompt,
-            max_new_tokens=max(n, 0),
-            samplers=samplers,
-            decoder=decoder,
-            seed=cfg.generate.seed,
-        )
-        print("sample:\n" + cfg.generate.prompt + out[0].text)
+        _print_sample(cfg, trainer)
     return 0
+
+
+def _print_sample(cfg, trainer) -> None:
+    """A short sample from the trained model, with the configured samplers (a top-k larger
+    than the vocabulary is clamped to it)."""
+    from llmcore.components import build_sampler
+    from llmcore.generate import generate
+
+    vocab = trainer.tokenizer.vocab_size
+    for comp in cfg.generate.samplers:
+        if comp.name == "top_k" and int(comp.params.get("k", 0)) > vocab:
+            comp.params["k"] = vocab
+    samplers, decoder = build_sampler(cfg)
+    n = min(
+        cfg.train.sample_tokens,
+        cfg.model.block_size - len(trainer.tokenizer.encode(cfg.generate.prompt)),
+    )
+    out = generate(
+        trainer.model,
+        trainer.tokenizer,
+        cfg.generate.prompt,
+        max_new_tokens=max(n, 0),
+        samplers=samplers,
+        decoder=decoder,
+        seed=cfg.generate.seed,
+    )
+    print("sample:\n" + cfg.generate.prompt + out[0].text)

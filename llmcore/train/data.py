@@ -152,22 +152,40 @@ def split_tokens(tokens: np.ndarray, val_fraction: float, block_size: int, sourc
     return Splits(train, val)
 
 
+def _as_int64(tokens: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(tokens, torch.Tensor):
+        return tokens.to(torch.int64)
+    return torch.from_numpy(np.asarray(tokens).astype(np.int64))
+
+
 class RandomWindows:
-    """Batches of ``batch_size`` random windows of ``block_size + 1`` tokens (nanoGPT's way)."""
+    """Batches of ``batch_size`` random windows of ``block_size + 1`` tokens (nanoGPT's way).
+
+    ``rows`` selects this process's share of each global batch: every rank draws the same
+    global batch from the same generator and keeps its slice, so N processes together train
+    on exactly the batch one process would."""
 
     def __init__(
-        self, tokens: np.ndarray, block_size: int, batch_size: int, generator: torch.Generator
+        self,
+        tokens: np.ndarray | torch.Tensor,
+        block_size: int,
+        batch_size: int,
+        generator: torch.Generator,
+        rows: slice | None = None,
     ) -> None:
-        self.data = torch.from_numpy(np.asarray(tokens).astype(np.int64))
+        self.data = _as_int64(tokens)
+        if len(self.data) <= block_size:
+            raise DataError(f"{len(self.data)} tokens are fewer than one block of {block_size} + 1")
         self.block_size = block_size
         self.batch_size = batch_size
         self.generator = generator
+        self.rows = rows or slice(None)
         self._offsets = torch.arange(block_size + 1)
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
         ix = torch.randint(
             len(self.data) - self.block_size, (self.batch_size,), generator=self.generator
-        )
+        )[self.rows]
         rows = self.data[ix[:, None] + self._offsets]  # (B, T + 1) in one gather
         return rows[:, :-1], rows[:, 1:]
 
@@ -182,13 +200,21 @@ class SequentialWindows:
     """Consecutive non-overlapping windows, epoch after epoch, in a seeded shuffled order."""
 
     def __init__(
-        self, tokens: np.ndarray, block_size: int, batch_size: int, generator: torch.Generator
+        self,
+        tokens: np.ndarray | torch.Tensor,
+        block_size: int,
+        batch_size: int,
+        generator: torch.Generator,
+        rows: slice | None = None,
     ) -> None:
-        self.data = torch.from_numpy(np.asarray(tokens).astype(np.int64))
+        self.data = _as_int64(tokens)
         self.block_size = block_size
         self.batch_size = batch_size
         self.generator = generator
+        self.rows = rows or slice(None)
         self.n_windows = (len(self.data) - 1) // block_size
+        if self.n_windows < 1:
+            raise DataError(f"{len(self.data)} tokens are fewer than one block of {block_size} + 1")
         self.epoch, self.position = 0, 0
         self._order = torch.randperm(self.n_windows, generator=generator)
         self._offsets = torch.arange(block_size + 1)
@@ -201,7 +227,7 @@ class SequentialWindows:
                 self._order = torch.randperm(self.n_windows, generator=self.generator)
             starts.append(int(self._order[self.position]) * self.block_size)
             self.position += 1
-        rows = self.data[torch.tensor(starts)[:, None] + self._offsets]
+        rows = self.data[torch.tensor(starts[self.rows])[:, None] + self._offsets]
         return rows[:, :-1], rows[:, 1:]
 
     def state_dict(self) -> dict:
