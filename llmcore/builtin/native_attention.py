@@ -58,7 +58,10 @@ class NativeAttention:
         _check_shapes(q, k, v)
         if window is not None and window < 1:
             raise ValueError(f"attention window must be >= 1, got {window}")
-        reason = _unsupported(q, mask)
+        needs_grad = torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad
+        )
+        reason = _unsupported(q, mask, needs_grad)
         if reason is not None:
             if reason not in self._warned:
                 self._warned.add(reason)
@@ -111,7 +114,7 @@ def _check_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
         )
 
 
-def _unsupported(q: Tensor, mask: Tensor | None) -> str | None:
+def _unsupported(q: Tensor, mask: Tensor | None, needs_grad: bool) -> str | None:
     """Why the kernels cannot take this call, or None when they can."""
     dev = q.device.type
     if dev == "cpu" or dev == "meta":
@@ -124,8 +127,11 @@ def _unsupported(q: Tensor, mask: Tensor | None) -> str | None:
             return "llmcore was built without its CUDA kernels"
         if q.dtype not in CUDA_DTYPES:
             return f"dtype {q.dtype} is not supported on CUDA (float16, bfloat16 are)"
-        if q.shape[-1] > 256 or q.shape[-1] % 8 != 0:
-            return f"head dim {q.shape[-1]} is not supported on CUDA (multiples of 8 up to 256 are)"
+        D = q.shape[-1]
+        if D % 16 != 0 or D > 256:
+            return f"head dim {D} is not supported on CUDA (multiples of 16 up to 256 are)"
+        if needs_grad and D > 128:
+            return f"head dim {D} has no CUDA backward (multiples of 16 up to 128 do)"
     else:
         return f"device {q.device} is not supported"
     if mask is not None and mask.requires_grad:
