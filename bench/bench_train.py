@@ -1,0 +1,336 @@
+"""Training speed, side by side with the peers, in one run.
+
+1. End to end: nanoGPT's documented CPU baby-GPT command (``train.py
+   config/train_shakespeare_char.py --device=cpu --compile=False ...``, run in a temporary
+   copy of ``--nanogpt-dir``) and ``llmcore train --preset shakespeare-char``, alternating,
+   ``--repeats`` times each: wall time, ratio, and the val loss at iteration 2000.
+2. Training steps (forward + loss + backward + clip + fused AdamW) of llmcore's Transformer and
+   Hugging Face ``GPT2LMHeadModel`` at the same shapes, fp32 and bf16 autocast: tokens/s,
+   peak memory (RSS of a fresh child process per measurement) and MFU against a matmul
+   ceiling measured here. Children alternate llmcore / HF so both see the same machine.
+
+    python bench/bench_train.py --nanogpt-dir PATH/TO/nanoGPT
+    python bench/bench_train.py --skip-e2e            # only the step benchmark
+
+Writes a table and ``bench/results/train.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NANOGPT_ARGS = [
+    "config/train_shakespeare_char.py",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=20",
+    "--log_interval=1",
+    "--block_size=64",
+    "--batch_size=12",
+    "--n_layer=4",
+    "--n_head=4",
+    "--n_embd=128",
+    "--max_iters=2000",
+    "--lr_decay_iters=2000",
+    "--dropout=0.0",
+]
+SHAPES = {
+    # name: (n_layer, n_head, n_embd, vocab, block, batch)
+    "gpt2-124M": (12, 12, 768, 50257, 256, 4),
+    "6x384-v50304": (6, 6, 384, 50304, 256, 8),
+}
+
+
+# -- end to end ----------------------------------------------------------------------------------
+def _nanogpt_copy(src: Path, data_dir: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("out*", ".git", "__pycache__"))
+    data = dest / "data" / "shakespeare_char"
+    if not (data / "train.bin").exists():
+        if not (data / "input.txt").exists():
+            shutil.copy(data_dir / "tinyshakespeare.txt", data / "input.txt")
+        subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, capture_output=True)
+    return dest
+
+
+def run_nanogpt(copy: Path) -> dict:
+    shutil.rmtree(copy / "out-shakespeare-char", ignore_errors=True)
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "train.py", *NANOGPT_ARGS], cwd=copy, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - t0
+    if res.returncode:
+        raise RuntimeError(f"nanoGPT failed:\n{res.stderr[-2000:]}")
+    evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", res.stdout)
+    step, train, val = evals[-1]
+    iters = [float(m) for m in re.findall(r"iter \d+: loss [\d.]+, time ([\d.]+)ms", res.stdout)]
+    return {
+        "wall_s": wall,
+        "step": int(step),
+        "train_loss": float(train),
+        "val_loss": float(val),
+        "median_iter_ms": statistics.median(iters) if iters else None,
+    }
+
+
+def run_llmcore(work: Path, cache: Path) -> dict:
+    out = work / "run"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "llmcore", "train", "--preset", "shakespeare-char"]
+    cmd += ["--out", str(out), "--no-progress", "--set", f"data.cache_dir={cache}"]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode:
+        raise RuntimeError(f"llmcore train failed:\n{res.stderr[-2000:]}")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r.get("val_loss") is not None][-1]
+    return {
+        "wall_s": wall,
+        "step": last["step"],
+        "train_loss": last["eval_train_loss"],
+        "val_loss": last["val_loss"],
+    }
+
+
+def bench_e2e(args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    try:
+        copy = _nanogpt_copy(Path(args.nanogpt_dir), Path(args.data_dir), tmp / "nanogpt")
+        work = tmp / "llmcore"
+        work.mkdir()
+        cache = tmp / "cache"
+        runs: dict[str, list[dict]] = {"nanogpt": [], "llmcore": []}
+        for i in range(args.repeats):
+            order = ("nanogpt", "llmcore") if i % 2 == 0 else ("llmcore", "nanogpt")
+            for name in order:
+                r = run_nanogpt(copy) if name == "nanogpt" else run_llmcore(work, cache)
+                runs[name].append(r)
+                print(f"  e2e {name:8s} run {i + 1}: {r['wall_s']:.1f} s, val {r['val_loss']:.4f}")
+        med = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
+        ratios = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["llmcore"], runs["nanogpt"])]
+        return {
+            "nanogpt_command": "python train.py " + " ".join(NANOGPT_ARGS),
+            "llmcore_command": "llmcore train --preset shakespeare-char",
+            "runs": runs,
+            "median_wall_s": med,
+            "ratio_per_pair": ratios,
+            "median_ratio": statistics.median(ratios),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- training steps ------------------------------------------------------------------------------
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(impl: str, shape: str, dtype: str, steps: int) -> None:
+    """One measurement in a fresh process (so peak RSS is this model's alone)."""
+    import contextlib
+
+    import torch
+
+    torch.manual_seed(0)
+    n_layer, n_head, n_embd, vocab, block, batch = SHAPES[shape]
+    base = _rss_mb()
+    if impl == "llmcore":
+        from llmcore.config import Config, ModelConfig
+        from llmcore.model import build_model
+
+        cfg = Config(
+            model=ModelConfig(
+                vocab_size=vocab,
+                block_size=block,
+                n_layer=n_layer,
+                n_head=n_head,
+                n_embd=n_embd,
+                bias=True,
+                dropout=0.0,
+                tie_embeddings=True,
+            )
+        )
+        cfg.model.mlp.params["approximate"] = "tanh"
+        model = build_model(cfg)
+
+        def loss_fn(x, y):
+            return model.loss(x, y)
+
+    else:
+        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        conf = GPT2Config(
+            vocab_size=vocab,
+            n_positions=block,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        conf._attn_implementation = "sdpa"  # torch's fused attention, as llmcore uses
+        model = GPT2LMHeadModel(conf)
+
+        def loss_fn(x, y):
+            return model(input_ids=x, labels=x).loss  # HF shifts the labels itself
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    params = [p for p in model.parameters()]
+    amp = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if dtype == "bfloat16"
+        else contextlib.nullcontext
+    )
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(steps + 1):  # the first step warms up allocators and kernels
+        x = torch.randint(vocab, (batch, block), generator=gen)
+        y = torch.randint(vocab, (batch, block), generator=gen)
+        t0 = time.perf_counter()
+        with amp():
+            loss = loss_fn(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i:
+            times.append(time.perf_counter() - t0)
+    n_params = sum(p.numel() for p in model.parameters()) - block * n_embd  # no wpe
+    flops_per_token = 6 * n_params + 12 * n_layer * n_embd * block
+    print(
+        json.dumps(
+            {
+                "step_s": times,
+                "peak_rss_mb": _rss_mb(),
+                "rss_before_model_mb": base,
+                "flops_per_step": flops_per_token * batch * block,
+                "tokens_per_step": batch * block,
+            }
+        )
+    )
+
+
+def matmul_ceiling(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
+    """Median GFLOP/s of an n x n x n matmul on this machine."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def bench_steps(args) -> dict:
+    ceil = {d: matmul_ceiling(d) for d in ("float32", "bfloat16")}
+    print(f"  matmul ceiling: fp32 {ceil['float32']:.0f} GFLOP/s, bf16 {ceil['bfloat16']:.0f}")
+    out: dict = {"matmul_ceiling_gflops": ceil, "results": {}}
+    for shape in args.shapes:
+        for dtype in ("float32", "bfloat16"):
+            samples: dict[str, list[dict]] = {"llmcore": [], "hf": []}
+            for rep in range(args.step_repeats):
+                order = ("llmcore", "hf") if rep % 2 == 0 else ("hf", "llmcore")
+                for impl in order:
+                    cmd = [sys.executable, __file__, "--child", impl, shape, dtype]
+                    cmd += ["--steps", str(args.steps)]
+                    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                    if res.returncode:
+                        raise RuntimeError(f"{impl} {shape} {dtype} failed:\n{res.stderr[-2000:]}")
+                    samples[impl].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            row = {}
+            for impl, runs in samples.items():
+                step = statistics.median(t for r in runs for t in r["step_s"])
+                r0 = runs[0]
+                gflops = r0["flops_per_step"] / step / 1e9
+                row[impl] = {
+                    "median_step_s": step,
+                    "tokens_per_s": r0["tokens_per_step"] / step,
+                    "gflops": gflops,
+                    "mfu": gflops / ceil[dtype],
+                    "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+                    "model_rss_mb": statistics.median(
+                        r["peak_rss_mb"] - r["rss_before_model_mb"] for r in runs
+                    ),
+                    "all_step_s": [t for r in runs for t in r["step_s"]],
+                }
+            row["speedup"] = row["llmcore"]["tokens_per_s"] / row["hf"]["tokens_per_s"]
+            out["results"][f"{shape}/{dtype}"] = row
+            print(
+                f"  {shape:14s} {dtype:9s} llmcore {row['llmcore']['tokens_per_s']:7.0f} tok/s "
+                f"({row['llmcore']['peak_rss_mb']:.0f} MB)  HF {row['hf']['tokens_per_s']:7.0f} "
+                f"tok/s ({row['hf']['peak_rss_mb']:.0f} MB)  x{row['speedup']:.2f}"
+            )
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--nanogpt-dir", help="a nanoGPT checkout (needed for the end-to-end part)")
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--repeats", type=int, default=2, help="end-to-end runs of each")
+    p.add_argument("--step-repeats", type=int, default=2, help="child processes per config")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per child")
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--skip-steps", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
+    p.add_argument("--child", nargs=3, metavar=("IMPL", "SHAPE", "DTYPE"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(*args.child, args.steps)
+        return
+
+    import torch
+
+    result: dict = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg(),
+        }
+    }
+    if not args.skip_e2e:
+        if not args.nanogpt_dir:
+            p.error("--nanogpt-dir is needed for the end-to-end comparison (or --skip-e2e)")
+        print("end to end: nanoGPT baby GPT vs llmcore train --preset shakespeare-char")
+        result["e2e"] = bench_e2e(args)
+        e = result["e2e"]
+        print(
+            f"  median wall: nanoGPT {e['median_wall_s']['nanogpt']:.1f} s, llmcore "
+            f"{e['median_wall_s']['llmcore']:.1f} s, ratio {e['median_ratio']:.2f}"
+        )
+    if not args.skip_steps:
+        print("training steps: llmcore Transformer vs HF GPT2LMHeadModel")
+        result["steps"] = bench_steps(args)
+    result["machine"]["load_avg_at_end"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Exact resume: a real ``llmcore train`` killed with SIGKILL between checkpoints, then
+resumed, logs the same losses as an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+CONFIG = {
+    "tokenizer": {"name": "char"},
+    "model": {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16, "bias": False},
+    "data": {"path": None, "val_fraction": 0.1},
+    "train": {
+        "max_iters": 60,
+        "batch_size": 4,
+        "eval_interval": 20,
+        "eval_iters": 2,
+        "log_interval": 1,
+        "sample_tokens": 0,
+        "keep_last": 1,
+        "schedule": {"name": "cosine", "warmup_iters": 5, "decay_iters": 60, "min_lr": 1.0e-4},
+    },
+}
+
+
+def _corpus(path: Path) -> None:
+    import random
+
+    rng = random.Random(0)
+    words = "the of and to in a is that for it as was with be by on not he this are".split()
+    lines = (" ".join(rng.choice(words) for _ in range(10)) for _ in range(600))
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _setup(tmp_path: Path, **train) -> Path:
+    _corpus(tmp_path / "corpus.txt")
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["data"]["path"] = str(tmp_path / "corpus.txt")
+    cfg["train"]["out_dir"] = str(tmp_path / "runs")
+    cfg["train"].update(train)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from llmcore.cli import main; raise SystemExit(main())", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _losses(run: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in rows]
+
+
+def _steps_logged(run: Path) -> int:
+    try:
+        rows = (run / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return -1
+    steps = [json.loads(r)["step"] for r in rows[:-1] if r.strip()]  # last may be partial
+    return max(steps, default=-1)
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    cfg = _setup(tmp_path)
+    ref = tmp_path / "ref"
+    subprocess.run(
+        _cmd("train", str(cfg), "--out", str(ref), "--no-progress"),
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
+
+    # the killed run is told to go much further, so it cannot finish before the kill;
+    # it is resumed with the reference's max_iters (the schedule does not depend on it)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        _cmd(
+            "train", str(cfg), "--out", str(cut), "--no-progress", "--set", "train.max_iters=100000"
+        ),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _steps_logged(cut) < 27 and time.monotonic() < deadline:  # past ckpt 20
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert (cut / "ckpt" / "latest").read_text().strip() == "00000020"
+    assert _steps_logged(cut) < 40
+
+    subprocess.run(
+        _cmd("train", "--resume", str(cut), "--no-progress", "--set", "train.max_iters=60"),
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
+    assert _losses(cut) == _losses(ref)  # exactly equal, every step after the kill too
+
+
+def test_resume_of_a_finished_run_adds_nothing(tmp_path):
+    cfg = _setup(tmp_path, max_iters=20, eval_interval=10)
+    run = tmp_path / "run"
+    subprocess.run(
+        _cmd("train", str(cfg), "--out", str(run), "--no-progress"),
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
+    before = _losses(run)
+    subprocess.run(
+        _cmd("train", "--resume", str(run), "--no-progress"),
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
+    assert _losses(run) == before
+
+
+@pytest.mark.parametrize("other", ["bpe"])
+def test_resume_with_another_tokenizer_is_an_error(tmp_path, other):
+    cfg = _setup(tmp_path, max_iters=10, eval_interval=10)
+    run = tmp_path / "run"
+    subprocess.run(
+        _cmd("train", str(cfg), "--out", str(run), "--no-progress"),
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
+    res = subprocess.run(
+        _cmd(
+            "train",
+            str(cfg),
+            "--resume",
+            str(run),
+            "--no-progress",
+            "--set",
+            f"tokenizer.name={other}",
+            "--set",
+            "tokenizer.encoding=gpt2",
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1
+    assert "trained with 'char'" in res.stderr
