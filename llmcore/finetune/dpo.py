@@ -62,21 +62,21 @@ def run_dpo(
 ) -> tuple[Path, dict]:
     """DPO of ``finetune.base`` on the preference pairs of ``finetune.data``."""
     s = Session(cfg, "dpo", out_dir=out_dir, progress=progress)
-    t, d = cfg.train, cfg.finetune.dpo
-    train = preference_examples(s.train_records, s.chat, s.max_len, s.skipped)
-    val = preference_examples(s.val_records, s.chat, s.max_len, s.skipped)
-    s.note_skipped()
-    if not train:
-        raise DataError(f"{cfg.finetune.data}: no preference pair fits in {s.max_len} tokens")
-    reference = load_reference(s)
-    ref_train = reference_logprobs(reference, train, t.batch_size)
-    ref_val = reference_logprobs(reference, val, t.batch_size)
-    del reference  # computed once: the reference is not needed any more
-    model = s.adapt(s.base.model)
-    opt, schedule = s.optimizer(model)
-    batches = s.batches(len(train), t.batch_size)
-    last: dict = {}
     try:
+        t, d = cfg.train, cfg.finetune.dpo
+        train = preference_examples(s.train_records, s.chat, s.max_len, s.skipped)
+        val = preference_examples(s.val_records, s.chat, s.max_len, s.skipped)
+        s.note_skipped()
+        if not train:
+            raise DataError(f"{cfg.finetune.data}: no preference pair fits in {s.max_len} tokens")
+        reference = load_reference(s)
+        ref_train = reference_logprobs(reference, train, t.batch_size)
+        ref_val = reference_logprobs(reference, val, t.batch_size)
+        del reference  # computed once: the reference is not needed any more
+        model = s.adapt(s.base.model)
+        opt, schedule = s.optimizer(model)
+        batches = s.batches(len(train), t.batch_size)
+        last: dict = {}
         for step in range(t.max_iters + 1):
             if step % t.eval_interval == 0 or step == t.max_iters:
                 model.eval()

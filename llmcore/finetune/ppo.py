@@ -66,19 +66,19 @@ def run_ppo(
     """PPO of ``finetune.base`` on the prompts of ``finetune.data``; ``train.max_iters`` is
     the number of rollout batches."""
     s = Session(cfg, "ppo", out_dir=out_dir, progress=progress)
-    t, p = cfg.train, cfg.finetune.ppo
-    prompts = [field_of(r, "prompt") for r in s.train_records]
-    if not prompts:
-        raise DataError(f"{cfg.finetune.data}: no prompts")
-    reward_name, reward_fn = _reward(s)
-    reference = load_reference(s)
-    policy = PolicyWithValue(s.adapt(s.base.model)).to(s.device)
-    for param in policy.value_head.parameters():
-        param.requires_grad_(True)
-    opt, schedule = s.optimizer(policy)
-    kl_ctl = AdaptiveKL(p.kl_coef, p.kl_target, p.kl_horizon)
-    last: dict = {}
     try:
+        t, p = cfg.train, cfg.finetune.ppo
+        prompts = [field_of(r, "prompt") for r in s.train_records]
+        if not prompts:
+            raise DataError(f"{cfg.finetune.data}: no prompts")
+        reward_name, reward_fn = _reward(s)
+        reference = load_reference(s)
+        policy = PolicyWithValue(s.adapt(s.base.model)).to(s.device)
+        for param in policy.value_head.parameters():
+            param.requires_grad_(True)
+        opt, schedule = s.optimizer(policy)
+        kl_ctl = AdaptiveKL(p.kl_coef, p.kl_target, p.kl_horizon)
+        last: dict = {}
         for step in range(t.max_iters + 1):
             if step % t.eval_interval == 0 or step == t.max_iters:
                 evaluation = {"step": step, **s.score_samples(policy.model)}

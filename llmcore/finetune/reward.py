@@ -29,17 +29,17 @@ def run_reward(
 ) -> tuple[Path, dict]:
     """Train a reward model from ``finetune.base`` on the pairs of ``finetune.data``."""
     s = Session(cfg, "reward", out_dir=out_dir, progress=progress)
-    t = cfg.train
-    train = preference_examples(s.train_records, s.chat, s.max_len - 1, s.skipped)
-    val = preference_examples(s.val_records, s.chat, s.max_len - 1, s.skipped)
-    s.note_skipped()
-    if not train:
-        raise DataError(f"{cfg.finetune.data}: no preference pair fits in {s.max_len} tokens")
-    rm = RewardModel(s.adapt(s.base.model), cfg.finetune.reward.head_init_std).to(s.device)
-    opt, schedule = s.optimizer(rm)
-    batches = s.batches(len(train), t.batch_size)
-    last: dict = {}
     try:
+        t = cfg.train
+        train = preference_examples(s.train_records, s.chat, s.max_len - 1, s.skipped)
+        val = preference_examples(s.val_records, s.chat, s.max_len - 1, s.skipped)
+        s.note_skipped()
+        if not train:
+            raise DataError(f"{cfg.finetune.data}: no preference pair fits in {s.max_len} tokens")
+        rm = RewardModel(s.adapt(s.base.model), cfg.finetune.reward.head_init_std).to(s.device)
+        opt, schedule = s.optimizer(rm)
+        batches = s.batches(len(train), t.batch_size)
+        last: dict = {}
         for step in range(t.max_iters + 1):
             if step % t.eval_interval == 0 or step == t.max_iters:
                 rm.eval()

@@ -30,20 +30,20 @@ def run_sft(
     """Fine-tune ``finetune.base`` on ``finetune.data``; returns the run folder and the last
     evaluation's metrics."""
     s = Session(cfg, "sft", out_dir=out_dir, progress=progress)
-    t = cfg.train
-    model = s.adapt(s.base.model)
-    train = sft_examples(s.train_records, s.chat, s.max_len, s.skipped)
-    val = sft_examples(s.val_records, s.chat, s.max_len, s.skipped)
-    s.note_skipped()
-    if not train:
-        from llmcore.errors import DataError
-
-        raise DataError(f"{cfg.finetune.data}: no SFT example keeps an answer token")
-    opt, schedule = s.optimizer(model)
-    packing, block = cfg.finetune.sft.packing, cfg.model.block_size
-    batches = s.batches(len(train), t.batch_size)
-    last: dict = {}
     try:
+        t = cfg.train
+        model = s.adapt(s.base.model)
+        train = sft_examples(s.train_records, s.chat, s.max_len, s.skipped)
+        val = sft_examples(s.val_records, s.chat, s.max_len, s.skipped)
+        s.note_skipped()
+        if not train:
+            from llmcore.errors import DataError
+
+            raise DataError(f"{cfg.finetune.data}: no SFT example keeps an answer token")
+        opt, schedule = s.optimizer(model)
+        packing, block = cfg.finetune.sft.packing, cfg.model.block_size
+        batches = s.batches(len(train), t.batch_size)
+        last: dict = {}
         for step in range(t.max_iters + 1):
             if step % t.eval_interval == 0 or step == t.max_iters:
                 model.eval()

@@ -1,0 +1,235 @@
+"""The measurable fine-tuning demonstration on a tiny char model, end to end.
+
+A 2-layer model pretrained briefly on Tiny Shakespeare is taught the ``NAME: text`` answer
+format by SFT (a random speaker), then pushed by a reward model, DPO and PPO toward naming
+the character the prompt asks about. Scores come from the exact ``format`` and
+``names_character`` rewards on sampled answers; seeds are fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from llmcore.config import load_config
+from llmcore.datasets import tinyshakespeare_path
+from llmcore.errors import CheckpointError, DataError, TrainingError
+from llmcore.finetune.demo import NAMES, make_task
+from llmcore.finetune.dpo import run_dpo
+from llmcore.finetune.ppo import run_ppo
+from llmcore.finetune.reward import run_reward
+from llmcore.finetune.session import finetune_config
+from llmcore.finetune.sft import run_sft
+from llmcore.train import train
+
+METRICS = ["format", {"name": "names_character", "names": list(NAMES)}]
+SAMPLING = {"samplers": [{"name": "temperature", "temperature": 1.0}]}
+
+
+def loop(iters: int, lr: float, every: int, batch: int = 16) -> dict:
+    return {
+        "max_iters": iters,
+        "batch_size": batch,
+        "eval_interval": every,
+        "log_interval": 10,
+        "seed": 1337,
+        "optimizer": {"name": "adamw", "lr": lr, "weight_decay": 0.0},
+        "schedule": {"name": "constant"},
+    }
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    torch.set_num_threads(1)  # small ops: threads only add overhead on a shared machine
+    root = tmp_path_factory.mktemp("ft")
+    cfg = load_config(
+        "shakespeare-char",
+        [
+            "model.block_size=96",
+            "model.n_layer=2",
+            "model.n_embd=64",
+            "train.max_iters=200",
+            "train.batch_size=8",
+            "train.eval_interval=200",
+            "train.eval_iters=1",
+            "train.sample_tokens=0",
+            "train.optimizer.lr=3e-3",
+            "train.schedule={name: constant}",
+            f"data.cache_dir={root / 'cache'}",
+        ],
+    )
+    train(cfg, out_dir=root / "base", progress=False)
+    files = make_task(tinyshakespeare_path().read_text(), root / "data", n_sft=1500, n_pairs=1500)
+    # one record whose prompt alone fills the context: truncation leaves no answer token
+    with files["sft"].open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"prompt": "ROMEO " * 30, "response": "ROMEO: hi"}) + "\n")
+    sft_cfg = write(
+        root / "sft.yaml",
+        {
+            "finetune": {
+                "base": str(root / "base"),
+                "data": str(files["sft"]),
+                "val_fraction": 0.05,
+                "eval_samples": 64,
+                "metrics": METRICS,
+            },
+            "train": loop(120, 3e-3, 120),
+            "generate": SAMPLING,
+        },
+    )
+    sft_run, sft_metrics = run_sft(finetune_config(sft_cfg), out_dir=root / "sft", progress=False)
+    return {"root": root, "files": files, "sft": sft_run, "sft_metrics": sft_metrics}
+
+
+def test_sft_teaches_the_answer_format(world):
+    rows = [r for r in records(world["sft"]) if "sample_format" in r]
+    before, after = rows[0], rows[-1]
+    assert before["step"] == 0 and before["sample_format"] <= 0.1  # the pretrained model
+    assert after["sample_format"] >= 0.85
+    # the SFT data names a random speaker: right about 1 time in 4
+    assert after["sample_names_character"] <= 0.45
+    skipped = [r for r in records(world["sft"]) if "skipped_examples" in r]
+    assert skipped and skipped[0]["skipped_examples"] == 1
+    saved = yaml.safe_load((world["sft"] / "config.yaml").read_text())
+    assert saved["tokenizer"]["chat_template"]["assistant"] == "A: "
+
+
+def preference_config(world, name: str, iters: int, lr: float, **finetune) -> Path:
+    return write(
+        world["root"] / f"{name}.yaml",
+        {
+            "finetune": {
+                "base": str(world["sft"]),
+                "data": str(world["files"]["pairs" if name != "ppo" else "prompts"]),
+                "eval_samples": 96,
+                "metrics": METRICS,
+                **finetune,
+            },
+            "train": loop(iters, lr, iters),
+            "generate": SAMPLING,
+        },
+    )
+
+
+def test_reward_model_learns_the_preference(world):
+    path = preference_config(world, "reward", 60, 1e-3, val_fraction=0.1)
+    run, last = run_reward(finetune_config(path), out_dir=world["root"] / "rm", progress=False)
+    assert last["val_accuracy"] >= 0.9
+    assert (run / "ckpt" / "00000060" / "reward_head.safetensors").exists()
+
+
+def test_dpo_raises_the_true_score(world):
+    path = preference_config(world, "dpo", 100, 3e-4, dpo={"beta": 0.1, "rpo_alpha": 1.0})
+    run, last = run_dpo(finetune_config(path), out_dir=world["root"] / "dpo", progress=False)
+    rows = [r for r in records(run) if "sample_names_character" in r]
+    sft_score, dpo_score = rows[0]["sample_names_character"], rows[-1]["sample_names_character"]
+    assert dpo_score >= sft_score + 0.25, (sft_score, dpo_score)
+    assert rows[-1]["sample_format"] >= 0.6
+    assert last["val_reward_accuracy"] >= 0.9
+
+
+def test_ppo_raises_the_true_score_with_bounded_kl(world):
+    ppo = {
+        "reward": {"name": "names_character", "names": list(NAMES)},
+        "rollout_batch": 32,
+        "max_new_tokens": 16,
+        "epochs": 4,
+        "minibatch": 16,
+        "kl_coef": 0.02,
+        "kl_target": None,
+    }
+    path = preference_config(world, "ppo", 30, 3e-4, ppo=ppo)
+    run, last = run_ppo(finetune_config(path), out_dir=world["root"] / "ppo", progress=False)
+    rows = records(run)
+    evals = [r for r in rows if "sample_names_character" in r]
+    sft_score, ppo_score = evals[0]["sample_names_character"], evals[-1]["sample_names_character"]
+    assert ppo_score >= sft_score + 0.2, (sft_score, ppo_score)
+    steps = [r for r in rows if "mean_score" in r]
+    for key in ("kl", "entropy", "clip_frac", "value_loss", "policy_loss", "kl_coef"):
+        assert all(key in r for r in steps)
+    assert max(r["kl"] for r in steps) < 20.0  # nats per answer: bounded drift
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def test_a_record_missing_a_field_names_file_and_line(world, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "ROMEO, speak"}\n')
+    path = write(
+        tmp_path / "c.yaml",
+        {"finetune": {"base": str(world["sft"]), "data": str(bad)}, "train": loop(1, 1e-3, 1)},
+    )
+    with pytest.raises(DataError, match=r"bad.jsonl:3: field 'response' is missing"):
+        run_sft(finetune_config(path), out_dir=tmp_path / "run", progress=False)
+
+
+class _NaNReward:
+    def __call__(self, prompts, responses):
+        return [float("nan")] * len(responses)
+
+
+class _NaNPlugin:
+    from llmcore.hookspecs import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def register_rewards(register):
+        register("nan_for_tests", _NaNReward)
+
+
+def test_a_reward_plugin_returning_nan_rejects_the_step(world, tmp_path):
+    from llmcore import plugins
+
+    if "nan_for_tests" not in plugins.available("reward"):
+        plugins.registry().add_plugin(_NaNPlugin, name="nan_reward_for_tests")
+    path = write(
+        tmp_path / "c.yaml",
+        {
+            "finetune": {
+                "base": str(world["sft"]),
+                "data": str(world["files"]["prompts"]),
+                "ppo": {"reward": "nan_for_tests", "rollout_batch": 4, "max_new_tokens": 8},
+            },
+            "train": loop(2, 1e-3, 10),
+            "generate": SAMPLING,
+        },
+    )
+    with pytest.raises(TrainingError, match=r"reward 'nan_for_tests' returned nan .*rejected"):
+        run_ppo(finetune_config(path), out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "ckpt").exists()
+
+
+def test_a_reference_of_another_architecture_is_refused(world, tmp_path):
+    cfg = load_config(
+        "shakespeare-char",
+        [
+            "model.block_size=96",
+            "model.n_layer=1",
+            "model.n_embd=64",
+            "train.max_iters=1",
+            "train.eval_interval=1",
+            "train.eval_iters=1",
+            "train.sample_tokens=0",
+            f"data.cache_dir={world['root'] / 'cache'}",
+        ],
+    )
+    other = train(cfg, out_dir=tmp_path / "other", progress=False)
+    path = preference_config(world, "dpo_bad", 1, 1e-3, reference=str(other))
+    with pytest.raises(
+        CheckpointError, match=r"reference is of another architecture: model.n_layer"
+    ):
+        run_dpo(finetune_config(path), out_dir=tmp_path / "run", progress=False)
