@@ -1,3 +1,42 @@
 """Type stubs of llmcore's native extension module."""
 
 has_openmp: bool
+
+# --- attention kernels (csrc/attention) -------------------------------------------------
+# Raw-buffer entry points wrapped by llmcore.builtin.native_attention_op. Addresses are
+# data_ptr() integers, strides are element strides of (batch, head, position, dim); dtype
+# codes: 0 float32, 1 bfloat16, 2 float64 (CPU), 1 bfloat16 and 3 float16 (CUDA). The mask
+# is additive in the accumulation dtype (float64 for float64, else float32); lse is
+# (B, H, Tq) in that dtype; window 0 means none. Raise ValueError on bad sizes.
+
+has_cuda_attention: bool
+
+# fmt: off
+def attention_forward(
+    dtype: int, B: int, H: int, Hkv: int, Tq: int, Tk: int, D: int,
+    q: int, q_strides: tuple[int, int, int, int],
+    k: int, k_strides: tuple[int, int, int, int],
+    v: int, v_strides: tuple[int, int, int, int],
+    out: int, out_strides: tuple[int, int, int, int],
+    lse: int, mask: int, mask_strides: tuple[int, int, int, int], kv_lens: int,
+    scale: float, causal: bool, window: int, threads: int,
+    cuda: bool = False, stream: int = 0,
+) -> None:
+    """Flash attention forward: writes ``out`` (and ``lse`` when its address is not 0)."""
+
+def attention_backward(
+    dtype: int, B: int, H: int, Hkv: int, Tq: int, Tk: int, D: int,
+    q: int, q_strides: tuple[int, int, int, int],
+    k: int, k_strides: tuple[int, int, int, int],
+    v: int, v_strides: tuple[int, int, int, int],
+    out: int, out_strides: tuple[int, int, int, int],
+    grad_out: int, grad_out_strides: tuple[int, int, int, int],
+    lse: int, mask: int, mask_strides: tuple[int, int, int, int], kv_lens: int,
+    dq: int, dq_strides: tuple[int, int, int, int],
+    dk: int, dk_strides: tuple[int, int, int, int],
+    dv: int, dv_strides: tuple[int, int, int, int],
+    scale: float, causal: bool, window: int, threads: int,
+    cuda: bool = False, stream: int = 0,
+) -> None:
+    """Flash attention backward: writes ``dq``, ``dk``, ``dv`` from ``grad_out`` and ``lse``."""
+# fmt: on
