@@ -202,6 +202,7 @@ class PPOConfig:
     kl_horizon: int = 10000
     whiten_advantages: bool = True
     score_clip: float | None = None
+    missing_end_penalty: float | None = None  # subtracted from answers cut before their end
 
 
 @dataclass

@@ -4,7 +4,8 @@ The prompt asks a character to speak (``"ROMEO, speak"``); an answer in the form
 speech line ``NAME: text`` (scored by the ``format`` reward). SFT data teaches the format
 with a *random* speaker, so an SFT model names the asked character only about 1 time in
 ``len(names)``; preference pairs prefer a line given to the character asked about over the same
-line given to another (scored by the ``names_character`` reward), which a reward model, DPO and PPO then learn.
+line given to another, or over an answer out of format (scored by the
+``names_character`` reward), which a reward model, DPO and PPO then learn.
 """
 
 from __future__ import annotations
@@ -71,12 +72,16 @@ def make_task(
         for _ in range(n_pairs):
             asked = rng.choice(names)
             other = rng.choice([n for n in names if n != asked])
-            # the same words under the wrong name: the pair differs only in what is scored
             words = rng.choice(lines[asked])
+            # mostly the same words under the wrong name (the pair differs only in what is
+            # scored); sometimes an answer out of format, so a reward model learns that too
+            rejected = rng.choice(
+                [f"{other}: {words}"] * 4 + [words, f"{asked}:", words.split()[0].upper()]
+            )
             rec = {
                 "prompt": prompt_for(asked),
                 "chosen": f"{asked}: {words}",
-                "rejected": f"{other}: {words}",
+                "rejected": rejected,
             }
             f.write(json.dumps(rec) + "\n")
     with files["prompts"].open("w", encoding="utf-8") as f:

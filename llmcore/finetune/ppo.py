@@ -93,6 +93,8 @@ def run_ppo(
             ended = [s.chat.strip_end(a)[1] for a in answers]
             # a bad score rejects the step before anything is updated
             scores = check_scores(reward_fn(batch, texts, ended), len(batch), reward_name, texts)
+            if p.missing_end_penalty is not None:  # a cut answer is out of the reward's domain
+                scores = [x if e else x - p.missing_end_penalty for x, e in zip(scores, ended)]
             stats = ppo_step(s, policy, reference, opt, schedule, kl_ctl, batch, answers, scores)
             record = {"step": step + 1, "mean_score": sum(scores) / len(scores), **stats}
             if (step + 1) % t.log_interval == 0 or step == 0:
