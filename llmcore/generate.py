@@ -149,6 +149,14 @@ def _prompt_ids(tokenizer, prompt) -> list[int]:
     return [int(start)]
 
 
+def _check(model, s: _Settings, n_prompt: int) -> None:
+    """Settings against the model: samplers that know their limits, and the context."""
+    for proc in s.samplers:
+        if hasattr(proc, "check"):
+            proc.check(model.config.vocab_size)
+    _check_length(model, n_prompt, s.max_new_tokens)
+
+
 def _check_length(model, n_prompt: int, max_new_tokens: int) -> None:
     cfg = model.config
     block = cfg.block_size
@@ -324,7 +332,7 @@ class _Batch:
     def __iter__(self) -> Iterator[tuple[int, Token]]:
         s, model = self.s, self.model
         for p in self.prompts:
-            _check_length(model, len(p), s.max_new_tokens)
+            _check(model, s, len(p))
         if hasattr(s.decoder, "search"):
             yield from self._search()
             return
@@ -391,12 +399,14 @@ def stream(model, tokenizer, prompt, **settings) -> Iterator[Token]:
     """Yield the tokens of one prompt's continuation as they are chosen.
 
     ``prompt`` is text or a list of token ids; ``settings`` as in the module docstring.
-    Joining the ``text`` of the yielded tokens gives :func:`generate`'s text.
+    Joining the ``text`` of the yielded tokens gives :func:`generate`'s text. Settings and
+    the prompt are checked here, before the first token is asked for.
     """
     s = _settings(tokenizer, **settings)
-    batch = _Batch(model, tokenizer, [_prompt_ids(tokenizer, prompt)], s)
-    for _, token in batch:
-        yield token
+    ids = _prompt_ids(tokenizer, prompt)
+    _check(model, s, len(ids))
+    batch = _Batch(model, tokenizer, [ids], s)
+    return (token for _, token in batch)
 
 
 def generate(model, tokenizer, prompts, **settings) -> list[Generation]:

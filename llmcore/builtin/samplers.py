@@ -59,6 +59,10 @@ class TopK:
             raise GenerationError(f"top_k must be an integer >= 1, found {k!r}")
         self.k = max(k, _keep(min_tokens_to_keep))
 
+    def check(self, vocab: int) -> None:
+        """Fail before generation starts when ``k`` exceeds the vocabulary."""
+        self.k_for(vocab)
+
     def k_for(self, vocab: int) -> int:
         """``k``, checked against the vocabulary size of the logits."""
         if self.k > vocab:
@@ -103,6 +107,7 @@ class TopKTopP:
 
     def __init__(self, top_k: TopK, top_p: TopP) -> None:
         self.top_k, self.top_p = top_k, top_p
+        self.check = top_k.check
 
     def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         k = self.top_k.k_for(logits.shape[-1])

@@ -18,6 +18,7 @@ from llmcore.errors import LLMCoreError
 COMMANDS = (
     "train",
     "generate",
+    "chat",
     "eval",
     "finetune",
     "merge_lora",

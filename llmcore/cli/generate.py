@@ -1,4 +1,9 @@
-"""``llmcore generate RUN_OR_CHECKPOINT --prompt TEXT [...]``: stream text from a trained model."""
+"""``llmcore generate RUN_OR_CHECKPOINT --prompt TEXT [...]``: stream text from a trained model.
+
+Sampling flags replace the config's sampler chain with, in this order, repetition
+penalty, temperature, top-k, top-p and min-p (Hugging Face's order); ``--temperature 0`` or
+``--greedy`` decodes greedily. ``--prompt-file`` decodes every line of a file as one batch.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,18 @@ import argparse
 import sys
 
 
-def add_to(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="generate text from a trained run or checkpoint")
-    p.add_argument("run", help="run folder or checkpoint folder")
-    p.add_argument(
-        "--prompt", default=None, help="prompt text (default: the config's generate.prompt)"
-    )
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """The flags shared by ``generate`` and ``chat``."""
     p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--temperature", type=float, default=None, help="0 means greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)"
+    )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument(
         "--set",
@@ -24,57 +30,86 @@ def add_to(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a generate.* value",
+        help="override a config value, for example generate.samplers=[{name: typical, p: 0.9}]",
     )
+
+
+def add_to(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate text from a trained run or checkpoint")
+    p.add_argument("run", help="run folder or checkpoint folder")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--prompt", default=None, help="prompt text (default: the config's generate.prompt)"
+    )
+    src.add_argument(
+        "--prompt-file", default=None, help="a text file: each non-empty line is one prompt"
+    )
+    add_sampling_args(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def load(args: argparse.Namespace):
+    """The checkpoint of ``args.run`` and its config with overrides and sampling flags."""
     from llmcore.checkpoint import load_checkpoint
-    from llmcore.components import build_sampler
-    from llmcore.config import Component, config_from_dict
-    from llmcore.generate import stream
+    from llmcore.config import Component, _apply_override, config_from_dict
 
     loaded = load_checkpoint(args.run)
     raw = loaded.config.to_dict()
+    for item in args.overrides:
+        _apply_override(raw, item)
     cfg = config_from_dict(raw)
-    if args.overrides:
-        from llmcore.config import _apply_override
-
-        for item in args.overrides:
-            _apply_override(raw, item)
-        cfg = config_from_dict(raw)
     g = cfg.generate
-    if args.temperature is not None or args.top_k is not None or args.top_p is not None:
-        g.samplers = []
-        if args.temperature is not None:
-            g.samplers.append(Component("temperature", {"temperature": args.temperature}))
-        if args.top_k is not None:
-            g.samplers.append(Component("top_k", {"k": args.top_k}))
-        if args.top_p is not None:
-            g.samplers.append(Component("top_p", {"p": args.top_p}))
-    if args.greedy:
-        g.samplers, g.decoder = [], Component("greedy")
-    samplers, decoder = build_sampler(cfg)
-    prompt = g.prompt if args.prompt is None else args.prompt
-    n = g.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
-    seed = g.seed if args.seed is None else args.seed
-    tok = loaded.tokenizer
-    sys.stdout.write(prompt)
-    pending: list[int] = []
-    for token in stream(
-        loaded.model, tok, prompt, max_new_tokens=n, samplers=samplers, decoder=decoder, seed=seed
-    ):
-        pending.append(token)
-        piece = tok.decode_bytes(pending)
+    flags = [
+        ("repetition_penalty", args.repetition_penalty, "penalty"),
+        ("temperature", args.temperature, "temperature"),
+        ("top_k", args.top_k, "k"),
+        ("top_p", args.top_p, "p"),
+        ("min_p", args.min_p, "p"),
+    ]
+    if any(v is not None for _, v, _ in flags):
+        g.samplers = [
+            Component(name, {param: value})
+            for name, value, param in flags
+            if value is not None and not (name == "temperature" and value == 0)
+        ]
+        if g.decoder.name == "greedy" and not args.greedy:
+            g.decoder = Component("multinomial")
+    if args.greedy or args.temperature == 0:
+        g.samplers = [c for c in g.samplers if c.name.endswith("penalty")]
+        g.decoder = Component("greedy")
+    if args.max_new_tokens is not None:
+        g.max_new_tokens = args.max_new_tokens
+    if args.seed is not None:
+        g.seed = args.seed
+    if args.stop is not None:
+        g.stop = list(args.stop)
+    return loaded, cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmcore.errors import GenerationError
+    from llmcore.generate import generate, stream
+
+    loaded, cfg = load(args)
+    model, tok = loaded.model, loaded.tokenizer
+    if args.prompt_file is not None:
         try:
-            text = piece.decode("utf-8")
-        except UnicodeDecodeError:
-            continue  # wait for the rest of a multi-byte character
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        pending.clear()
-    if pending:
-        sys.stdout.write(tok.decode(pending))
+            with open(args.prompt_file, encoding="utf-8") as f:
+                prompts = [line.rstrip("\n") for line in f if line.strip()]
+        except OSError as exc:
+            raise GenerationError(f"{args.prompt_file}: cannot read prompts: {exc}") from None
+        if not prompts:
+            raise GenerationError(f"{args.prompt_file}: no prompts (every line is empty)")
+        for i, (prompt, g) in enumerate(zip(prompts, generate(model, tok, prompts, config=cfg))):
+            sys.stdout.write(("\n" if i else "") + f"--- {i + 1}\n{prompt}{g.text}\n")
+        return 0
+    prompt = cfg.generate.prompt if args.prompt is None else args.prompt
+    tokens = stream(model, tok, prompt, config=cfg)  # checks the settings first
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    for token in tokens:
+        if token.text:  # empty while a multi-byte character is incomplete
+            sys.stdout.write(token.text)
+            sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
