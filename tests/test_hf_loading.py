@@ -148,6 +148,16 @@ def test_config_not_json(saved, tmp_path):
         ({"hidden_act": "gelu"}, r"hidden_act 'gelu' is not supported; supported: silu"),
         ({"num_key_value_heads": 3}, r"num_key_value_heads 3 must divide"),
         ({"hidden_size": "64"}, r"hidden_size: expected int, found '64'"),
+        (
+            {
+                "model_type": "qwen2",
+                "use_sliding_window": True,
+                "sliding_window": 4,
+                "max_window_layers": 1,
+                "layer_types": None,
+            },
+            r"a sliding window on some layers only is not supported",
+        ),
     ],
 )
 def test_unsupported_config(saved, tmp_path, edit, message):

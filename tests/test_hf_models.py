@@ -65,6 +65,16 @@ CASES = {
     "llama-attention-bias-only": ("Llama", dict(LLAMA, attention_bias=True)),
     "llama-mlp-bias-only": ("Llama", dict(LLAMA, num_key_value_heads=2, mlp_bias=True)),
     "mistral-window-8": ("Mistral", dict(LLAMA, num_key_value_heads=2, sliding_window=8)),
+    "qwen2-window-6-all-layers": (
+        "Qwen2",
+        dict(
+            LLAMA,
+            num_key_value_heads=2,
+            use_sliding_window=True,
+            sliding_window=6,
+            max_window_layers=0,
+        ),
+    ),
     "qwen2-qkv-bias-tied": (
         "Qwen2",
         dict(LLAMA, num_key_value_heads=2, tie_word_embeddings=True),

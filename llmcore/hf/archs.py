@@ -289,12 +289,14 @@ def hf_config(model: Any, *, bos_id: int | None = None, eos_id: int | None = Non
         if rope.scaling:
             params.update({k: v for k, v in rope.scaling.items() if k != "type"})
             params["rope_type"] = rope.scaling.get("type", "llama3")
-        if m.sliding_window is not None:
-            if m.bias or qkv_bias:
-                raise ConfigError("cannot export to mistral: a sliding window with biases")
-            kind = "mistral"
-        elif qkv_bias and not m.bias:
+        if qkv_bias and not m.bias:
             kind = "qwen2"
+        elif m.sliding_window is not None:
+            if m.bias or qkv_bias:
+                raise ConfigError(
+                    "cannot export to mistral: a sliding window with biases other than q/k/v"
+                )
+            kind = "mistral"
         else:
             kind = "llama"
         out = {
@@ -309,8 +311,11 @@ def hf_config(model: Any, *, bos_id: int | None = None, eos_id: int | None = Non
             "hidden_act": "silu",
             "max_position_embeddings": m.block_size,
             "rms_norm_eps": block.norm1.eps,
-            "rope_parameters": params,
+            "rope_parameters": params,  # transformers 5; the next two for transformers 4
             "rope_theta": params["rope_theta"],
+            "rope_scaling": {k: v for k, v in params.items() if k != "rope_theta"}
+            if rope.scaling
+            else None,
             "attention_dropout": 0.0,
             "bos_token_id": bos_id,
             "eos_token_id": eos_id,
@@ -321,8 +326,15 @@ def hf_config(model: Any, *, bos_id: int | None = None, eos_id: int | None = Non
             out.update(attention_bias=bool(m.bias or qkv_bias), mlp_bias=bool(m.bias))
         elif kind == "mistral":
             out["sliding_window"] = m.sliding_window
-        else:
+        elif m.sliding_window is None:
             out.update(use_sliding_window=False, sliding_window=None)
+        else:  # every layer slides: the first 0 layers use full attention
+            out.update(
+                use_sliding_window=True,
+                sliding_window=m.sliding_window,
+                max_window_layers=0,
+                layer_types=["sliding_attention"] * m.n_layer,
+            )
         return out
     raise ConfigError(
         f"cannot export a model with position={names[0]}, norm={names[1]}, mlp={names[2]} to "

@@ -3,12 +3,13 @@
 Weights are read one tensor at a time with ``safetensors.safe_open`` (memory-mapped) and
 copied into parameters that were allocated once, directly in the requested dtype: a bf16
 checkpoint loaded as bf16 never exists as an fp32 copy, and peak memory is the model plus one
-tensor.
+block of at most 16 MB.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ DTYPES = {
     "fp16": torch.float16,
 }
 STORED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+ITEM_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2}
+CHUNK_BYTES = 16 << 20  # the most memory one transient block of a tensor takes while copying
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -201,12 +204,24 @@ def _copy(param: torch.Tensor, entry: TensorMap, f: Any, raw: str, file: Path) -
     target = param if entry.rows is None else param[entry.rows[0] : entry.rows[1]]
     want = tuple(target.shape[::-1] if entry.transpose else target.shape)
     try:
-        got = tuple(f.get_slice(raw).get_shape())
+        part = f.get_slice(raw)
+        got = tuple(part.get_shape())
     except SafetensorError as exc:
         raise CheckpointError(f"{file}: tensor {raw!r} is not in the file: {exc}") from None
     if got != want:
         raise CheckpointError(
             f"{file}: tensor {raw!r} has shape {got}, but config.json implies {want}"
         )
-    tensor = f.get_tensor(raw)
-    target.copy_(tensor.T if entry.transpose else tensor)  # casts to the parameter's dtype
+    if len(got) < 2:
+        target.copy_(f.get_tensor(raw))
+        return
+    # Copy in blocks of rows, so the transient copy is at most CHUNK_BYTES, not a whole
+    # (possibly vocabulary-sized) tensor; copy_ casts to the parameter's dtype.
+    row_bytes = math.prod(got[1:]) * ITEM_BYTES.get(part.get_dtype(), 4)
+    step = max(1, CHUNK_BYTES // max(1, row_bytes))
+    for start in range(0, got[0], step):
+        block = part[start : start + step]
+        if entry.transpose:
+            target[:, start : start + step].copy_(block.T)
+        else:
+            target[start : start + step].copy_(block)
