@@ -233,3 +233,40 @@ def test_a_reference_of_another_architecture_is_refused(world, tmp_path):
         CheckpointError, match=r"reference is of another architecture: model.n_layer"
     ):
         run_dpo(finetune_config(path), out_dir=tmp_path / "run", progress=False)
+
+
+def test_cli_lora_sft_and_ppo_then_merge(world, tmp_path, capsys):
+    from llmcore.checkpoint import load_checkpoint
+    from llmcore.cli import main
+    from llmcore.finetune.models import load_finetuned
+
+    lora = "finetune.adapter={name: lora, rank: 4, targets: [attn.qkv, mlp]}"
+    sft = write(
+        tmp_path / "sft.yaml",
+        {
+            "finetune": {"base": str(world["sft"]), "data": str(world["files"]["sft"])},
+            "train": loop(5, 1e-3, 5),
+        },
+    )
+    assert main(["finetune", "sft", str(sft), "--out", str(tmp_path / "s"), "--set", lora]) == 0
+    ppo = write(
+        tmp_path / "ppo.yaml",
+        {
+            "finetune": {
+                "base": str(world["sft"]),
+                "data": str(world["files"]["prompts"]),
+                "ppo": {"reward": "format", "rollout_batch": 4, "max_new_tokens": 8},
+            },
+            "train": loop(2, 1e-3, 10),
+            "generate": SAMPLING,
+        },
+    )
+    assert main(["finetune", "ppo", str(ppo), "--out", str(tmp_path / "p"), "--set", lora]) == 0
+    for run in ("s", "p"):
+        adapted = load_finetuned(tmp_path / run)
+        assert main(["merge-lora", str(tmp_path / run)]) == 0
+        plain = load_checkpoint(tmp_path / f"{run}-merged")
+        ids = torch.tensor([[5, 6, 7, 8, 9]])
+        torch.testing.assert_close(plain.model(ids), adapted.model(ids), rtol=1e-5, atol=1e-5)
+    assert "merged weights written to" in capsys.readouterr().out
+    assert main(["finetune", "dpo", str(tmp_path / "missing.yaml")]) == 1
