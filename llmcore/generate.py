@@ -37,8 +37,12 @@ from dataclasses import dataclass, field
 import torch
 
 from llmcore.errors import GenerationError
+from llmcore.generation.lean import lean_step
 
 DEFAULT_MAX_NEW_TOKENS = 200
+#: Decode through :mod:`llmcore.generation.lean` when the model allows (False: always
+#: through ``model.hidden_states``; the two give identical logits).
+LEAN = True
 
 
 @dataclass
@@ -215,6 +219,7 @@ def _steps(
     # per-row positions (B, 1) when padded, else one position (1,) shared by every row
     pos = torch.tensor(lens, device=dev).view(B, 1) if padded else torch.full((1,), P, device=dev)
     samplers, decoder, want_lp = s.samplers, s.decoder, s.logprobs
+    lean = lean_step(model, cache) if LEAN else None
     for step in range(n):
         cur = P + step
         scores = logits
@@ -231,8 +236,11 @@ def _steps(
         if all(done) or step == n - 1:
             return
         m = key_ok[..., : cur + 1] if padded else None
-        x = model.hidden_states(history[:, cur : cur + 1], positions=pos, cache=cache, mask=m)
-        logits = model.lm_head(x[:, -1])
+        if lean is not None:
+            logits = lean(history[:, cur : cur + 1], pos, m)
+        else:
+            x = model.hidden_states(history[:, cur : cur + 1], positions=pos, cache=cache, mask=m)
+            logits = model.lm_head(x[:, -1])
         pos += 1
 
 

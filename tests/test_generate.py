@@ -250,3 +250,33 @@ def test_model_mode_is_restored():
     model = _model().train()
     generate(model, TOK, "hi", max_new_tokens=2)
     assert model.training
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("norm,mlp", [("layernorm", "gelu"), ("rmsnorm", "swiglu")])
+def test_lean_decode_step_is_bit_identical_to_the_module_path(attention, norm, mlp, monkeypatch):
+    import sys
+
+    engine = sys.modules["llmcore.generate"]
+    model = _model(
+        attention, "rope", n_kv_head=2, norm=Component(norm), mlp=Component(mlp), bias=False
+    )
+    kw = dict(max_new_tokens=16, logprobs=True)
+    lean = generate(model, TOK, PROMPTS, **kw)
+    monkeypatch.setattr(engine, "LEAN", False)
+    plain = generate(model, TOK, PROMPTS, **kw)
+    assert [g.ids for g in lean] == [g.ids for g in plain]
+    assert [g.logprobs for g in lean] == [g.logprobs for g in plain]
+
+
+def test_lean_step_declines_hooked_or_wrapped_models():
+    from llmcore.generation.lean import lean_step
+
+    model = _model()
+    cache = model.new_cache(1, 8)
+    assert lean_step(model, cache) is not None
+    handle = model.blocks[0].mlp.register_forward_hook(lambda *a: None)
+    assert lean_step(model, cache) is None
+    handle.remove()
+    model.blocks[0].attn.qkv = torch.nn.Sequential(model.blocks[0].attn.qkv)
+    assert lean_step(model, cache) is None

@@ -1,0 +1,1 @@
+"""Internals of the generation engine (the public API is :mod:`llmcore.generate`)."""
