@@ -28,7 +28,8 @@ namespace {
 
 constexpr int64_t kBq = 64;  // queries per tile (a multiple of the vector width)
 constexpr int64_t kBk = 64;  // keys per tile
-constexpr int64_t kRowPathMaxTq = 4;  // up to this many queries per head use the row path
+constexpr int64_t kRowPathMaxTq = 4;
+constexpr int64_t kBkRow = 256;  // keys per block on the row path: long sequential runs  // up to this many queries per head use the row path
 
 template <class In>
 const In* at(const Strided& t, int64_t b, int64_t h, int64_t i) {
@@ -165,10 +166,10 @@ struct Forward {
     const int64_t Dp = round_up(D, L);
     Acc* qs = ws.data();         // R x Dp
     Acc* o = qs + R * Dp;        // R x Dp
-    Acc* Kc = o + R * Dp;        // kBk x Dp
-    Acc* Vc = Kc + kBk * Dp;     // kBk x Dp
-    Acc* S = Vc + kBk * Dp;      // R x kBk
-    Acc* m = S + R * kBk;        // R
+    Acc* Kc = o + R * Dp;        // kBkRow x Dp
+    Acc* Vc = Kc + kBkRow * Dp;     // kBkRow x Dp
+    Acc* S = Vc + kBkRow * Dp;      // R x kBkRow
+    Acc* m = S + R * kBkRow;        // R
     Acc* l = m + R;              // R
     const Acc scale = static_cast<Acc>(p.scale);
     const Acc ninf = -std::numeric_limits<Acc>::infinity();
@@ -182,12 +183,12 @@ struct Forward {
     // The value rows feed vector loads over dims: pad them when D is not a whole number
     // of vectors.
     const bool pad_v = D % L != 0;
-    if (pad_v) std::fill(Vc, Vc + kBk * Dp, Acc(0));
+    if (pad_v) std::fill(Vc, Vc + kBkRow * Dp, Acc(0));
     const KeyRange kr = range(b);
     int64_t jlo, jhi;
     kr.keys_for(0, p.Tq, jlo, jhi);
-    for (int64_t j0 = jlo; j0 < jhi; j0 += kBk) {
-      const int64_t nk = std::min(kBk, jhi - j0);
+    for (int64_t j0 = jlo; j0 < jhi; j0 += kBkRow) {
+      const int64_t nk = std::min(kBkRow, jhi - j0);
       int64_t ldk, ldv;
       const Acc* K = rows<In, Acc>(io.k, b, hk, j0, nk, D, Kc, ldk);
       const Acc* Vr;
@@ -204,7 +205,7 @@ struct Forward {
       const bool positional = kr.partial(0, p.Tq, j0, j0 + nk);
       for (int64_t r = 0; r < R; ++r) {
         const int64_t h = hk * grp + r / p.Tq, i = r % p.Tq;
-        Acc* s = S + r * kBk;
+        Acc* s = S + r * kBkRow;
         const Acc* qr = qs + r * Dp;
         for (int64_t jj = 0; jj < nk; ++jj) s[jj] = dot(qr, K + jj * ldk, D);
         const Acc* mbh = mask_bh(b, h);
@@ -232,7 +233,7 @@ struct Forward {
         const V av = vset(a);
         for (int64_t d = 0; d < Dp; d += L) vstore(orow + d, vload(orow + d) * av);
       }
-      gemm_acc<Acc>(R, Dp, nk, S, kBk, 1, Vr, ldv, o, Dp);
+      gemm_acc<Acc>(R, Dp, nk, S, kBkRow, 1, Vr, ldv, o, Dp);
     }
     Acc* lse = static_cast<Acc*>(io.lse);
     for (int64_t r = 0; r < R; ++r) {
@@ -251,7 +252,7 @@ struct Forward {
     const int64_t nqb = (p.Tq + kBq - 1) / kBq;
     const int64_t ntasks = row_path ? p.B * p.Hkv : p.B * p.H * nqb;
     const size_t ws_size = static_cast<size_t>(
-        row_path ? 2 * grp * p.Tq * Dp + 2 * kBk * Dp + grp * p.Tq * kBk + 2 * grp * p.Tq
+        row_path ? 2 * grp * p.Tq * Dp + 2 * kBkRow * Dp + grp * p.Tq * kBkRow + 2 * grp * p.Tq
                  : 2 * D * kBq + kBk * kBq + 2 * kBk * D + 3 * kBq);
     const int nthreads = thread_count(p, ntasks);
 #ifdef LLMCORE_OPENMP

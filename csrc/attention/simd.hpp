@@ -69,26 +69,40 @@ inline Vec<T> vmax(Vec<T> a, Vec<T> b) {
   return a > b ? a : b;
 }
 
-// Horizontal sum by halving: log2(lanes) shuffles and adds instead of a scalar chain.
+// Horizontal sums by halving in registers: log2(lanes) shuffles and adds. (Splitting
+// through memcpy would bounce the vector through the stack and stall store forwarding.)
+#if defined(__AVX512F__)
+inline float hsum_impl(Vec<float> v) {
+  typedef float F8 __attribute__((vector_size(32)));
+  typedef float F4 __attribute__((vector_size(16)));
+  const F8 s = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const F4 t = __builtin_shufflevector(s, s, 0, 1, 2, 3) + __builtin_shufflevector(s, s, 4, 5, 6, 7);
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
+inline double hsum_impl(Vec<double> v) {
+  typedef double D4 __attribute__((vector_size(32)));
+  typedef double D2 __attribute__((vector_size(16)));
+  const D4 s = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  const D2 t = __builtin_shufflevector(s, s, 0, 1) + __builtin_shufflevector(s, s, 2, 3);
+  return t[0] + t[1];
+}
+#else
+inline float hsum_impl(Vec<float> v) {
+  typedef float F4 __attribute__((vector_size(16)));
+  const F4 t = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
+inline double hsum_impl(Vec<double> v) {
+  typedef double D2 __attribute__((vector_size(16)));
+  const D2 t = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
+  return t[0] + t[1];
+}
+#endif
+
 template <class T>
 inline T hsum(Vec<T> v) {
-  typedef T H2 __attribute__((vector_size(16)));
-#if defined(__AVX512F__)
-  typedef T H8 __attribute__((vector_size(32)));
-  H8 a, b;
-  std::memcpy(&a, &v, sizeof a);
-  std::memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof a, sizeof b);
-  const H8 s8 = a + b;
-#else
-  const Vec<T> s8 = v;
-#endif
-  H2 c, d;
-  std::memcpy(&c, &s8, sizeof c);
-  std::memcpy(&d, reinterpret_cast<const char*>(&s8) + sizeof c, sizeof d);
-  const H2 s4 = c + d;
-  T s = 0;
-  for (int i = 0; i < static_cast<int>(sizeof(H2) / sizeof(T)); ++i) s += s4[i];
-  return s;
+  return hsum_impl(v);
 }
 
 // exp(x) for float lanes: Cody-Waite range reduction, degree-7 Taylor polynomial (about

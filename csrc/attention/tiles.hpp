@@ -77,6 +77,8 @@ inline void micro_row(int64_t N, int64_t K, const T* a, int64_t ars, int64_t aks
                       int64_t ldb, T* c, int64_t ldc) {
   constexpr int L = Simd<T>::L;
   int64_t n = 0;
+  if constexpr (MR == 1)  // a single row: cover more columns per pass over K
+    for (; n + 4 * L <= N; n += 4 * L) micro_tile<T, 1, 4>(K, a, ars, aks, b + n, ldb, c + n, ldc);
   for (; n + 2 * L <= N; n += 2 * L) micro_tile<T, MR, 2>(K, a, ars, aks, b + n, ldb, c + n, ldc);
   if (n < N) micro_tile<T, MR, 1>(K, a, ars, aks, b + n, ldb, c + n, ldc);
 }
@@ -86,7 +88,9 @@ inline void micro_row(int64_t N, int64_t K, const T* a, int64_t ars, int64_t aks
 template <class T>
 inline void gemm_acc(int64_t M, int64_t N, int64_t K, const T* a, int64_t ars, int64_t aks,
                      const T* b, int64_t ldb, T* c, int64_t ldc) {
-  constexpr int MR = sizeof(T) == 4 ? 12 : 12;
+  // 8 rows x 2 vectors = 16 accumulators: enough independent FMA chains to hide latency,
+  // and tile sizes (64) and common head dims (32..256) are multiples of 8.
+  constexpr int MR = 8;
   int64_t m = 0;
   for (; m + MR <= M; m += MR) micro_row<T, MR>(N, K, a + m * ars, ars, aks, b, ldb, c + m * ldc, ldc);
   for (; m + 4 <= M; m += 4) micro_row<T, 4>(N, K, a + m * ars, ars, aks, b, ldb, c + m * ldc, ldc);
@@ -144,9 +148,16 @@ inline void mask_tile(Acc* St, int64_t ld, int64_t nk, int64_t nq, int64_t j0, i
       const Acc* mj = mask_bh + j * ms_j;
       for (int64_t ii = 0; ii < nq; ++ii) row[ii] += mj[(i0 + ii) * ms_i];
     }
-    if (positional)
-      for (int64_t ii = 0; ii < nq; ++ii)
-        if (!kr.visible(i0 + ii, j)) row[ii] = ninf;
+    if (positional) {
+      // Query i sees key j iff i >= j - off (causal) and i < j - off + window: hide the
+      // queries before and after that range of this key's row.
+      int64_t lo = 0, hi = nq;
+      if (kr.causal) lo = std::clamp<int64_t>(j - kr.off - i0, 0, nq);
+      if (kr.window > 0) hi = std::clamp<int64_t>(j - kr.off + kr.window - i0, 0, nq);
+      if (hi < lo) hi = lo;
+      std::fill(row, row + lo, ninf);
+      std::fill(row + hi, row + nq, ninf);
+    }
   }
 }
 
