@@ -65,11 +65,24 @@ def _nanogpt_copy(src: Path, data_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def run_nanogpt(copy: Path) -> dict:
+def _env(threads: int | None) -> dict[str, str]:
+    """The environment of every child; ``threads`` (the same for both sides) pins the
+    OpenMP/torch thread count, which keeps a shared machine's noise down."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_nanogpt(copy: Path, threads: int | None = None) -> dict:
     shutil.rmtree(copy / "out-shakespeare-char", ignore_errors=True)
     t0 = time.perf_counter()
     res = subprocess.run(
-        [sys.executable, "train.py", *NANOGPT_ARGS], cwd=copy, capture_output=True, text=True
+        [sys.executable, "train.py", *NANOGPT_ARGS],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        env=_env(threads),
     )
     wall = time.perf_counter() - t0
     if res.returncode:
@@ -86,13 +99,13 @@ def run_nanogpt(copy: Path) -> dict:
     }
 
 
-def run_llmcore(work: Path, cache: Path) -> dict:
+def run_llmcore(work: Path, cache: Path, threads: int | None = None) -> dict:
     out = work / "run"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "llmcore", "train", "--preset", "shakespeare-char"]
     cmd += ["--out", str(out), "--no-progress", "--set", f"data.cache_dir={cache}"]
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=_env(threads))
     wall = time.perf_counter() - t0
     if res.returncode:
         raise RuntimeError(f"llmcore train failed:\n{res.stderr[-2000:]}")
@@ -117,7 +130,10 @@ def bench_e2e(args) -> dict:
         for i in range(args.repeats):
             order = ("nanogpt", "llmcore") if i % 2 == 0 else ("llmcore", "nanogpt")
             for name in order:
-                r = run_nanogpt(copy) if name == "nanogpt" else run_llmcore(work, cache)
+                if name == "nanogpt":
+                    r = run_nanogpt(copy, args.threads)
+                else:
+                    r = run_llmcore(work, cache, args.threads)
                 runs[name].append(r)
                 print(f"  e2e {name:8s} run {i + 1}: {r['wall_s']:.1f} s, val {r['val_loss']:.4f}")
         med = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
@@ -244,6 +260,10 @@ def matmul_ceiling(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
 
 
 def bench_steps(args) -> dict:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the ceiling under the children's thread count
     ceil = {d: matmul_ceiling(d) for d in ("float32", "bfloat16")}
     print(f"  matmul ceiling: fp32 {ceil['float32']:.0f} GFLOP/s, bf16 {ceil['bfloat16']:.0f}")
     out: dict = {"matmul_ceiling_gflops": ceil, "results": {}}
@@ -255,7 +275,9 @@ def bench_steps(args) -> dict:
                 for impl in order:
                     cmd = [sys.executable, __file__, "--child", impl, shape, dtype]
                     cmd += ["--steps", str(args.steps)]
-                    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                    res = subprocess.run(
+                        cmd, capture_output=True, text=True, cwd=ROOT, env=_env(args.threads)
+                    )
                     if res.returncode:
                         raise RuntimeError(f"{impl} {shape} {dtype} failed:\n{res.stderr[-2000:]}")
                     samples[impl].append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -293,6 +315,7 @@ def main() -> None:
     p.add_argument("--step-repeats", type=int, default=2, help="child processes per config")
     p.add_argument("--steps", type=int, default=3, help="timed steps per child")
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every child (both sides)")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--skip-steps", action="store_true")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
@@ -307,7 +330,7 @@ def main() -> None:
     result: dict = {
         "machine": {
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": args.threads or torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "load_avg_at_start": os.getloadavg(),

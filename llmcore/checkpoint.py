@@ -88,9 +88,14 @@ def save_checkpoint(
     try:
         weights = model if isinstance(model, dict) else model_state(model)
         weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-        save_file(weights, str(tmp / MODEL_FILE), metadata={"step": str(step)})
-        (tmp / CONFIG_FILE).write_text(dump_yaml(cfg), encoding="utf-8")
         tokenizer.save(tmp / TOKENIZER_DIR)
+        meta = {
+            "step": str(step),
+            "tokenizer_sha256": _tree_digest(tmp / TOKENIZER_DIR),
+            "tokenizer_vocab_size": str(tokenizer.vocab_size),
+        }
+        save_file(weights, str(tmp / MODEL_FILE), metadata=meta)
+        (tmp / CONFIG_FILE).write_text(dump_yaml(cfg), encoding="utf-8")
         if trainer_state is not None:
             torch.save(trainer_state, tmp / STATE_FILE)
         _fsync_tree(tmp)
@@ -111,6 +116,28 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _tree_digest(root: Path) -> str:
+    """sha256 over a folder's file names and contents (the tokenizer beside the weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def check_tokenizer(ckpt: Path) -> None:
+    """CheckpointError when the tokenizer folder is not the one the weights were trained with."""
+    meta = _metadata(ckpt / MODEL_FILE)
+    want = meta.get("tokenizer_sha256")
+    if want and _tree_digest(ckpt / TOKENIZER_DIR) != want:
+        raise CheckpointError(
+            f"{ckpt / TOKENIZER_DIR}: not the tokenizer these weights were trained with "
+            f"({meta.get('tokenizer_vocab_size', '?')} ids); the checkpoint is inconsistent"
+        )
 
 
 def _fsync_tree(root: Path) -> None:
@@ -204,6 +231,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         cfg = config_from_dict(read_config_file(ckpt / CONFIG_FILE), source=str(ckpt / CONFIG_FILE))
     except LLMCoreError as exc:
         raise CheckpointError(f"{ckpt}: bad checkpoint config: {exc}") from None
+    check_tokenizer(ckpt)
     tokenizer = load_tokenizer(ckpt / TOKENIZER_DIR)
     if cfg.model.vocab_size is not None and tokenizer.vocab_size > cfg.model.vocab_size:
         raise CheckpointError(
@@ -215,12 +243,18 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     return LoadedCheckpoint(ckpt, cfg, model.to(device), tokenizer, step)
 
 
-def _metadata_step(file: Path) -> int:
+def _metadata(file: Path) -> dict[str, str]:
     from safetensors import safe_open
 
-    with safe_open(str(file), "pt") as f:
-        meta = f.metadata() or {}
-    return int(meta.get("step", 0))
+    try:
+        with safe_open(str(file), "pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: corrupt or truncated weights file: {exc}") from None
+
+
+def _metadata_step(file: Path) -> int:
+    return int(_metadata(file).get("step", 0))
 
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
@@ -238,6 +272,7 @@ __all__ = [
     "LoadedCheckpoint",
     "load_checkpoint",
     "load_trainer_state",
+    "check_tokenizer",
     "load_state_dict_strict",
     "prune_checkpoints",
     "resolve_checkpoint",

@@ -31,9 +31,11 @@ def _lm_head_chunk(vocab_size: int) -> int:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``h @ weight.T`` against ``targets`` without materialising the
-    ``(N, V)`` logits: rows are processed in chunks, and because the loss is a scalar its
-    gradients are computed in the same pass (softmax minus one-hot) and only scaled in
-    backward. Matmuls run in the autocast dtype when autocast is on; softmax in fp32."""
+    ``(N, V)`` logits in fp32: rows are processed in chunks, and because the loss is a scalar
+    its gradients are computed in the same pass (softmax minus one-hot) and only scaled in
+    backward. Matmuls run in the autocast dtype when autocast is on; softmax in fp32. In a
+    low-precision dtype the softmax gradients are kept in that dtype and the weight gradient
+    is one matmul at the end (CPU matmuls cannot accumulate bf16 products into fp32)."""
 
     @staticmethod
     def forward(ctx, h, weight, targets, ignore_index, chunk, grads):
@@ -42,42 +44,61 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if torch.is_autocast_enabled(device_type):
             dtype = torch.get_autocast_dtype(device_type)
         acc = torch.promote_types(dtype, torch.float32)  # softmax and sums: fp32 at least
+        low = dtype != acc
         with torch.autocast(device_type, enabled=False):
             hx, wx = h.to(dtype), weight.to(dtype)
             valid = targets != ignore_index
-            safe = torch.where(valid, targets, 0)
+            all_valid = bool(valid.all())
+            safe = targets if all_valid else torch.where(valid, targets, 0)
             n_valid = valid.sum().clamp_(min=1).to(acc)
             loss = torch.zeros((), dtype=acc, device=h.device)
             grad_h = torch.empty_like(hx) if grads else None
-            grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device) if grads else None
+            grad_w = None
+            if grads and low:
+                probs = torch.empty(hx.shape[0], wx.shape[0], dtype=dtype, device=h.device)
+            elif grads:
+                grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device)
             for s in range(0, hx.shape[0], chunk):
-                hc, tc, vc = hx[s : s + chunk], safe[s : s + chunk], valid[s : s + chunk]
-                logits = (hc @ wx.t()).to(acc)  # (n, V)
-                lse = torch.logsumexp(logits, dim=-1)  # (n,)
-                picked = logits.gather(1, tc[:, None]).squeeze(1)
-                loss += ((lse - picked) * vc).sum()
-                if grads:
-                    p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-                    p.scatter_add_(1, tc[:, None], torch.full_like(picked[:, None], -1.0))
-                    p.mul_((vc.to(p.dtype) / n_valid)[:, None])
-                    p = p.to(dtype)
+                hc, tc, vc = hx[s : s + chunk], safe[s : s + chunk, None], valid[s : s + chunk]
+                logits = hc @ wx.t()  # (n, V)
+                if low:
+                    logits = logits.to(acc)
+                picked = logits.gather(1, tc).squeeze(1)
+                top = logits.amax(dim=-1, keepdim=True)
+                e = logits.sub_(top).exp_()  # in place: no second (n, V) buffer
+                total = e.sum(dim=-1, keepdim=True)
+                nll = (top + total.log()).squeeze(1) - picked
+                loss += nll.sum() if all_valid else (nll * vc).sum()
+                if not grads:
+                    continue
+                p = e.div_(total)  # softmax
+                if all_valid:
+                    p.scatter_add_(1, tc, torch.full_like(picked[:, None], -1.0))
+                else:
+                    p.scatter_add_(1, tc, -vc.to(acc)[:, None])
+                    p.mul_(vc.to(acc)[:, None])
+                if low:
+                    pc = probs[s : s + chunk]
+                    pc.copy_(p)
+                    grad_h[s : s + chunk] = pc @ wx
+                else:
                     grad_h[s : s + chunk] = p @ wx
-                    if dtype == acc:
-                        grad_w.addmm_(p.t(), hc)
-                    else:
-                        grad_w += (p.t() @ hc).to(acc)
+                    grad_w.addmm_(p.t(), hc)
+            if grads and low:
+                grad_w = (probs.t() @ hx).to(acc)
             loss /= n_valid
         if grads:
-            ctx.save_for_backward(grad_h, grad_w)
+            ctx.save_for_backward(grad_h, grad_w, n_valid)
         ctx.dtypes = (h.dtype, weight.dtype)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.saved_tensors
+        grad_h, grad_w, n_valid = ctx.saved_tensors
+        scale = grad_out / n_valid
         return (
-            (grad_h * grad_out).to(ctx.dtypes[0]),
-            (grad_w * grad_out).to(ctx.dtypes[1]),
+            (grad_h * scale).to(ctx.dtypes[0]),
+            (grad_w * scale).to(ctx.dtypes[1]),
             None,
             None,
             None,

@@ -335,6 +335,7 @@ def _checkpoint_tokenizer(cfg: Config, path: Path):
             f"{saved.tokenizer.name!r} {saved.tokenizer.params or ''}; resume with the "
             "checkpoint's tokenizer or start a new run"
         )
+    ckpt.check_tokenizer(path)
     return load_tokenizer(path / ckpt.TOKENIZER_DIR)
 
 
