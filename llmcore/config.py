@@ -193,7 +193,7 @@ class PPOConfig:
     epochs: int = 4  # passes over each rollout batch
     minibatch: int = 8
     clip: float = 0.2  # policy ratio clip
-    value_clip: float = 0.2
+    value_clip: float | None = 0.2  # None: no value clipping
     value_coef: float = 0.5
     gamma: float = 1.0
     lam: float = 0.95
