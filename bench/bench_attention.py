@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -66,11 +67,14 @@ def make_step(fn, q, k, v, causal, backward):
     return step
 
 
+CLOCK = time.perf_counter
+
+
 def time_batch(step, n):
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for _ in range(n):
         step()
-    return (time.perf_counter() - t0) / n
+    return (CLOCK() - t0) / n
 
 
 def run_case(case, impls, repeats, dtype):
@@ -154,6 +158,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall: perf_counter; cpu: process CPU time, robust on a shared machine with --threads 1",
+    )
     ap.add_argument("--only", default=None, help="run only cases whose name contains this")
     ap.add_argument("--memory-lengths", default="1024,2048,4096,8192")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention.json")
@@ -165,6 +175,8 @@ def main() -> None:
 
     from llmcore import plugins
 
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
     native = plugins.create("attention", "native")
     impls = {
@@ -173,7 +185,9 @@ def main() -> None:
     }
     dtype = getattr(torch, args.dtype)
     results = []
-    print(f"threads={args.threads} dtype={args.dtype} repeats={args.repeats} (median ms per call)")
+    print(
+        f"threads={args.threads} dtype={args.dtype} clock={args.clock} repeats={args.repeats} (median ms per call)"
+    )
     print(
         f"{'case':24s} {'shape (B,H/Hkv,Tq,Tk,D)':26s} {'native':>9s} {'sdpa':>9s} {'sdpa/native':>11s} {'GFLOP/s':>8s}"
     )
@@ -206,6 +220,8 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.machine(),
         "threads": args.threads,
+        "clock": args.clock,
+        "load_average": list(os.getloadavg()),
         "dtype": args.dtype,
         "repeats": args.repeats,
         "cases": results,
