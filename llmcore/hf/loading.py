@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from torch.overrides import TorchFunctionMode
 
 from llmcore.config import ModelConfig
 from llmcore.errors import CheckpointError, ConfigError
@@ -116,39 +117,50 @@ def resolve_dtype(dtype: torch.dtype | str | None, files: dict[str, Path]) -> to
     return DTYPES[dtype]
 
 
-def build_empty(cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str):
-    """The Transformer of ``cfg`` with uninitialised parameters in ``dtype`` on ``device``.
+_INIT_OPS = frozenset(
+    {
+        "normal_",
+        "uniform_",
+        "trunc_normal_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+        "xavier_uniform_",
+        "xavier_normal_",
+        "orthogonal_",
+    }
+)
+_FLOAT_CONSTRUCTORS = frozenset({torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn})
 
-    It is built on the meta device (no memory, no random init), cast there, and only then
-    allocated, so no fp32 copy of a half-precision model is ever made. Buffers computed at
-    construction (rotary tables) do not survive ``to_empty``; the position module is rebuilt.
-    """
-    from llmcore.components import create
+
+class _Uninitialised(TorchFunctionMode):
+    """Inside it, floating-point tensors are created in ``dtype`` and random initialisation
+    is skipped: the weights are about to be overwritten from the checkpoint, so a bf16 model is
+    allocated once, in bf16 (pages untouched until the copy), and none of the time of
+    initialising it is spent. Explicit dtypes (the fp32 rotary tables) are kept."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in _INIT_OPS:
+            return args[0] if args else kwargs.get("tensor")
+        if func in _FLOAT_CONSTRUCTORS and kwargs.get("dtype") is None:
+            kwargs["dtype"] = self.dtype
+        return func(*args, **kwargs)
+
+
+def build_empty(cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str):
+    """The Transformer of ``cfg`` with uninitialised parameters in ``dtype`` on ``device``:
+    no fp32 copy of a half-precision model is ever made, and no time goes to random init."""
     from llmcore.model import Transformer
 
-    with torch.device("meta"):
+    with torch.device(device), _Uninitialised(dtype):
         model = Transformer(cfg)
-    model = model.to(dtype).to_empty(device=device)
-    for name, module in model.named_modules():
-        if module._non_persistent_buffers_set and not name.startswith("position"):
-            # a third-party component computes a buffer we cannot recompute: build eagerly
-            model = Transformer(cfg).to(device=device, dtype=dtype)
-            break
-    head_dim = cfg.head_dim or cfg.n_embd // cfg.n_head
-    with torch.device(device):
-        position = create(
-            "position",
-            cfg.position,
-            "model.position",
-            dim=cfg.n_embd,
-            head_dim=head_dim,
-            max_seq_len=cfg.block_size,
-        )
-    for p in position.parameters():  # rotary tables stay fp32, as computed
-        p.data = p.data.to(dtype)
-    model.position = position
-    if cfg.tie_embeddings:  # to_empty re-allocates each module's parameters apart
-        model.lm_head.weight = model.wte.weight
+    wrong = {p.dtype for p in model.parameters()} - {dtype}
+    if wrong:  # a component forced its own dtype: follow the user's choice all the same
+        model.to(dtype)
     return model
 
 
