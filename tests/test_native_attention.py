@@ -81,6 +81,7 @@ SHAPES = [
     (2, 6, 3, 1, 77, 64),
     (1, 4, 1, 50, 129, 80),
     (1, 2, 1, 200, 200, 40),
+    (1, 2, 1, 20, 70, 256),
 ]
 
 
@@ -102,6 +103,17 @@ def test_bfloat16_matches_reference(shape):
     # Inputs are rounded to bf16 first; the reference then sees the same values, so what
     # remains is fp32 accumulation plus the rounding of the outputs.
     compare(NativeAttention(), *make(*shape, dtype=torch.bfloat16), tol=2e-2, causal=True)
+
+
+def test_one_and_two_threads():
+    # Two threads over a single kv head split its keys into chunks and sum partial dq.
+    old = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            compare(NativeAttention(), *make(1, 4, 1, 150, 300, 64), tol=2e-5, causal=True)
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_masks_and_window():

@@ -19,6 +19,10 @@
 #include "simd.hpp"
 #include "tiles.hpp"
 
+#ifdef LLMCORE_OPENMP
+#include <omp.h>
+#endif
+
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace llmcore::attn {
@@ -55,7 +59,11 @@ struct Backward {
                                2 * kBk * D + 2 * kBk * kBq);
   }
 
-  void kv_head(int64_t b, int64_t hk, std::vector<Acc>& ws) const {
+  // Keys [jb, je) of kv head (b, hk). dq_part == nullptr: this task sees every key, so it
+  // writes dq itself; else it adds scale * dQ into dq_part, a (B, H, Tq, D) Acc array that
+  // run() sums over threads.
+  void kv_head(int64_t b, int64_t hk, int64_t jb, int64_t je, std::vector<Acc>& ws,
+               Acc* dq_part) const {
     const int64_t D = p.D, Tq = p.Tq, Tk = p.Tk, grp = p.H / p.Hkv;
     const int64_t Tqp_ = Tqp(), Dp_ = Dp();
     Acc* Qst = ws.data();
@@ -77,7 +85,9 @@ struct Backward {
     int64_t kvlen = Tk;
     if (p.kv_lens != nullptr) kvlen = std::clamp<int64_t>(p.kv_lens[b], 0, Tk);
     const KeyRange kr{Tk - Tq, kvlen, p.causal, p.window};
-    std::fill(dK, dK + 2 * Tk * Dp_, Acc(0));
+    je = std::min(je, Tk);
+    std::fill(dK + jb * Dp_, dK + je * Dp_, Acc(0));
+    std::fill(dV + jb * Dp_, dV + je * Dp_, Acc(0));
     const Acc* lse_in = static_cast<const Acc*>(io.lse);
 
     for (int64_t g = 0; g < grp; ++g) {
@@ -112,8 +122,9 @@ struct Backward {
       if (p.mask.data != nullptr)
         mbh = static_cast<const Acc*>(p.mask.data) + b * p.mask.s[0] + h * p.mask.s[1];
 
-      for (int64_t j0 = 0; j0 < kvlen; j0 += kBk) {
-        const int64_t nk = std::min(kBk, kvlen - j0);
+      const int64_t jend = std::min(je, kvlen);
+      for (int64_t j0 = jb; j0 < jend; j0 += kBk) {
+        const int64_t nk = std::min(kBk, jend - j0);
         // Query tiles that see any key of this block.
         int64_t qlo = 0, qhi = Tq;
         if (p.causal) qlo = std::max<int64_t>(0, j0 - kr.off);
@@ -142,11 +153,16 @@ struct Backward {
         }
       }
       for (int64_t i = 0; i < Tq; ++i) {
-        In* dst = at_mut<In>(io.dq, b, h, i);
-        for (int64_t d = 0; d < D; ++d) dst[d * io.dq.s[3]] = from_acc<In>(dQt[d * Tqp_ + i] * scale);
+        if (dq_part != nullptr) {
+          Acc* dst = dq_part + ((b * p.H + h) * Tq + i) * D;
+          for (int64_t d = 0; d < D; ++d) dst[d] += dQt[d * Tqp_ + i] * scale;
+        } else {
+          In* dst = at_mut<In>(io.dq, b, h, i);
+          for (int64_t d = 0; d < D; ++d) dst[d * io.dq.s[3]] = from_acc<In>(dQt[d * Tqp_ + i] * scale);
+        }
       }
     }
-    for (int64_t j = 0; j < Tk; ++j) {
+    for (int64_t j = jb; j < je; ++j) {
       In* dk = at_mut<In>(io.dk, b, hk, j);
       In* dv = at_mut<In>(io.dv, b, hk, j);
       for (int64_t d = 0; d < D; ++d) {
@@ -166,20 +182,51 @@ struct Backward {
   }
 
   void run() const {
-    const int64_t ntasks = p.B * p.Hkv;
-    const int nthreads = thread_count(p, ntasks);
+    // Fewer kv heads than about two per thread (small batch, few kv heads): split each
+    // kv head's keys into chunks too, and sum the per-thread partial dq at the end.
+    const int64_t heads = p.B * p.Hkv, nkb = (p.Tk + kBk - 1) / kBk;
+    const int nthreads = thread_count(p, heads * nkb);
+    int64_t nchunks = 1;
+    if (nthreads > 1 && heads < 2 * nthreads)
+      nchunks = std::min(nkb, (2 * nthreads + heads - 1) / heads);
+    const int64_t ntasks = heads * nchunks;
+    const int64_t dq_size = p.B * p.H * p.Tq * p.D;
+    std::vector<Acc> dq_parts(nchunks > 1 ? static_cast<size_t>(nthreads * dq_size) : 0);
     const size_t ws_size = workspace();
 #ifdef LLMCORE_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
       std::vector<Acc> ws(ws_size);
+      int tid = 0;
+#ifdef LLMCORE_OPENMP
+      tid = omp_get_thread_num();
+#endif
+      Acc* part = nchunks > 1 ? dq_parts.data() + tid * dq_size : nullptr;
 #ifdef LLMCORE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-      for (int64_t t = 0; t < ntasks; ++t) kv_head(t / p.Hkv, t % p.Hkv, ws);
+      for (int64_t t = 0; t < ntasks; ++t) {
+        const int64_t hd = t / nchunks, c = t % nchunks;
+        const int64_t jb = c * nkb / nchunks * kBk, je = (c + 1) * nkb / nchunks * kBk;
+        kv_head(hd / p.Hkv, hd % p.Hkv, jb, je, ws, part);
+      }
+      if (nchunks > 1) {
+        const int64_t rows = p.B * p.H * p.Tq;
+#ifdef LLMCORE_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t b = r / (p.H * p.Tq), h = r / p.Tq % p.H, i = r % p.Tq;
+          In* dst = at_mut<In>(io.dq, b, h, i);
+          for (int64_t d = 0; d < p.D; ++d) {
+            Acc sum = 0;
+            for (int th = 0; th < nthreads; ++th) sum += dq_parts[static_cast<size_t>(th * dq_size + r * p.D + d)];
+            dst[d * io.dq.s[3]] = from_acc<In>(sum);
+          }
+        }
+      }
     }
-    (void)nthreads;
   }
 };
 
