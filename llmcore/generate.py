@@ -30,7 +30,6 @@ the tokenizer's beginning-of-text token (``bos_id``, else ``eot_id``).
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -38,24 +37,12 @@ import torch
 
 from llmcore.errors import GenerationError
 from llmcore.generation.lean import lean_step
+from llmcore.generation.text import RowText, Token
 
 DEFAULT_MAX_NEW_TOKENS = 200
 #: Decode through :mod:`llmcore.generation.lean` when the model allows (False: always
 #: through ``model.hidden_states``; the two give identical logits).
 LEAN = True
-
-
-@dataclass
-class Token:
-    """One streamed token: its id, the text it adds, and its log-probability if asked.
-
-    ``text`` may be empty while a multi-byte character is incomplete; joining the texts of
-    every streamed token gives the final text.
-    """
-
-    id: int
-    text: str
-    logprob: float | None = None
 
 
 @dataclass
@@ -163,16 +150,27 @@ def _check(model, s: _Settings, n_prompt: int) -> None:
 
 def _check_length(model, n_prompt: int, max_new_tokens: int) -> None:
     cfg = model.config
-    block = cfg.block_size
-    if n_prompt > block and not cfg.sliding_window:
+    block, total = cfg.block_size, n_prompt + max_new_tokens
+    if total <= block:
+        return
+    if cfg.sliding_window:
+        # Attention only looks back `window` keys, but absolute-position tables end at
+        # block_size: only position plugins without a table can run past it.
+        if cfg.position.name in ("learned", "rope"):
+            raise GenerationError(
+                f"{n_prompt} prompt + {max_new_tokens} new tokens exceed block_size={block}: "
+                f"the sliding window allows longer contexts only with a position plugin "
+                f"without a table ({cfg.position.name!r} positions end at block_size)"
+            )
+        return
+    if n_prompt > block:
         raise GenerationError(
             f"the prompt has {n_prompt} tokens, longer than the model's context of {block} tokens"
         )
-    if n_prompt + max_new_tokens > block and not cfg.sliding_window:
-        raise GenerationError(
-            f"a prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} exceeds the "
-            f"model's context of {block} tokens; lower max_new_tokens to {max(block - n_prompt, 0)}"
-        )
+    raise GenerationError(
+        f"a prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} exceeds the "
+        f"model's context of {block} tokens; lower max_new_tokens to {max(block - n_prompt, 0)}"
+    )
 
 
 def _generator(model, seed: int | None) -> torch.Generator:
@@ -244,98 +242,12 @@ def _steps(
         pos += 1
 
 
-# -- text, stop strings and streaming --------------------------------------------------------
-
-
-class _Row:
-    """Turns one row's token ids into released text: waits for complete UTF-8 characters,
-    holds back text that may be the start of a stop string, and cuts at a stop string."""
-
-    def __init__(self, tokenizer, s: _Settings) -> None:
-        self.tok, self.s = tokenizer, s
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""
-        self.pending: list[list] = []  # [id, start, end, logprob] not yet released
-        self.released = 0  # characters of self.text already released
-        self.ids: list[int] = []
-        self.logprobs: list[float] = []
-        self.done = False
-        self.finish_reason = "length"
-        self.longest = max((len(x) for x in s.stop), default=0)
-
-    def push(self, token: int, logprob: float | None) -> list[Token]:
-        if token in self.s.stop_ids:
-            return self.finish("stop")
-        start = len(self.text)
-        self.text += self.utf8.decode(self.tok.decode_bytes([token]))
-        self.pending.append([token, start, len(self.text), logprob])
-        if self.s.stop:
-            lo = max(0, start - self.longest + 1)
-            hits = [i for i in (self.text.find(x, lo) for x in self.s.stop) if i >= 0]
-            if hits:
-                return self._release(min(hits), "stop")
-        if self.utf8.getstate()[0]:
-            return []  # the bytes of a character are still incomplete
-        return self._release(len(self.text) - self._held(), None)
-
-    def _held(self) -> int:
-        """Length of the longest end of the text that begins some stop string."""
-        t = self.text
-        for n in range(min(self.longest - 1, len(t)), 0, -1):
-            if any(x.startswith(t[-n:]) for x in self.s.stop):
-                return n
-        return 0
-
-    def _release(self, upto: int | None, reason: str | None) -> list[Token]:
-        """Release held tokens: those ending by ``upto``; at a stop string (``reason``)
-        those beginning before it, their text cut there; ``upto`` None: all of them."""
-        out = []
-        while self.pending:
-            tid, a, b, lp = self.pending[0]
-            if upto is not None and not (a < upto if reason else b <= upto):
-                break
-            self.pending.pop(0)
-            end = b if upto is None else min(b, upto)
-            piece = self.text[max(a, self.released) : end]
-            self.released = max(self.released, end)
-            self.ids.append(tid)
-            if lp is not None:
-                self.logprobs.append(lp)
-            out.append(Token(tid, piece, lp))
-        if reason is not None:
-            if upto is not None:
-                self.text = self.text[:upto]
-            self.pending.clear()
-            self.done, self.finish_reason = True, reason
-        return out
-
-    def finish(self, reason: str) -> list[Token]:
-        """Flush the incomplete bytes and release everything held back."""
-        self.text += self.utf8.decode(b"", final=True)
-        if self.pending:
-            self.pending[-1][2] = len(self.text)
-        out = self._release(None, reason)
-        if len(self.text) > self.released and out:  # flushed text after the last release
-            out[-1].text += self.text[self.released :]
-            self.released = len(self.text)
-        return out
-
-    def result(self, prompt_ids: list[int]) -> Generation:
-        return Generation(
-            self.text,
-            self.ids,
-            self.logprobs if self.s.logprobs else None,
-            self.finish_reason,
-            prompt_ids,
-        )
-
-
 class _Batch:
     """A batch of prompts decoded together; iterate for ``(row, Token)`` pairs."""
 
     def __init__(self, model, tokenizer, prompts: list[list[int]], s: _Settings) -> None:
         self.model, self.tok, self.prompts, self.s = model, tokenizer, prompts, s
-        self.rows = [_Row(tokenizer, s) for _ in prompts]
+        self.rows = [RowText(tokenizer, s.stop_ids, s.stop, s.logprobs) for _ in prompts]
 
     def __iter__(self) -> Iterator[tuple[int, Token]]:
         s, model = self.s, self.model
@@ -397,9 +309,9 @@ class _Batch:
     def results(self) -> list[Generation]:
         out = []
         for p, row in zip(self.prompts, self.rows):
-            g = row.result(p)
-            g.score = getattr(row, "score", None)
-            out.append(g)
+            lps = row.logprobs if self.s.logprobs else None
+            score = getattr(row, "score", None)
+            out.append(Generation(row.text, row.ids, lps, row.finish_reason, p, score))
         return out
 
 

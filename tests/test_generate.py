@@ -280,3 +280,9 @@ def test_lean_step_declines_hooked_or_wrapped_models():
     handle.remove()
     model.blocks[0].attn.qkv = torch.nn.Sequential(model.blocks[0].attn.qkv)
     assert lean_step(model, cache) is None
+
+
+def test_sliding_window_with_a_position_table_still_ends_at_block_size():
+    model = _model(sliding_window=8, block_size=16)  # learned positions
+    with pytest.raises(GenerationError, match="positions end at block_size"):
+        generate(model, TOK, "hello", max_new_tokens=30)
