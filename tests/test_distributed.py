@@ -58,24 +58,11 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_follow_the_single_process_curve(reference, mode):
+def test_two_processes_follow_the_single_process_curve_and_resume(reference, mode):
+    """Train to step 20 under torchrun, resume there to 30: the whole curve equals the one
+    process run with the same global batch (each rank trains on its half of it)."""
     cfg, ref = reference
     run = ref.parent / f"run-{mode}"
-    _torchrun(
-        "train", str(cfg), "--out", str(run), "--no-progress", "--set", f"train.distributed={mode}"
-    )
-    _assert_close(_curve(run), _curve(ref))
-    assert (run / "ckpt" / "latest").read_text().strip() == "00000030"
-    # only rank 0 writes: one metrics line per step and eval, no stray files
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == len(
-        (ref / "metrics.jsonl").read_text().splitlines()
-    )
-
-
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_resume_under_torchrun(reference, mode):
-    cfg, ref = reference
-    run = ref.parent / f"resume-{mode}"
     _torchrun(
         "train",
         str(cfg),
@@ -87,6 +74,12 @@ def test_resume_under_torchrun(reference, mode):
         "--set",
         "train.max_iters=20",
     )
+    assert (run / "ckpt" / "latest").read_text().strip() == "00000020"
     _torchrun("train", "--resume", str(run), "--no-progress", "--set", "train.max_iters=30")
     _assert_close(_curve(run), _curve(ref))
+    assert (run / "ckpt" / "latest").read_text().strip() == "00000030"
+    # only rank 0 writes: one metrics line per step and eval, as in the single-process run
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == len(
+        (ref / "metrics.jsonl").read_text().splitlines()
+    )
     shutil.rmtree(run)

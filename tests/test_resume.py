@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +36,28 @@ def _corpus(path: Path) -> None:
     import random
 
     rng = random.Random(0)
-    words = "the of and to in a is that for it as was with be by on not he this are".split()
+    words = [
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "a",
+        "is",
+        "that",
+        "for",
+        "it",
+        "as",
+        "was",
+        "with",
+        "be",
+        "by",
+        "on",
+        "not",
+        "he",
+        "this",
+        "are",
+    ]
     lines = (" ".join(rng.choice(words) for _ in range(10)) for _ in range(600))
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -73,16 +95,23 @@ def _steps_logged(run: Path) -> int:
     return max(steps, default=-1)
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
-    cfg = _setup(tmp_path)
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run every test here compares against."""
+    tmp = tmp_path_factory.mktemp("resume")
+    cfg = _setup(tmp)
+    ref = tmp / "ref"
     subprocess.run(
         _cmd("train", str(cfg), "--out", str(ref), "--no-progress"),
         check=True,
         env=_env(),
         capture_output=True,
     )
+    return cfg, ref
 
+
+def test_sigkill_then_resume_equals_uninterrupted_run(reference, tmp_path):
+    cfg, ref = reference
     # the killed run is told to go much further, so it cannot finish before the kill;
     # it is resumed with the reference's max_iters (the schedule does not depend on it)
     cut = tmp_path / "cut"
@@ -115,15 +144,10 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert _losses(cut) == _losses(ref)  # exactly equal, every step after the kill too
 
 
-def test_resume_of_a_finished_run_adds_nothing(tmp_path):
-    cfg = _setup(tmp_path, max_iters=20, eval_interval=10)
+def test_resume_of_a_finished_run_adds_nothing(reference, tmp_path):
+    _, ref = reference
     run = tmp_path / "run"
-    subprocess.run(
-        _cmd("train", str(cfg), "--out", str(run), "--no-progress"),
-        check=True,
-        env=_env(),
-        capture_output=True,
-    )
+    shutil.copytree(ref, run)
     before = _losses(run)
     subprocess.run(
         _cmd("train", "--resume", str(run), "--no-progress"),
@@ -134,25 +158,17 @@ def test_resume_of_a_finished_run_adds_nothing(tmp_path):
     assert _losses(run) == before
 
 
-@pytest.mark.parametrize("other", ["bpe"])
-def test_resume_with_another_tokenizer_is_an_error(tmp_path, other):
-    cfg = _setup(tmp_path, max_iters=10, eval_interval=10)
-    run = tmp_path / "run"
-    subprocess.run(
-        _cmd("train", str(cfg), "--out", str(run), "--no-progress"),
-        check=True,
-        env=_env(),
-        capture_output=True,
-    )
+def test_resume_with_another_tokenizer_is_an_error(reference):
+    cfg, ref = reference
     res = subprocess.run(
         _cmd(
             "train",
             str(cfg),
             "--resume",
-            str(run),
+            str(ref),
             "--no-progress",
             "--set",
-            f"tokenizer.name={other}",
+            "tokenizer.name=bpe",
             "--set",
             "tokenizer.encoding=gpt2",
         ),

@@ -109,6 +109,8 @@ def all_mean(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
     if not env.enabled:
         return value
     value = value.detach().clone().float()
+    if dist.get_backend() == "nccl" and value.device.type != "cuda":
+        value = value.cuda()  # nccl reduces CUDA tensors only
     dist.all_reduce(value)
     return value / env.world_size
 
