@@ -2,6 +2,46 @@
 
 has_openmp: bool
 
+# --- byte-level BPE tokenizer (csrc/bpe) ------------------------------------------------
+# The submodule llmcore._C.bpe, wrapped by llmcore.builtin.bpe.BPETokenizer. Written as a
+# class because a single stub file cannot declare a submodule. Invalid tokenizer data and
+# undecodable ids raise llmcore.errors.TokenizerError.
+class bpe:
+    unicode_version: str
+
+    class Core:
+        def __init__(
+            self,
+            tokens: list[bytes],
+            ranks: list[int],
+            ids: list[int],
+            specials: list[tuple[str, int]],
+            pattern: str,
+        ) -> None: ...
+        def encode_ordinary(self, text: str) -> list[int]: ...
+        def encode_special(self, text: str, allowed: list[bool]) -> list[int]: ...
+        def encode_bytes(self, data: bytes) -> list[int]: ...
+        def encode_batch(self, texts: list[str] | tuple[str, ...], num_threads: int = 0) -> list[list[int]]: ...
+        def decode_bytes(self, ids: list[int] | tuple[int, ...]) -> bytes: ...
+        def decode(self, ids: list[int] | tuple[int, ...]) -> str: ...
+        def token_bytes(self, id: int) -> bytes: ...
+        def has_id(self, id: int) -> bool: ...
+        @property
+        def n_vocab(self) -> int: ...
+
+    @staticmethod
+    def split(pattern: str, text: str) -> list[str]: ...
+    @staticmethod
+    def train(
+        texts: list[str],
+        files: list[str],
+        n_new_tokens: int,
+        pattern: str,
+        num_threads: int = 0,
+        progress: object = None,
+    ) -> tuple[list[bytes], list[tuple[int, int]]]: ...
+# --- end of BPE tokenizer ---------------------------------------------------------------
+
 # --- attention kernels (csrc/attention) -------------------------------------------------
 # Raw-buffer entry points wrapped by llmcore.builtin.native_attention_op. Addresses are
 # data_ptr() integers, strides are element strides of (batch, head, position, dim); dtype
