@@ -28,8 +28,8 @@ namespace {
 
 constexpr int64_t kBq = 64;  // queries per tile (a multiple of the vector width)
 constexpr int64_t kBk = 64;  // keys per tile
-constexpr int64_t kRowPathMaxTq = 4;
-constexpr int64_t kBkRow = 256;  // keys per block on the row path: long sequential runs  // up to this many queries per head use the row path
+constexpr int64_t kRowPathMaxTq = 8;  // up to this many queries per head use the row path
+constexpr int64_t kBkRow = 256;       // keys per block on the row path: long sequential runs
 
 template <class In>
 const In* at(const Strided& t, int64_t b, int64_t h, int64_t i) {
@@ -66,6 +66,9 @@ struct Forward {
   const FwdBuffers& io;
   using V = Vec<Acc>;
   static constexpr int64_t L = Simd<Acc>::L;
+  // Queries per tile: kBq, or fewer (whole vectors) when there are fewer queries, so a
+  // short chunk of queries does not pay for a full tile.
+  const int64_t bq = std::min(kBq, round_up(p.Tq, L));
 
   KeyRange range(int64_t b) const {
     int64_t kvlen = p.Tk;
@@ -78,29 +81,29 @@ struct Forward {
     return static_cast<const Acc*>(p.mask.data) + b * p.mask.s[0] + h * p.mask.s[1];
   }
 
-  // One tile of kBq queries of head (b, h) against all the keys it may see.
+  // One tile of bq queries of head (b, h) against all the keys it may see.
   void tile(int64_t b, int64_t h, int64_t qb, std::vector<Acc>& ws) const {
     const int64_t D = p.D, grp = p.H / p.Hkv, hk = h / grp;
-    const int64_t i0 = qb * kBq, nq = std::min(kBq, p.Tq - i0);
-    Acc* Qt = ws.data();            // D x kBq, scaled queries, transposed
-    Acc* Ot = Qt + D * kBq;         // D x kBq
-    Acc* St = Ot + D * kBq;         // kBk x kBq
-    Acc* Kc = St + kBk * kBq;       // kBk x D
+    const int64_t i0 = qb * bq, nq = std::min(bq, p.Tq - i0);
+    Acc* Qt = ws.data();            // D x bq, scaled queries, transposed
+    Acc* Ot = Qt + D * bq;         // D x bq
+    Acc* St = Ot + D * bq;         // kBk x bq
+    Acc* Kc = St + kBk * bq;       // kBk x D
     Acc* Vc = Kc + kBk * D;         // kBk x D
-    Acc* m = Vc + kBk * D;          // kBq
-    Acc* l = m + kBq;               // kBq
-    Acc* alpha = l + kBq;           // kBq
+    Acc* m = Vc + kBk * D;          // bq
+    Acc* l = m + bq;               // bq
+    Acc* alpha = l + bq;           // bq
     const Acc scale = static_cast<Acc>(p.scale);
     const Acc ninf = -std::numeric_limits<Acc>::infinity();
 
-    std::fill(Qt, Qt + D * kBq, Acc(0));
+    std::fill(Qt, Qt + D * bq, Acc(0));
     for (int64_t ii = 0; ii < nq; ++ii) {
       const In* src = at<In>(io.q, b, h, i0 + ii);
-      for (int64_t d = 0; d < D; ++d) Qt[d * kBq + ii] = to_acc(src[d * io.q.s[3]]) * scale;
+      for (int64_t d = 0; d < D; ++d) Qt[d * bq + ii] = to_acc(src[d * io.q.s[3]]) * scale;
     }
-    std::fill(Ot, Ot + D * kBq, Acc(0));
-    std::fill(m, m + kBq, ninf);
-    std::fill(l, l + kBq, Acc(0));
+    std::fill(Ot, Ot + D * bq, Acc(0));
+    std::fill(m, m + bq, ninf);
+    std::fill(l, l + bq, Acc(0));
 
     const KeyRange kr = range(b);
     int64_t jlo, jhi;
@@ -111,22 +114,22 @@ struct Forward {
       int64_t ldk, ldv;
       const Acc* K = rows<In, Acc>(io.k, b, hk, j0, nk, D, Kc, ldk);
       const Acc* Vr = rows<In, Acc>(io.v, b, hk, j0, nk, D, Vc, ldv);
-      std::fill(St, St + nk * kBq, Acc(0));
-      gemm_acc<Acc>(nk, kBq, D, K, ldk, 1, Qt, kBq, St, kBq);
+      std::fill(St, St + nk * bq, Acc(0));
+      gemm_acc<Acc>(nk, bq, D, K, ldk, 1, Qt, bq, St, bq);
       const bool positional = kr.partial(i0, i0 + nq, j0, j0 + nk);
       if (positional || mbh != nullptr)
-        mask_tile<Acc>(St, kBq, nk, nq, j0, i0, kr, positional, mbh, p.mask.s[2], p.mask.s[3]);
+        mask_tile<Acc>(St, bq, nk, nq, j0, i0, kr, positional, mbh, p.mask.s[2], p.mask.s[3]);
       // Online softmax, vectorised across queries.
-      for (int64_t c = 0; c < kBq; c += L) {
+      for (int64_t c = 0; c < bq; c += L) {
         const V mold = vload(m + c);
         V mx = mold;
-        for (int64_t jj = 0; jj < nk; ++jj) mx = vmax<Acc>(mx, vload(St + jj * kBq + c));
+        for (int64_t jj = 0; jj < nk; ++jj) mx = vmax<Acc>(mx, vload(St + jj * bq + c));
         const V muse = mx == vset(ninf) ? V{} : mx;  // all hidden so far: avoid inf - inf
         const V a = vexp(mold - muse);
         V sum{};
         for (int64_t jj = 0; jj < nk; ++jj) {
-          const V e = vexp(vload(St + jj * kBq + c) - muse);
-          vstore(St + jj * kBq + c, e);
+          const V e = vexp(vload(St + jj * bq + c) - muse);
+          vstore(St + jj * bq + c, e);
           sum += e;
         }
         vstore(l + c, vload(l + c) * a + sum);
@@ -134,15 +137,15 @@ struct Forward {
         vstore(alpha + c, a);
       }
       for (int64_t d = 0; d < D; ++d)
-        for (int64_t c = 0; c < kBq; c += L)
-          vstore(Ot + d * kBq + c, vload(Ot + d * kBq + c) * vload(alpha + c));
-      gemm_acc<Acc>(D, kBq, nk, Vr, 1, ldv, St, kBq, Ot, kBq);
+        for (int64_t c = 0; c < bq; c += L)
+          vstore(Ot + d * bq + c, vload(Ot + d * bq + c) * vload(alpha + c));
+      gemm_acc<Acc>(D, bq, nk, Vr, 1, ldv, St, bq, Ot, bq);
     }
     Acc* lse = static_cast<Acc*>(io.lse);
     for (int64_t ii = 0; ii < nq; ++ii) {
       In* dst = at_mut<In>(io.o, b, h, i0 + ii);
       const Acc inv = l[ii] > 0 ? Acc(1) / l[ii] : Acc(0);  // a query that sees no key -> 0
-      for (int64_t d = 0; d < D; ++d) dst[d * io.o.s[3]] = from_acc<In>(Ot[d * kBq + ii] * inv);
+      for (int64_t d = 0; d < D; ++d) dst[d * io.o.s[3]] = from_acc<In>(Ot[d * bq + ii] * inv);
       if (lse != nullptr)
         lse[(b * p.H + h) * p.Tq + i0 + ii] = l[ii] > 0 ? m[ii] + std::log(l[ii]) : ninf;
     }
@@ -249,11 +252,11 @@ struct Forward {
     const int64_t D = p.D;
     const bool row_path = p.Tq <= kRowPathMaxTq;
     const int64_t grp = p.H / p.Hkv, Dp = round_up(D, L);
-    const int64_t nqb = (p.Tq + kBq - 1) / kBq;
+    const int64_t nqb = (p.Tq + bq - 1) / bq;
     const int64_t ntasks = row_path ? p.B * p.Hkv : p.B * p.H * nqb;
     const size_t ws_size = static_cast<size_t>(
         row_path ? 2 * grp * p.Tq * Dp + 2 * kBkRow * Dp + grp * p.Tq * kBkRow + 2 * grp * p.Tq
-                 : 2 * D * kBq + kBk * kBq + 2 * kBk * D + 3 * kBq);
+                 : 2 * D * bq + kBk * bq + 2 * kBk * D + 3 * bq);
     const int nthreads = thread_count(p, ntasks);
 #ifdef LLMCORE_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
