@@ -137,3 +137,15 @@ def test_public_api_builds_from_config():
     assert isinstance(opt, __import__("torch").optim.AdamW)
     samplers, decoder = llmcore.build_sampler(load_config("shakespeare-char"))
     assert [type(s).__name__ for s in samplers] == ["Temperature", "TopK"] and type(decoder).__name__ == "Multinomial"
+
+
+def test_gpt2_preset_tokenizer_is_bundled_and_equals_the_reference_files():
+    from pathlib import Path
+
+    from llmcore.train.setup import build_tokenizer
+
+    tok = build_tokenizer(load_config("gpt2"))
+    ref = llmcore.load_tokenizer(Path(__file__).parent / "fixtures" / "tokenizers" / "gpt2")
+    text = "Hello world, it's 2026!\n\tSpaces   and émojis 🎉"
+    assert tok.vocab_size == ref.vocab_size == 50257
+    assert tok.encode(text) == ref.encode(text)

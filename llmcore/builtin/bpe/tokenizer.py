@@ -24,6 +24,18 @@ def _core_module():
     return _C.bpe
 
 
+#: Encodings whose files ship with llmcore, so ``encoding=`` alone is enough.
+BUNDLED = ("gpt2", "r50k_base")
+
+
+def _bundled(encoding: str | None) -> Path | None:
+    if encoding not in BUNDLED:
+        return None
+    from llmcore.datasets import tinyshakespeare_path
+
+    return tinyshakespeare_path().parent / "tokenizers" / "gpt2"
+
+
 class BPETokenizer:
     """Byte-level BPE (tiktoken semantics: merge the adjacent pair whose concatenation has
     the lowest rank). Meets :class:`llmcore.contracts.Tokenizer`.
@@ -55,8 +67,11 @@ class BPETokenizer:
     ) -> None:
         if _data is None:
             if path is None:
+                path = _bundled(encoding)
+            if path is None:
                 raise TokenizerError(
-                    "bpe tokenizer: pass path= (a rank file, tokenizer.json or folder)"
+                    "bpe tokenizer: pass path= (a rank file, tokenizer.json or folder); "
+                    f"encodings bundled with llmcore: {', '.join(BUNDLED)}"
                 )
             _data = loaders.load_any(path, encoding, pattern, special_tokens)
         self._init(_data)
