@@ -110,21 +110,22 @@ class TopKTopP:
         self.check = top_k.check
 
     def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        k = self.top_k.k_for(logits.shape[-1])
-        vals, idx = torch.topk(logits, k, dim=-1)  # (B, k) descending
-        kth = vals[..., -1:]
-        s, order = vals.flip(-1), idx.flip(-1)  # ascending, as TopP sorts
+        V = logits.shape[-1]
+        k = self.top_k.k_for(V)
+        # One more than k: the (k+1)-th equal to the k-th means ties make more survivors.
+        vals, idx = torch.topk(logits, min(k + 1, V), dim=-1)  # (B, k[+1]) descending
+        tied_kth = k < V and bool((vals[:, k] == vals[:, k - 1]).any())
+        s, order = vals[:, :k].flip(-1), idx[:, :k].flip(-1)  # ascending, as TopP sorts
         cum = s.softmax(dim=-1).cumsum(dim=-1)
         cut = 1 - self.top_p.p
         remove = cum <= cut
         remove[..., -self.top_p.min_tokens_to_keep :] = False
-        risky = (
-            ((cum - cut).abs() <= self.tol).any()
-            | (s[..., 1:] == s[..., :-1]).any()  # ties inside the survivors
-            | ((logits >= kth).sum(-1) != k).any()  # ties with the k-th: more survivors
-            | torch.isinf(kth).any()
-        )
-        if bool(risky):
+        if (
+            tied_kth
+            or bool(((cum - cut).abs() <= self.tol).any())  # a cut that rounding could move
+            or bool((s[:, 1:] == s[:, :-1]).any())  # ties whose order HF's sort decides
+            or bool(torch.isinf(s[:, 0]).any())  # fewer than k finite logits
+        ):
             return self.top_p(input_ids, self.top_k(input_ids, logits))
         out = torch.full_like(logits, NEG_INF)
         return out.scatter_(1, order, s.masked_fill(remove, NEG_INF))
