@@ -24,7 +24,8 @@ Settings (keyword arguments of :func:`generate` and :func:`stream`):
   distribution, before the samplers).
 
 A prompt longer than the context is an error; so is ``prompt + max_new_tokens`` beyond
-``model.block_size`` unless the model has a sliding window. An empty prompt starts from
+``model.block_size`` unless the model has a sliding window and a position plugin without a
+table (``none``; the KV cache then holds the whole sequence). An empty prompt starts from
 the tokenizer's beginning-of-text token (``bos_id``, else ``eot_id``).
 """
 
@@ -41,7 +42,8 @@ from llmcore.generation.text import RowText, Token
 
 DEFAULT_MAX_NEW_TOKENS = 200
 #: Decode through :mod:`llmcore.generation.lean` when the model allows (False: always
-#: through ``model.hidden_states``; the two give identical logits).
+#: through ``model.hidden_states``; identical logits for one row, last-bit rounding apart
+#: for several).
 LEAN = True
 
 
