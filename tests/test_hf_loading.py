@@ -116,8 +116,11 @@ def test_base_model_checkpoint_without_prefix(tmp_path):
 
 
 def test_missing_folder_and_missing_config(tmp_path):
-    with pytest.raises(CheckpointError, match="no such"):
+    with pytest.raises(CheckpointError, match="no such folder"):
         llmcore.load_hf(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="is not a folder"):
+        llmcore.load_hf(tmp_path / "file")
     with pytest.raises(CheckpointError, match="no config.json"):
         llmcore.load_hf(tmp_path)
 

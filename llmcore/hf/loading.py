@@ -42,7 +42,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """The raw ``config.json`` of an HF checkpoint folder (errors name the file)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such Hugging Face checkpoint folder")
+        what = "is not a folder" if folder.exists() else "no such folder"
+        raise CheckpointError(f"{folder}: {what}: expected a Hugging Face checkpoint folder")
     file = folder / CONFIG_FILE
     if not file.exists():
         raise CheckpointError(f"{folder}: not a Hugging Face checkpoint: no {CONFIG_FILE}")
