@@ -62,11 +62,11 @@ struct Backward {
   // Keys [jb, je) of kv head (b, hk). dq_part == nullptr: this task sees every key, so it
   // writes dq itself; else it adds scale * dQ into dq_part, a (B, H, Tq, D) Acc array that
   // run() sums over threads.
-  void kv_head(int64_t b, int64_t hk, int64_t jb, int64_t je, std::vector<Acc>& ws,
+  void kv_head(int64_t b, int64_t hk, int64_t jb, int64_t je, Acc* ws,
                Acc* dq_part) const {
     const int64_t D = p.D, Tq = p.Tq, Tk = p.Tk, grp = p.H / p.Hkv;
     const int64_t Tqp_ = Tqp(), Dp_ = Dp();
-    Acc* Qst = ws.data();
+    Acc* Qst = ws;
     Acc* dOt = Qst + D * Tqp_;
     Acc* dQt = dOt + D * Tqp_;
     Acc* Qs = dQt + D * Tqp_;
@@ -197,7 +197,7 @@ struct Backward {
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
-      std::vector<Acc> ws(ws_size);
+      Acc* ws = thread_scratch<Acc>(ws_size);
       int tid = 0;
 #ifdef LLMCORE_OPENMP
       tid = omp_get_thread_num();

@@ -82,10 +82,10 @@ struct Forward {
   }
 
   // One tile of bq queries of head (b, h) against all the keys it may see.
-  void tile(int64_t b, int64_t h, int64_t qb, std::vector<Acc>& ws) const {
+  void tile(int64_t b, int64_t h, int64_t qb, Acc* ws) const {
     const int64_t D = p.D, grp = p.H / p.Hkv, hk = h / grp;
     const int64_t i0 = qb * bq, nq = std::min(bq, p.Tq - i0);
-    Acc* Qt = ws.data();            // D x bq, scaled queries, transposed
+    Acc* Qt = ws;            // D x bq, scaled queries, transposed
     Acc* Ot = Qt + D * bq;         // D x bq
     Acc* St = Ot + D * bq;         // kBk x bq
     Acc* Kc = St + kBk * bq;       // kBk x D
@@ -164,10 +164,10 @@ struct Forward {
   // key/value row is read from memory once (decode is bound by reading the cache).
   //   S (rows x keys) = q . K^T as dot products; P = online softmax of S;
   //   O (rows x dims) = alpha * O + P . V  (a tile product, vectorised over dims)
-  void rows_path(int64_t b, int64_t hk, std::vector<Acc>& ws) const {
+  void rows_path(int64_t b, int64_t hk, Acc* ws) const {
     const int64_t D = p.D, grp = p.H / p.Hkv, R = grp * p.Tq;
     const int64_t Dp = round_up(D, L);
-    Acc* qs = ws.data();         // R x Dp
+    Acc* qs = ws;         // R x Dp
     Acc* o = qs + R * Dp;        // R x Dp
     Acc* Kc = o + R * Dp;        // kBkRow x Dp
     Acc* Vc = Kc + kBkRow * Dp;     // kBkRow x Dp
@@ -262,7 +262,7 @@ struct Forward {
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
-      std::vector<Acc> ws(ws_size);
+      Acc* ws = thread_scratch<Acc>(ws_size);
 #ifdef LLMCORE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif

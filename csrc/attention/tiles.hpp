@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "flash_cpu.hpp"
 #include "simd.hpp"
@@ -103,6 +104,16 @@ inline int thread_count(const AttnProblem& p, int64_t ntasks) {
   const int64_t work = p.B * p.H * std::max<int64_t>(p.Tq, 1) * std::max<int64_t>(p.Tk, 1) * p.D;
   if (work < (int64_t{1} << 18)) return 1;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.threads, ntasks)));
+}
+
+// Per-thread scratch that outlives the call: no allocation, page faults or trimming on
+// the hot path (a decode step is tens of microseconds). It only grows, to the largest
+// call's O(T) workspace. Every kernel initialises the parts it reads.
+template <class Acc>
+inline Acc* thread_scratch(size_t n) {
+  thread_local std::vector<Acc> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
 }
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
