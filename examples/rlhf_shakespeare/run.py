@@ -73,12 +73,12 @@ def plot_summary(summary: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     stages = list(summary)
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(11, 3.8))
     width = 0.38
     for i, key in enumerate(["sample_format", "sample_names_character"]):
         xs = [j + (i - 0.5) * width for j in range(len(stages))]
         ax.bar(xs, [summary[s][key] for s in stages], width, label=key)
-    ax.set_xticks(range(len(stages)), stages)
+    ax.set_xticks(range(len(stages)), stages, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.axhline(1 / len(NAMES), color="gray", ls="--", lw=1, label="chance of naming right")
     ax.legend(fontsize=8)
@@ -133,13 +133,11 @@ def main() -> None:
         k: [r for r in rows(runs[k]) if "sample_names_character" in r]
         for k in ("sft", "dpo", "ppo", "ppo_rm")
     }
-    summary = {
-        "pretrained": evals["sft"][0],
-        "SFT": evals["sft"][-1],
-        "DPO (LoRA)": evals["dpo"][-1],
-        "PPO (exact reward)": evals["ppo"][-1],
-        "PPO (reward model)": evals["ppo_rm"][-1],
-    }
+    # DPO and PPO sample held-out prompts of their own data: their step 0 is the SFT model
+    summary = {"pretrained": evals["sft"][0], "SFT": evals["sft"][-1]}
+    for key, label in (("dpo", "DPO"), ("ppo", "PPO exact"), ("ppo_rm", "PPO RM")):
+        summary[f"{label}: before"] = evals[key][0]
+        summary[f"{label}: after"] = evals[key][-1]
     summary = {
         k: {m: v[m] for m in ("sample_format", "sample_names_character")}
         for k, v in summary.items()
