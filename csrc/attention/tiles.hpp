@@ -139,10 +139,6 @@ struct KeyRange {
     if (window > 0 && j0 <= i1 - 1 + off - window) return true;
     return false;
   }
-  bool visible(int64_t i, int64_t j) const {
-    const int64_t p = i + off;
-    return (!causal || j <= p) && (window <= 0 || j > p - window);
-  }
 };
 
 // Apply position masks and the additive mask to a transposed score tile St[jj][ii]
