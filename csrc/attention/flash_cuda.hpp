@@ -1,4 +1,5 @@
-// The CUDA attention kernels (flash_cuda.cu), built only when CMake finds a CUDA compiler.
+// The CUDA attention kernels (flash_cuda_fwd.cu, flash_cuda_bwd.cu), built only when CMake
+// finds a CUDA compiler.
 // Without it, flash_cuda_stub.cpp provides these entry points and reports "not built".
 #pragma once
 

@@ -20,7 +20,8 @@ if(NOT LLMCORE_CUDA STREQUAL "OFF")
       set(CMAKE_CUDA_ARCHITECTURES "80-real;90")
     endif()
     enable_language(CUDA)
-    target_sources(_C PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc/attention/flash_cuda.cu)
+    target_sources(_C PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc/attention/flash_cuda_fwd.cu
+      ${CMAKE_CURRENT_SOURCE_DIR}/csrc/attention/flash_cuda_bwd.cu)
     # _C was created before CUDA was enabled: give it the architectures explicitly.
     set_target_properties(_C PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}"
       CUDA_RUNTIME_LIBRARY Static CUDA_STANDARD 17)
