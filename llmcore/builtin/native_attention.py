@@ -83,9 +83,6 @@ class NativeAttention:
                 raise ValueError(
                     f"kv_lens must have shape ({q.shape[0]},), got {tuple(kv_lens.shape)}"
                 )
-        needs_grad = torch.is_grad_enabled() and (
-            q.requires_grad or k.requires_grad or v.requires_grad
-        )
         if not needs_grad and not torch.compiler.is_compiling() and q.device.type != "meta":
             # Lean inference path (decode steps): no dispatcher, no autograd bookkeeping.
             out = torch.empty_like(q)
@@ -134,7 +131,7 @@ def _unsupported(q: Tensor, mask: Tensor | None, needs_grad: bool) -> str | None
             return f"head dim {D} has no CUDA backward (multiples of 16 up to 128 do)"
     else:
         return f"device {q.device} is not supported"
-    if mask is not None and mask.requires_grad:
+    if mask is not None and mask.requires_grad and torch.is_grad_enabled():
         return "a mask that requires grad is not supported"
     if mask is not None and mask.device != q.device:
         return f"mask on {mask.device} while q is on {q.device}"
