@@ -150,6 +150,90 @@ def bench_e2e(args) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def parity(nanogpt_dir: str, steps: int = 100) -> dict:
+    """Same initial weights, same batches, same schedule: llmcore's shakespeare-char model and
+    optimizer against nanoGPT's GPT and AdamW, step by step (so a gap in the final val loss
+    is the trajectory's chaos, not a different recipe)."""
+    import math
+
+    import torch
+
+    sys.path.insert(0, str(Path(nanogpt_dir).resolve()))
+    try:
+        from model import GPT, GPTConfig  # nanoGPT's model.py
+    finally:
+        sys.path.pop(0)
+    from llmcore.components import build_optimizer, build_schedule
+    from llmcore.config import load_config
+    from llmcore.model import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config("shakespeare-char")
+    ours = build_model(cfg, 65)
+    peer = GPT(
+        GPTConfig(
+            block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False
+        )
+    )
+    names = {
+        "wte.weight": "transformer.wte.weight",
+        "position.wpe.weight": "transformer.wpe.weight",
+        "norm_f.weight": "transformer.ln_f.weight",
+    }
+    pairs = [
+        ("norm1", "ln_1"),
+        ("attn.qkv", "attn.c_attn"),
+        ("attn.proj", "attn.c_proj"),
+        ("norm2", "ln_2"),
+        ("mlp.fc", "mlp.c_fc"),
+        ("mlp.proj", "mlp.c_proj"),
+    ]
+    for i in range(4):
+        for a, b in pairs:
+            names[f"blocks.{i}.{a}.weight"] = f"transformer.h.{i}.{b}.weight"
+    sd = peer.state_dict()
+    ours.load_state_dict({k: sd[v] for k, v in names.items()}, strict=False)
+    opt, sched = build_optimizer(cfg, ours), None
+    sched = build_schedule(cfg, opt)
+    popt = peer.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+
+    def peer_lr(it, lr=1e-3, warm=100, decay=2000, low=1e-4):
+        if it < warm:
+            return lr * (it + 1) / (warm + 1)
+        r = (it - warm) / (decay - warm)
+        return low + 0.5 * (1 + math.cos(math.pi * r)) * (lr - low)
+
+    text = (Path(nanogpt_dir) / "data" / "shakespeare_char" / "input.txt").read_text()
+    chars = sorted(set(text))
+    data = torch.tensor([chars.index(c) for c in text[:200_000]])
+    gen = torch.Generator().manual_seed(1)
+    diffs = []
+    for it in range(steps):
+        ix = torch.randint(len(data) - 65, (12,), generator=gen)
+        rows = data[ix[:, None] + torch.arange(65)]
+        x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+        a = ours.loss(x, y)
+        a.backward()
+        torch.nn.utils.clip_grad_norm_(list(ours.parameters()), 1.0)
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+        for g in popt.param_groups:
+            g["lr"] = peer_lr(it)
+        _, b = peer(x, y)
+        b.backward()
+        torch.nn.utils.clip_grad_norm_(peer.parameters(), 1.0)
+        popt.step()
+        popt.zero_grad()
+        diffs.append(abs(a.item() - b.item()))
+    return {
+        "steps": steps,
+        "max_abs_loss_diff": max(diffs),
+        "final_loss_llmcore": a.item(),
+        "final_loss_nanogpt": b.item(),
+    }
+
+
 # -- training steps ------------------------------------------------------------------------------
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -317,6 +401,7 @@ def main() -> None:
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every child (both sides)")
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--parity-only", action="store_true", help="only the step-by-step check")
     p.add_argument("--skip-steps", action="store_true")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
     p.add_argument("--child", nargs=3, metavar=("IMPL", "SHAPE", "DTYPE"), help=argparse.SUPPRESS)
@@ -340,7 +425,16 @@ def main() -> None:
         if not args.nanogpt_dir:
             p.error("--nanogpt-dir is needed for the end-to-end comparison (or --skip-e2e)")
         print("end to end: nanoGPT baby GPT vs llmcore train --preset shakespeare-char")
-        result["e2e"] = bench_e2e(args)
+        result["parity"] = parity(args.nanogpt_dir)
+        print(
+            f"  parity over {result['parity']['steps']} steps: max |loss diff| "
+            f"{result['parity']['max_abs_loss_diff']:.2e}"
+        )
+        if args.parity_only:
+            args.skip_steps = True
+        else:
+            result["e2e"] = bench_e2e(args)
+    if "e2e" in result:
         e = result["e2e"]
         print(
             f"  median wall: nanoGPT {e['median_wall_s']['nanogpt']:.1f} s, llmcore "

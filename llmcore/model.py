@@ -292,7 +292,8 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """Mean next-token cross-entropy of ``idx`` against ``targets`` (B, T)."""
         h = self.hidden_states(idx)
-        if self.lm_head.bias is not None or type(self.lm_head) is not nn.Linear:
+        plain = self.lm_head.bias is not None or type(self.lm_head) is not nn.Linear
+        if plain or torch.compiler.is_compiling():  # inductor fuses the plain loss itself
             logits = self.lm_head(h)
             return F.cross_entropy(
                 logits.view(-1, logits.size(-1)).float(),
