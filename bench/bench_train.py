@@ -239,15 +239,12 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(impl: str, shape: str, dtype: str, steps: int) -> None:
-    """One measurement in a fresh process (so peak RSS is this model's alone)."""
-    import contextlib
-
+def build(impl: str, shape: str):
+    """The model of ``impl`` at ``shape`` and its ``loss(x, y)``."""
     import torch
 
-    torch.manual_seed(0)
     n_layer, n_head, n_embd, vocab, block, batch = SHAPES[shape]
-    base = _rss_mb()
+    torch.manual_seed(0)
     if impl == "llmcore":
         from llmcore.config import Config, ModelConfig
         from llmcore.model import build_model
@@ -291,6 +288,59 @@ def child(impl: str, shape: str, dtype: str, steps: int) -> None:
         def loss_fn(x, y):
             return model(input_ids=x, labels=x).loss  # HF shifts the labels itself
 
+    return model, loss_fn
+
+
+def interleaved(shape: str, dtype: str, steps: int) -> None:
+    """Both models in one process, steps alternating llmcore / HF (the machine's load drifts
+    over minutes; alternating steps sees both through the same drift)."""
+    import contextlib
+
+    import torch
+
+    n_layer, n_head, n_embd, vocab, block, batch = SHAPES[shape]
+    amp = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if dtype == "bfloat16"
+        else contextlib.nullcontext
+    )
+    runners = {}
+    for impl in ("llmcore", "hf"):
+        model, loss_fn = build(impl, shape)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        runners[impl] = (loss_fn, opt, list(model.parameters()))
+    gen = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {"llmcore": [], "hf": []}
+    for i in range(steps + 1):
+        for impl in ("llmcore", "hf") if i % 2 == 0 else ("hf", "llmcore"):
+            loss_fn, opt, params = runners[impl]
+            x = torch.randint(vocab, (batch, block), generator=gen)
+            y = torch.randint(vocab, (batch, block), generator=gen)
+            t0 = time.perf_counter()
+            with amp():
+                loss = loss_fn(x, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i:
+                times[impl].append(time.perf_counter() - t0)
+    print(json.dumps({"step_s": times, "tokens_per_step": batch * block}))
+
+
+def child(impl: str, shape: str, dtype: str, steps: int) -> None:
+    """One measurement in a fresh process (so peak RSS is this model's alone)."""
+    import contextlib
+
+    import torch
+
+    torch.manual_seed(0)
+    n_layer, n_head, n_embd, vocab, block, batch = SHAPES[shape]
+    base = _rss_mb()
+    if impl == "both":
+        return interleaved(shape, dtype, steps)
+    model, loss_fn = build(impl, shape)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     params = [p for p in model.parameters()]
@@ -382,6 +432,26 @@ def bench_steps(args) -> dict:
                     "all_step_s": [t for r in runs for t in r["step_s"]],
                 }
             row["speedup"] = row["llmcore"]["tokens_per_s"] / row["hf"]["tokens_per_s"]
+            if args.interleave:  # both models in one process, alternating steps
+                cmd = [sys.executable, __file__, "--child", "both", shape, dtype]
+                cmd += ["--steps", str(args.steps)]
+                res = subprocess.run(
+                    cmd, capture_output=True, text=True, cwd=ROOT, env=_env(args.threads)
+                )
+                if res.returncode:
+                    raise RuntimeError(f"interleaved {shape} {dtype} failed:\n{res.stderr[-2000:]}")
+                both = json.loads(res.stdout.strip().splitlines()[-1])
+                med = {k: statistics.median(v) for k, v in both["step_s"].items()}
+                row["interleaved"] = {
+                    "median_step_s": med,
+                    "tokens_per_s": {k: both["tokens_per_step"] / v for k, v in med.items()},
+                    "speedup": med["hf"] / med["llmcore"],
+                    "all_step_s": both["step_s"],
+                }
+                print(
+                    f"  {shape:14s} {dtype:9s} interleaved in one process: "
+                    f"x{row['interleaved']['speedup']:.2f}"
+                )
             out["results"][f"{shape}/{dtype}"] = row
             print(
                 f"  {shape:14s} {dtype:9s} llmcore {row['llmcore']['tokens_per_s']:7.0f} tok/s "
@@ -400,6 +470,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per child")
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every child (both sides)")
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="also time both models in one process, alternating steps",
+    )
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--parity-only", action="store_true", help="only the step-by-step check")
     p.add_argument("--skip-steps", action="store_true")
