@@ -104,6 +104,8 @@ def test_adapter_run_saves_loads_and_merges_to_a_plain_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "run", 7, model, cfg, tok)
     loaded = load_finetuned(tmp_path / "run")
     torch.testing.assert_close(loaded.model(IDS), want)
+    direct = load_checkpoint(tmp_path / "run")  # what generate, chat and eval use
+    torch.testing.assert_close(direct.model(IDS), want)
     path = merge_lora(tmp_path / "run", tmp_path / "merged")
     plain = load_checkpoint(path)  # the ordinary loader: no adapter in the merged run
     assert plain.config.finetune.adapter is None and plain.step == 7

@@ -43,22 +43,11 @@ def load_finetuned(
     Args:
         merge: fold the adapter into the base weights (a plain model comes back).
     """
-    folder, cfg = read_run_config(path)
-    if cfg.finetune.adapter is None:
-        return ckpt.load_checkpoint(folder, device=device)
-    from llmcore.model import build_model
-    from llmcore.tokenizers import load_tokenizer
-
-    tokenizer = load_tokenizer(folder / ckpt.TOKENIZER_DIR)
-    model = build_model(cfg, tokenizer.vocab_size)
-    adapter = create("adapter", cfg.finetune.adapter, "finetune.adapter")
-    adapter.apply(model)
-    ckpt.load_state_dict_strict(model, folder / ckpt.MODEL_FILE)
-    if merge:
-        adapter.merge(model)
-        cfg.finetune.adapter = None
-    step = ckpt._metadata_step(folder / ckpt.MODEL_FILE)
-    return ckpt.LoadedCheckpoint(folder, cfg, model.to(device), tokenizer, step)
+    loaded = ckpt.load_checkpoint(path, device=device)
+    if merge and loaded.config.finetune.adapter is not None:
+        create("adapter", loaded.config.finetune.adapter, "finetune.adapter").merge(loaded.model)
+        loaded.config.finetune.adapter = None
+    return loaded
 
 
 def check_same_architecture(
