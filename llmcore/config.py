@@ -160,7 +160,7 @@ class GenerateConfig:
     samplers: list[Component] = field(
         default_factory=lambda: [
             Component("temperature", {"temperature": 0.8}),
-            Component("top_k", {"k": 200}),
+            Component("top_k", {"k": 50}),
         ]
     )
     decoder: Component = _c("multinomial")

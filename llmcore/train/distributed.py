@@ -62,9 +62,15 @@ def init_distributed(device: torch.device, mode: str) -> tuple[DistEnv, torch.de
     return DistEnv(rank, world, local, mode), device
 
 
-def shutdown(env: DistEnv) -> None:
-    """Leave the process group (when we joined one)."""
+def shutdown(env: DistEnv, wait: bool = True) -> None:
+    """Leave the process group (when we joined one).
+
+    With ``wait`` every rank reaches this point before any leaves: tearing gloo down while
+    a peer still has collectives in flight aborts that peer. After an error, leave at once.
+    """
     if env.enabled and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

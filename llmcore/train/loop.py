@@ -213,9 +213,12 @@ class Trainer:
     def run(self) -> Path:
         """Train to ``max_iters``; returns the run folder."""
         try:
-            return self._run()
-        finally:
-            D.shutdown(self.env)
+            run_dir = self._run()
+        except BaseException:
+            D.shutdown(self.env, wait=False)
+            raise
+        D.shutdown(self.env)
+        return run_dir
 
     def _run(self) -> Path:
         cfg, t = self.cfg, self.cfg.train
