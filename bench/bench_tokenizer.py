@@ -235,7 +235,9 @@ def main() -> int:
         result["train"] = bench_train(data, [int(v) for v in args.train_vocab.split(",")])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and (args.skip_encode or args.skip_train):  # keep the other half of a previous run
+    if out.exists() and (
+        args.skip_encode or args.skip_train
+    ):  # keep the other half of a previous run
         old = json.loads(out.read_text())
         for key in ("encode", "train"):
             if key not in result and key in old:

@@ -238,7 +238,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
             f"{ckpt}: tokenizer has {tokenizer.vocab_size} ids but the model only {cfg.model.vocab_size}"
         )
     model = build_model(cfg, tokenizer.vocab_size)
-    if cfg.finetune.adapter is not None:  # saved with its adapter (e.g. LoRA): rebuild those layers first
+    if (
+        cfg.finetune.adapter is not None
+    ):  # saved with its adapter (e.g. LoRA): rebuild those layers first
         from llmcore.components import create
 
         create("adapter", cfg.finetune.adapter, "finetune.adapter").apply(model)

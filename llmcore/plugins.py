@@ -106,7 +106,10 @@ class PluginRegistry:
                     impl.function(register=self._register_callback(kind, info))
                 except Exception as exc:  # a hook that raises only loses its own plugin
                     info.error = f"{impl.function.__name__} raised {_describe(exc)}"
-                    print(f"llmcore: plugin {name!r} ({distribution} {version}) failed: {info.error}", file=sys.stderr)
+                    print(
+                        f"llmcore: plugin {name!r} ({distribution} {version}) failed: {info.error}",
+                        file=sys.stderr,
+                    )
 
     def _register_callback(
         self, kind: str, info: PluginInfo
@@ -123,8 +126,10 @@ class PluginRegistry:
             existing = self.providers[kind].get(name)
             if existing is not None:
                 # Neither wins silently: the name is an error until one plugin is removed.
-                why = (f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} "
-                       f"({existing.distribution}) and by plugin {info.name!r} ({info.distribution})")
+                why = (
+                    f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} "
+                    f"({existing.distribution}) and by plugin {info.name!r} ({info.distribution})"
+                )
                 self.conflicts[(kind, name)] = why
                 info.error = why
                 print(f"llmcore: {why}", file=sys.stderr)
@@ -142,7 +147,9 @@ class PluginRegistry:
         if kind not in self.providers:
             raise PluginError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
         if (kind, name) in self.conflicts:
-            raise PluginError(self.conflicts[(kind, name)] + "; uninstall one of them or narrow LLMCORE_PLUGINS")
+            raise PluginError(
+                self.conflicts[(kind, name)] + "; uninstall one of them or narrow LLMCORE_PLUGINS"
+            )
         try:
             return self.providers[kind][name]
         except KeyError:

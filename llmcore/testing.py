@@ -33,7 +33,10 @@ def _require(cond: bool, msg: str) -> None:
 def check_norm(factory: Callable[..., Any], dim: int = 16, **params: Any) -> None:
     """A norm is an nn.Module mapping ``(..., dim)`` to the same shape, with gradients."""
     norm = factory(dim, bias=False, **params)
-    _require(isinstance(norm, nn.Module), f"norm factory returned {type(norm).__name__}, not an nn.Module")
+    _require(
+        isinstance(norm, nn.Module),
+        f"norm factory returned {type(norm).__name__}, not an nn.Module",
+    )
     x = torch.randn(2, 5, dim, requires_grad=True)
     y = norm(x)
     _require(y.shape == x.shape, f"norm changed the shape {tuple(x.shape)} -> {tuple(y.shape)}")
@@ -46,7 +49,10 @@ def check_mlp(factory: Callable[..., Any], dim: int = 16, **params: Any) -> None
     """An MLP maps ``(B, T, dim)`` to the same shape and accepts ``hidden_dim``."""
     for hidden in (None, 24):
         mlp = factory(dim, hidden_dim=hidden, bias=True, **params)
-        _require(isinstance(mlp, nn.Module), f"mlp factory returned {type(mlp).__name__}, not an nn.Module")
+        _require(
+            isinstance(mlp, nn.Module),
+            f"mlp factory returned {type(mlp).__name__}, not an nn.Module",
+        )
         x = torch.randn(2, 3, dim)
         y = mlp(x)
         _require(y.shape == x.shape, f"mlp changed the shape {tuple(x.shape)} -> {tuple(y.shape)}")
@@ -58,18 +64,30 @@ def check_attention(factory: Callable[..., Any], **params: Any) -> None:
 
     attend = factory(**params)
     torch.manual_seed(0)
-    for (B, H, Hkv, Tq, Tk, D, causal) in [(2, 4, 4, 7, 7, 16, True), (1, 4, 2, 5, 5, 8, False),
-                                           (2, 4, 1, 1, 9, 16, True), (1, 2, 2, 3, 8, 8, True)]:
+    for B, H, Hkv, Tq, Tk, D, causal in [
+        (2, 4, 4, 7, 7, 16, True),
+        (1, 4, 2, 5, 5, 8, False),
+        (2, 4, 1, 1, 9, 16, True),
+        (1, 2, 2, 3, 8, 8, True),
+    ]:
         q, k, v = torch.randn(B, H, Tq, D), torch.randn(B, Hkv, Tk, D), torch.randn(B, Hkv, Tk, D)
         got = attend(q, k, v, causal=causal)
         want = math_attention(q, k, v, causal=causal)
-        _require(got.shape == want.shape, f"attention output shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+        _require(
+            got.shape == want.shape,
+            f"attention output shape {tuple(got.shape)}, expected {tuple(want.shape)}",
+        )
         err = (got - want).abs().max().item()
-        _require(err < 1e-4, f"attention differs from the reference by {err:.2e} for B={B} H={H} Hkv={Hkv} "
-                             f"Tq={Tq} Tk={Tk} D={D} causal={causal}")
+        _require(
+            err < 1e-4,
+            f"attention differs from the reference by {err:.2e} for B={B} H={H} Hkv={Hkv} "
+            f"Tq={Tq} Tk={Tk} D={D} causal={causal}",
+        )
 
 
-def check_position(factory: Callable[..., Any], dim: int = 16, head_dim: int = 8, **params: Any) -> None:
+def check_position(
+    factory: Callable[..., Any], dim: int = 16, head_dim: int = 8, **params: Any
+) -> None:
     """A position module has ``embed`` and ``rotate`` that keep shapes."""
     pos = factory(dim=dim, head_dim=head_dim, max_seq_len=32, **params)
     positions = torch.arange(5)
@@ -89,10 +107,15 @@ def check_sampler(factory: Callable[..., Any], vocab: int = 50, **params: Any) -
     logits = torch.randn(3, vocab)
     logits[0, :5] = float("-inf")
     out = proc(ids, logits.clone())
-    _require(isinstance(out, torch.Tensor) and out.shape == logits.shape,
-             f"sampler must return a (B, V) tensor, got {getattr(out, 'shape', type(out))}")
+    _require(
+        isinstance(out, torch.Tensor) and out.shape == logits.shape,
+        f"sampler must return a (B, V) tensor, got {getattr(out, 'shape', type(out))}",
+    )
     _require(not bool(torch.isnan(out).any()), "sampler produced NaN")
-    _require(bool(torch.isinf(out[0, :5]).all() and (out[0, :5] < 0).all()), "sampler revived a -inf token")
+    _require(
+        bool(torch.isinf(out[0, :5]).all() and (out[0, :5] < 0).all()),
+        "sampler revived a -inf token",
+    )
     _require(bool(torch.isfinite(out).any(dim=-1).all()), "sampler removed every token of a row")
 
 
@@ -102,7 +125,10 @@ def check_decoder(factory: Callable[..., Any], vocab: int = 50, **params: Any) -
     logits = torch.randn(4, vocab)
     logits[:, ::2] = float("-inf")
     ids = dec(logits, torch.Generator().manual_seed(0))
-    _require(ids.shape == (4,) and ids.dtype == torch.long, f"decoder must return (B,) long ids, got {ids.shape} {ids.dtype}")
+    _require(
+        ids.shape == (4,) and ids.dtype == torch.long,
+        f"decoder must return (B,) long ids, got {ids.shape} {ids.dtype}",
+    )
     _require(bool((ids % 2 == 1).all()), "decoder chose a token whose score was -inf")
 
 
@@ -110,7 +136,10 @@ def check_optimizer(factory: Callable[..., Any], **params: Any) -> None:
     """An optimizer built from named params lowers a simple quadratic loss."""
     model = nn.Linear(4, 1)
     opt = factory(list(model.named_parameters()), **params)
-    _require(isinstance(opt, torch.optim.Optimizer), "optimizer factory must return a torch.optim.Optimizer")
+    _require(
+        isinstance(opt, torch.optim.Optimizer),
+        "optimizer factory must return a torch.optim.Optimizer",
+    )
     x, y = torch.randn(64, 4), torch.randn(64, 1)
     first = None
     for _ in range(20):
@@ -119,7 +148,9 @@ def check_optimizer(factory: Callable[..., Any], **params: Any) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    _require(loss.item() < first, f"optimizer did not lower the loss ({first:.4f} -> {loss.item():.4f})")
+    _require(
+        loss.item() < first, f"optimizer did not lower the loss ({first:.4f} -> {loss.item():.4f})"
+    )
 
 
 def check_schedule(factory: Callable[..., Any], **params: Any) -> None:
@@ -133,29 +164,45 @@ def check_schedule(factory: Callable[..., Any], **params: Any) -> None:
         _require(math.isfinite(lr) and lr >= 0, f"schedule produced learning rate {lr}")
 
 
-def check_tokenizer(tokenizer: Any, samples: tuple[str, ...] = ("hello world", "", "a\nb  c")) -> None:
+def check_tokenizer(
+    tokenizer: Any, samples: tuple[str, ...] = ("hello world", "", "a\nb  c")
+) -> None:
     """Round-trips sample text, and survives ``save``/``load``."""
     for s in samples:
         ids = tokenizer.encode(s)
-        _require(all(isinstance(i, int) and 0 <= i < tokenizer.vocab_size for i in ids), f"bad ids for {s!r}: {ids}")
+        _require(
+            all(isinstance(i, int) and 0 <= i < tokenizer.vocab_size for i in ids),
+            f"bad ids for {s!r}: {ids}",
+        )
         _require(tokenizer.decode(ids) == s, f"decode(encode({s!r})) == {tokenizer.decode(ids)!r}")
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save(tmp)
         again = type(tokenizer).load(tmp)
         for s in samples:
-            _require(again.encode(s) == tokenizer.encode(s), f"a saved and loaded tokenizer encodes {s!r} differently")
+            _require(
+                again.encode(s) == tokenizer.encode(s),
+                f"a saved and loaded tokenizer encodes {s!r} differently",
+            )
 
 
 _CHECKS: dict[str, Callable[..., None]] = {
-    "norm": check_norm, "mlp": check_mlp, "attention": check_attention, "position": check_position,
-    "sampler": check_sampler, "decoder": check_decoder, "optimizer": check_optimizer, "schedule": check_schedule,
+    "norm": check_norm,
+    "mlp": check_mlp,
+    "attention": check_attention,
+    "position": check_position,
+    "sampler": check_sampler,
+    "decoder": check_decoder,
+    "optimizer": check_optimizer,
+    "schedule": check_schedule,
 }
 
 
 def check_component(kind: str, factory: Callable[..., Any], **params: Any) -> None:
     """Run the conformance check of ``kind`` on ``factory`` built with ``params``."""
     if kind not in _CHECKS:
-        raise ValueError(f"no conformance check for kind {kind!r}; checks exist for {', '.join(_CHECKS)}")
+        raise ValueError(
+            f"no conformance check for kind {kind!r}; checks exist for {', '.join(_CHECKS)}"
+        )
     _CHECKS[kind](factory, **params)
 
 

@@ -13,10 +13,18 @@ import pytest
 from llmcore.cli import main
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "llmcore", *args], capture_output=True, text=True, cwd=cwd,
-                          env=full_env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "llmcore", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +54,14 @@ def test_train_writes_a_run_and_prints_a_sample(trained_run):
 
 def test_generate_prints_text_from_the_run(trained_run):
     out, _ = trained_run
-    proc = run_cli("generate", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1")
+    proc = run_cli(
+        "generate", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ROMEO:") and len(proc.stdout.strip()) > len("ROMEO:")
-    again = run_cli("generate", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1")
+    again = run_cli(
+        "generate", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1"
+    )
     assert again.stdout == proc.stdout
 
 
@@ -64,7 +76,9 @@ def test_plugins_command_lists_builtins(capsys):
     assert main(["plugins", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     norms = next(p for p in data if p["name"] == "norms")
-    assert norms["distribution"] == "llmcore" and norms["components"] == {"norm": ["layernorm", "rmsnorm"]}
+    assert norms["distribution"] == "llmcore" and norms["components"] == {
+        "norm": ["layernorm", "rmsnorm"]
+    }
     assert main(["plugins"]) == 0
     assert "norms  (llmcore 0.1.0)" in capsys.readouterr().out
 
@@ -74,7 +88,10 @@ def test_plugins_command_lists_builtins(capsys):
     [
         (["train", "--set", "model.n_layr=2"], "model.n_layr: unknown key"),
         (["train", "--set", "model.n_layer=two"], "model.n_layer: expected int, found 'two'"),
-        (["train", "--set", "model.attention=flashy"], "model.attention: unknown attention 'flashy'"),
+        (
+            ["train", "--set", "model.attention=flashy"],
+            "model.attention: unknown attention 'flashy'",
+        ),
         (["train", "--set", "data.path=no/such/file.txt"], "no/such/file.txt: data file not found"),
         (["train", "missing.yaml"], "missing.yaml: config file not found"),
         (["generate", "not-a-run"], "not-a-run: no such run or checkpoint folder"),
@@ -93,11 +110,19 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
 def test_too_short_dataset_and_non_run_folder(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("to be or not to be")
-    proc = run_cli("train", "--set", f"data.path={short}", "--out", str(tmp_path / "r"), cwd=tmp_path)
-    assert proc.returncode == 1 and "fewer than one block" in proc.stderr and "short.txt" in proc.stderr
+    proc = run_cli(
+        "train", "--set", f"data.path={short}", "--out", str(tmp_path / "r"), cwd=tmp_path
+    )
+    assert (
+        proc.returncode == 1
+        and "fewer than one block" in proc.stderr
+        and "short.txt" in proc.stderr
+    )
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    proc = run_cli("train", "--set", f"data.path={empty}", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    proc = run_cli(
+        "train", "--set", f"data.path={empty}", "--out", str(tmp_path / "r"), cwd=tmp_path
+    )
     assert proc.returncode == 1 and "empty.txt" in proc.stderr
     (tmp_path / "notarun").mkdir()
     proc = run_cli("generate", str(tmp_path / "notarun"), cwd=tmp_path)

@@ -18,11 +18,27 @@ torch.manual_seed(0)
 
 @pytest.mark.parametrize(
     ("kind", "name"),
-    [("norm", "layernorm"), ("norm", "rmsnorm"), ("mlp", "gelu"), ("mlp", "relu"), ("mlp", "swiglu"),
-     ("attention", "math"), ("attention", "sdpa"), ("position", "learned"), ("position", "rope"),
-     ("position", "none"), ("sampler", "temperature"), ("sampler", "top_k"), ("sampler", "top_p"),
-     ("decoder", "greedy"), ("decoder", "multinomial"), ("optimizer", "adamw"), ("optimizer", "sgd"),
-     ("schedule", "cosine"), ("schedule", "constant")],
+    [
+        ("norm", "layernorm"),
+        ("norm", "rmsnorm"),
+        ("mlp", "gelu"),
+        ("mlp", "relu"),
+        ("mlp", "swiglu"),
+        ("attention", "math"),
+        ("attention", "sdpa"),
+        ("position", "learned"),
+        ("position", "rope"),
+        ("position", "none"),
+        ("sampler", "temperature"),
+        ("sampler", "top_k"),
+        ("sampler", "top_p"),
+        ("decoder", "greedy"),
+        ("decoder", "multinomial"),
+        ("optimizer", "adamw"),
+        ("optimizer", "sgd"),
+        ("schedule", "cosine"),
+        ("schedule", "constant"),
+    ],
 )
 def test_builtins_meet_their_contracts(kind, name):
     check_registered(kind, name)
@@ -55,26 +71,35 @@ def test_rmsnorm_matches_the_formula():
 
 def test_gelu_mlp_matches_the_formulas():
     for approximate in ("none", "tanh"):
-        mlp = llmcore.create("mlp", "gelu", dim=6, hidden_dim=12, bias=True, approximate=approximate)
+        mlp = llmcore.create(
+            "mlp", "gelu", dim=6, hidden_dim=12, bias=True, approximate=approximate
+        )
         x = torch.randn(2, 3, 6)
         h = x @ mlp.fc.weight.T + mlp.fc.bias
         if approximate == "none":
             g = 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))
         else:
             g = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
-        torch.testing.assert_close(mlp(x), g @ mlp.proj.weight.T + mlp.proj.bias, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            mlp(x), g @ mlp.proj.weight.T + mlp.proj.bias, rtol=1e-5, atol=1e-6
+        )
     assert llmcore.create("mlp", "gelu", dim=6).fc.out_features == 24
 
 
 def test_relu_and_swiglu_match_the_formulas():
     x = torch.randn(2, 3, 6)
     relu = llmcore.create("mlp", "relu", dim=6, hidden_dim=10)
-    want = torch.clamp(x @ relu.fc.weight.T + relu.fc.bias, min=0) @ relu.proj.weight.T + relu.proj.bias
+    want = (
+        torch.clamp(x @ relu.fc.weight.T + relu.fc.bias, min=0) @ relu.proj.weight.T
+        + relu.proj.bias
+    )
     torch.testing.assert_close(relu(x), want)
     sw = llmcore.create("mlp", "swiglu", dim=6, hidden_dim=10)
     a, b = x @ sw.gate.weight.T, x @ sw.up.weight.T
     torch.testing.assert_close(sw(x), (a * torch.sigmoid(a) * b) @ sw.down.weight.T)
-    assert llmcore.create("mlp", "swiglu", dim=96).gate.out_features == 256  # Llama's 2/3 * 4 * 96, to 64s
+    assert (
+        llmcore.create("mlp", "swiglu", dim=96).gate.out_features == 256
+    )  # Llama's 2/3 * 4 * 96, to 64s
 
 
 def test_rope_matches_complex_rotation_and_is_relative():
@@ -86,11 +111,18 @@ def test_rope_matches_complex_rotation_and_is_relative():
     # Independent formulation: pair (i, i + D/2) is a complex number rotated by pos * theta^(-2i/D).
     freqs = 10000.0 ** (-torch.arange(0, D, 2).double() / D)
     angle = pos.double()[:, None] * freqs[None, :]
-    z = torch.complex(q[..., : D // 2].double(), q[..., D // 2 :].double()) * torch.polar(torch.ones_like(angle), angle)
+    z = torch.complex(q[..., : D // 2].double(), q[..., D // 2 :].double()) * torch.polar(
+        torch.ones_like(angle), angle
+    )
     torch.testing.assert_close(q2.double(), torch.cat([z.real, z.imag], -1), rtol=1e-5, atol=1e-5)
     # Scores depend only on the distance between positions.
     a, b = torch.randn(1, 1, 1, D), torch.randn(1, 1, 1, D)
-    s1 = [(rope.rotate(a, b, torch.tensor([p]))[0] * rope.rotate(a, b, torch.tensor([p + 3]))[1]).sum() for p in (0, 5)]
+    s1 = [
+        (
+            rope.rotate(a, b, torch.tensor([p]))[0] * rope.rotate(a, b, torch.tensor([p + 3]))[1]
+        ).sum()
+        for p in (0, 5)
+    ]
     torch.testing.assert_close(s1[0], s1[1], rtol=1e-5, atol=1e-5)
 
 
@@ -126,14 +158,24 @@ def _loop_attention(q, k, v, causal, window=None, mask=None):
 @pytest.mark.parametrize("name", ["math", "sdpa"])
 @pytest.mark.parametrize(
     ("H", "Hkv", "Tq", "Tk", "causal", "window"),
-    [(4, 4, 5, 5, True, None), (4, 2, 5, 5, False, None), (4, 1, 1, 7, True, None), (2, 2, 3, 7, True, None),
-     (2, 1, 6, 6, True, 3), (2, 2, 2, 6, True, 2)],
+    [
+        (4, 4, 5, 5, True, None),
+        (4, 2, 5, 5, False, None),
+        (4, 1, 1, 7, True, None),
+        (2, 2, 3, 7, True, None),
+        (2, 1, 6, 6, True, 3),
+        (2, 2, 2, 6, True, 2),
+    ],
 )
 def test_attention_plugins_match_a_loop(name, H, Hkv, Tq, Tk, causal, window):
     attend = llmcore.create("attention", name)
     q, k, v = torch.randn(2, H, Tq, 8), torch.randn(2, Hkv, Tk, 8), torch.randn(2, Hkv, Tk, 8)
-    torch.testing.assert_close(attend(q, k, v, causal=causal, window=window), _loop_attention(q, k, v, causal, window),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        attend(q, k, v, causal=causal, window=window),
+        _loop_attention(q, k, v, causal, window),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("name", ["math", "sdpa"])
@@ -143,8 +185,12 @@ def test_attention_with_a_padding_mask(name):
     mask = torch.ones(2, 1, 4, 4, dtype=torch.bool)
     mask[1, :, :, 0] = False  # row 1 ignores its first (padding) key
     mask[1, :, 0, 0] = True  # except the padding query itself, so no row is empty
-    torch.testing.assert_close(attend(q, k, v, causal=True, mask=mask), _loop_attention(q, k, v, True, mask=mask),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        attend(q, k, v, causal=True, mask=mask),
+        _loop_attention(q, k, v, True, mask=mask),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def _named(model):
@@ -153,14 +199,27 @@ def _named(model):
 
 def test_adamw_steps_equal_torch_adamw_with_decay_only_on_matrices():
     torch.manual_seed(1)
-    ours_model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LayerNorm(7), torch.nn.Linear(7, 2))
+    ours_model = torch.nn.Sequential(
+        torch.nn.Linear(5, 7), torch.nn.LayerNorm(7), torch.nn.Linear(7, 2)
+    )
     ref_model = __import__("copy").deepcopy(ours_model)
-    opt = llmcore.create("optimizer", "adamw", named_params=_named(ours_model), lr=1e-2, betas=(0.9, 0.99),
-                         weight_decay=0.1)
+    opt = llmcore.create(
+        "optimizer",
+        "adamw",
+        named_params=_named(ours_model),
+        lr=1e-2,
+        betas=(0.9, 0.99),
+        weight_decay=0.1,
+    )
     matrices = [p for p in ref_model.parameters() if p.dim() == 2]
     vectors = [p for p in ref_model.parameters() if p.dim() < 2]
-    ref = torch.optim.AdamW([{"params": matrices, "weight_decay": 0.1}, {"params": vectors, "weight_decay": 0.0}],
-                            lr=1e-2, betas=(0.9, 0.99), fused=False, foreach=False)
+    ref = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": 0.1}, {"params": vectors, "weight_decay": 0.0}],
+        lr=1e-2,
+        betas=(0.9, 0.99),
+        fused=False,
+        foreach=False,
+    )
     x, y = torch.randn(16, 5), torch.randn(16, 2)
     for _ in range(5):
         for model, o in ((ours_model, opt), (ref_model, ref)):
@@ -181,7 +240,9 @@ def test_cosine_schedule_is_nanogpts_formula():
         return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    sched = llmcore.create("schedule", "cosine", optimizer=opt, warmup_iters=100, decay_iters=2000, min_lr=1e-4)
+    sched = llmcore.create(
+        "schedule", "cosine", optimizer=opt, warmup_iters=100, decay_iters=2000, min_lr=1e-4
+    )
     for it in range(2100):
         assert opt.param_groups[0]["lr"] == pytest.approx(nanogpt_lr(it), rel=1e-12, abs=1e-15), it
         opt.step()

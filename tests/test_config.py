@@ -21,18 +21,47 @@ def test_presets_ship_and_validate():
 def test_shakespeare_char_is_nanogpts_baby_gpt():
     cfg = load_config("shakespeare-char")
     m, t = cfg.model, cfg.train
-    assert (cfg.tokenizer.name, m.n_layer, m.n_head, m.n_embd, m.block_size, m.dropout) == ("char", 4, 4, 128, 64, 0.0)
-    assert (t.batch_size, t.max_iters, t.grad_clip, t.eval_interval, t.eval_iters) == (12, 2000, 1.0, 250, 20)
-    assert t.optimizer == Component("adamw", {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.1})
-    assert t.schedule == Component("cosine", {"warmup_iters": 100, "decay_iters": 2000, "min_lr": 1e-4})
+    assert (cfg.tokenizer.name, m.n_layer, m.n_head, m.n_embd, m.block_size, m.dropout) == (
+        "char",
+        4,
+        4,
+        128,
+        64,
+        0.0,
+    )
+    assert (t.batch_size, t.max_iters, t.grad_clip, t.eval_interval, t.eval_iters) == (
+        12,
+        2000,
+        1.0,
+        250,
+        20,
+    )
+    assert t.optimizer == Component(
+        "adamw", {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.1}
+    )
+    assert t.schedule == Component(
+        "cosine", {"warmup_iters": 100, "decay_iters": 2000, "min_lr": 1e-4}
+    )
 
 
 def test_gpt2_and_llama_tiny_shapes():
     g = load_config("gpt2").model
-    assert (g.n_layer, g.n_head, g.n_embd, g.position.name, g.norm.name, g.mlp.name, g.tie_embeddings) == (
-        12, 12, 768, "learned", "layernorm", "gelu", True)
+    assert (
+        g.n_layer,
+        g.n_head,
+        g.n_embd,
+        g.position.name,
+        g.norm.name,
+        g.mlp.name,
+        g.tie_embeddings,
+    ) == (12, 12, 768, "learned", "layernorm", "gelu", True)
     lt = load_config("llama-tiny").model
-    assert (lt.position.name, lt.norm.name, lt.mlp.name, lt.tie_embeddings) == ("rope", "rmsnorm", "swiglu", False)
+    assert (lt.position.name, lt.norm.name, lt.mlp.name, lt.tie_embeddings) == (
+        "rope",
+        "rmsnorm",
+        "swiglu",
+        False,
+    )
     assert lt.n_kv_head < lt.n_head
 
 
@@ -42,14 +71,21 @@ def test_default_is_shakespeare_char():
 
 @pytest.mark.parametrize("suffix", [".yaml", ".toml", ".json"])
 def test_file_formats(tmp_path, suffix):
-    data = {"model": {"n_layer": 3, "norm": {"name": "rmsnorm", "eps": 1e-6}}, "train": {"max_iters": 7}}
+    data = {
+        "model": {"n_layer": 3, "norm": {"name": "rmsnorm", "eps": 1e-6}},
+        "train": {"max_iters": 7},
+    }
     path = tmp_path / f"c{suffix}"
     if suffix == ".toml":
-        path.write_text('[model]\nn_layer = 3\nnorm = {name = "rmsnorm", eps = 1e-6}\n[train]\nmax_iters = 7\n')
+        path.write_text(
+            '[model]\nn_layer = 3\nnorm = {name = "rmsnorm", eps = 1e-6}\n[train]\nmax_iters = 7\n'
+        )
     elif suffix == ".json":
         path.write_text(json.dumps(data))
     else:
-        path.write_text("model:\n  n_layer: 3\n  norm: {name: rmsnorm, eps: 1.0e-6}\ntrain:\n  max_iters: 7\n")
+        path.write_text(
+            "model:\n  n_layer: 3\n  norm: {name: rmsnorm, eps: 1.0e-6}\ntrain:\n  max_iters: 7\n"
+        )
     cfg = load_config(path)
     assert cfg.model.n_layer == 3 and cfg.train.max_iters == 7
     assert cfg.model.norm == Component("rmsnorm", {"eps": 1e-6})
@@ -58,9 +94,16 @@ def test_file_formats(tmp_path, suffix):
 def test_overrides_and_preset_layering(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  max_iters: 7\n")
-    cfg = load_config(path, ["train.optimizer.lr=3e-4", "model.norm=rmsnorm", "model.n_kv_head=2"], preset="shakespeare-char")
+    cfg = load_config(
+        path,
+        ["train.optimizer.lr=3e-4", "model.norm=rmsnorm", "model.n_kv_head=2"],
+        preset="shakespeare-char",
+    )
     assert cfg.model.n_layer == 4 and cfg.train.max_iters == 7  # preset under, file over
-    assert cfg.train.optimizer.params["lr"] == 3e-4 and cfg.train.optimizer.params["weight_decay"] == 0.1
+    assert (
+        cfg.train.optimizer.params["lr"] == 3e-4
+        and cfg.train.optimizer.params["weight_decay"] == 0.1
+    )
     assert cfg.model.norm.name == "rmsnorm" and cfg.model.n_kv_head == 2
 
 
@@ -80,16 +123,31 @@ def test_resolved_config_round_trips():
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"model": {"n_layr": 2}}, r"c\.yaml: model\.n_layr: unknown key; allowed keys of model: vocab_size"),
+        (
+            {"model": {"n_layr": 2}},
+            r"c\.yaml: model\.n_layr: unknown key; allowed keys of model: vocab_size",
+        ),
         ({"modle": {}}, r"c\.yaml: modle: unknown key; allowed keys: tokenizer, model"),
         ({"model": {"n_layer": "four"}}, r"model\.n_layer: expected int, found 'four' \(str\)"),
         ({"model": {"n_layer": True}}, r"model\.n_layer: expected int, found True"),
         ({"model": {"dropout": "x"}}, r"model\.dropout: expected float"),
-        ({"train": {"optimizer": {"lr": 1}}}, r"train\.optimizer\.name: a component needs a registered name"),
+        (
+            {"train": {"optimizer": {"lr": 1}}},
+            r"train\.optimizer\.name: a component needs a registered name",
+        ),
         ({"generate": {"samplers": "top_k"}}, r"generate\.samplers: expected list of component"),
-        ({"model": {"n_embd": 100, "n_head": 3}}, r"model\.n_embd: 100 is not divisible by model\.n_head=3"),
-        ({"model": {"n_head": 4, "n_kv_head": 3}}, r"model\.n_kv_head: 3 must divide model\.n_head=4"),
-        ({"train": {"dtype": "float16"}}, r"train\.dtype: 'float16' is not one of float32, bfloat16"),
+        (
+            {"model": {"n_embd": 100, "n_head": 3}},
+            r"model\.n_embd: 100 is not divisible by model\.n_head=3",
+        ),
+        (
+            {"model": {"n_head": 4, "n_kv_head": 3}},
+            r"model\.n_kv_head: 3 must divide model\.n_head=4",
+        ),
+        (
+            {"train": {"dtype": "float16"}},
+            r"train\.dtype: 'float16' is not one of float32, bfloat16",
+        ),
         ({"train": {"max_iters": 0}}, r"train\.max_iters: must be a positive integer, found 0"),
     ],
 )
@@ -101,8 +159,14 @@ def test_validation_names_the_file_and_field(raw, message):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.norm=nonorm", r"model\.norm: unknown norm 'nonorm'; registered norms: layernorm, rmsnorm"),
-        ("train.optimizer.lrr=0.1", r"train\.optimizer\.lrr: unknown param of optimizer 'adamw' \(plugin 'optimizers'\); its params: lr, betas"),
+        (
+            "model.norm=nonorm",
+            r"model\.norm: unknown norm 'nonorm'; registered norms: layernorm, rmsnorm",
+        ),
+        (
+            "train.optimizer.lrr=0.1",
+            r"train\.optimizer\.lrr: unknown param of optimizer 'adamw' \(plugin 'optimizers'\); its params: lr, betas",
+        ),
         ("model.mlp.dim=3", r"model\.mlp\.dim: set by llmcore for mlp 'gelu'"),
         ("generate.samplers=[{name: top_q}]", r"generate\.samplers\[0\]: unknown sampler 'top_q'"),
     ],
@@ -123,20 +187,28 @@ def test_unreadable_and_malformed_files(tmp_path):
     top.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match=r"list\.yaml: the top level must be a mapping"):
         load_config(top)
-    with pytest.raises(ConfigError, match=r"unknown preset 'nope'; presets: gpt2, llama-tiny, shakespeare-char"):
+    with pytest.raises(
+        ConfigError, match=r"unknown preset 'nope'; presets: gpt2, llama-tiny, shakespeare-char"
+    ):
         load_config("nope")
-    with pytest.raises(ConfigError, match=r"override 'train\.max_iters': expected section\.key=value"):
+    with pytest.raises(
+        ConfigError, match=r"override 'train\.max_iters': expected section\.key=value"
+    ):
         load_config("shakespeare-char", ["train.max_iters"])
 
 
 def test_public_api_builds_from_config():
-    cfg = load_config("llama-tiny", ["model.n_layer=1", "model.n_embd=64", "model.n_head=4", "model.n_kv_head=1"])
+    cfg = load_config(
+        "llama-tiny", ["model.n_layer=1", "model.n_embd=64", "model.n_head=4", "model.n_kv_head=1"]
+    )
     model = llmcore.build_model(cfg, vocab_size=50)
     assert "params=" in repr(model) and "n_kv_head=1" in repr(model)
     opt = llmcore.build_optimizer(cfg, model)
     assert isinstance(opt, __import__("torch").optim.AdamW)
     samplers, decoder = llmcore.build_sampler(load_config("shakespeare-char"))
-    assert [type(s).__name__ for s in samplers] == ["Temperature", "TopK"] and type(decoder).__name__ == "Multinomial"
+    assert [type(s).__name__ for s in samplers] == ["Temperature", "TopK"] and type(
+        decoder
+    ).__name__ == "Multinomial"
 
 
 def test_gpt2_preset_tokenizer_is_bundled_and_equals_the_reference_files():

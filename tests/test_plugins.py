@@ -13,7 +13,9 @@ from llmcore import plugins
 from llmcore.errors import PluginError
 
 
-def make_plugin(root: Path, dist: str, module: str, source: str, ep_name: str | None = None) -> None:
+def make_plugin(
+    root: Path, dist: str, module: str, source: str, ep_name: str | None = None
+) -> None:
     """An installed-looking distribution: a module plus a dist-info with an llmcore entry point."""
     (root / f"{module}.py").write_text(textwrap.dedent(source))
     info = root / f"{dist.replace('-', '_')}-0.3.dist-info"
@@ -48,12 +50,24 @@ def test_builtins_are_found_through_entry_points():
     assert infos["norms"].distribution == "llmcore"
     assert set(llmcore.available("norm")) >= {"layernorm", "rmsnorm"}
     assert llmcore.available("norm")["rmsnorm"].plugin == "norms"
-    for kind in ("tokenizer", "attention", "mlp", "position", "optimizer", "schedule", "sampler", "decoder", "logger"):
+    for kind in (
+        "tokenizer",
+        "attention",
+        "mlp",
+        "position",
+        "optimizer",
+        "schedule",
+        "sampler",
+        "decoder",
+        "logger",
+    ):
         assert llmcore.available(kind), f"no built-in {kind}"
 
 
 def test_unknown_name_lists_the_registered_names():
-    with pytest.raises(PluginError, match=r"unknown norm 'nope'; registered norms: layernorm, rmsnorm"):
+    with pytest.raises(
+        PluginError, match=r"unknown norm 'nope'; registered norms: layernorm, rmsnorm"
+    ):
         llmcore.create("norm", "nope", dim=4)
 
 
@@ -73,7 +87,11 @@ def test_third_party_plugin_loads_like_a_builtin(plugin_dir):
     make_plugin(plugin_dir, "fake-good", "fake_good", GOOD)
     plugins.reload()
     provider = llmcore.available("norm")["fake_norm"]
-    assert (provider.plugin, provider.distribution, provider.version) == ("fake_good", "fake-good", "0.3")
+    assert (provider.plugin, provider.distribution, provider.version) == (
+        "fake_good",
+        "fake-good",
+        "0.3",
+    )
     assert llmcore.create("norm", "fake_norm", dim=4).weight.shape == (4,)
 
 
@@ -82,12 +100,17 @@ def test_plugin_that_fails_to_import_is_reported_and_the_others_keep_working(plu
     make_plugin(plugin_dir, "fake-good", "fake_good", GOOD)
     plugins.reload()
     err = capsys.readouterr().err
-    assert "plugin 'fake_broken' (fake-broken 0.3) failed to load: RuntimeError: boom at import" in err
+    assert (
+        "plugin 'fake_broken' (fake-broken 0.3) failed to load: RuntimeError: boom at import" in err
+    )
     assert "fake_norm" in llmcore.available("norm")
     assert "layernorm" in llmcore.available("norm")
     info = {i.name: i for i in plugins.plugin_infos()}["fake_broken"]
     assert info.error == "RuntimeError: boom at import"
-    with pytest.raises(PluginError, match=r"plugins that failed to load: .*fake_broken \(RuntimeError: boom at import\)"):
+    with pytest.raises(
+        PluginError,
+        match=r"plugins that failed to load: .*fake_broken \(RuntimeError: boom at import\)",
+    ):
         llmcore.create("norm", "missing_norm", dim=4)
 
 
@@ -96,8 +119,11 @@ def test_duplicate_name_is_an_error_naming_both_plugins(plugin_dir, capsys):
     make_plugin(plugin_dir, "fake-twin", "fake_twin", GOOD)
     plugins.reload()
     assert "registered twice" in capsys.readouterr().err
-    with pytest.raises(PluginError, match=r"norm 'fake_norm' is registered twice: by plugin 'fake_good' "
-                                          r"\(fake-good\) and by plugin 'fake_twin' \(fake-twin\)"):
+    with pytest.raises(
+        PluginError,
+        match=r"norm 'fake_norm' is registered twice: by plugin 'fake_good' "
+        r"\(fake-good\) and by plugin 'fake_twin' \(fake-twin\)",
+    ):
         llmcore.create("norm", "fake_norm", dim=4)
     assert llmcore.create("norm", "rmsnorm", dim=4) is not None  # the rest still works
 

@@ -25,7 +25,9 @@ F_L, F_N, F_WS, F_M, F_U, F_W = 1, 2, 4, 8, 16, 32
 
 # PropList.txt White_Space (unchanged since Unicode 6.3).
 WHITE_SPACE = (
-    list(range(0x09, 0x0E)) + [0x20, 0x85, 0xA0, 0x1680] + list(range(0x2000, 0x200B))
+    list(range(0x09, 0x0E))
+    + [0x20, 0x85, 0xA0, 0x1680]
+    + list(range(0x2000, 0x200B))
     + [0x2028, 0x2029, 0x202F, 0x205F, 0x3000]
 )
 
@@ -58,7 +60,7 @@ def main() -> None:
     stage1: list[int] = []
     stage2: list[int] = []
     for b in range(0x110000 // BLOCK):
-        blk = tuple(table[b * BLOCK:(b + 1) * BLOCK])
+        blk = tuple(table[b * BLOCK : (b + 1) * BLOCK])
         if blk not in blocks:
             blocks[blk] = len(blocks)
             stage2.extend(blk)
@@ -75,11 +77,11 @@ def main() -> None:
         f"const uint16_t kStage1[{len(stage1)}] = {{",
     ]
     for i in range(0, len(stage1), 24):
-        lines.append("  " + ",".join(str(x) for x in stage1[i:i + 24]) + ",")
+        lines.append("  " + ",".join(str(x) for x in stage1[i : i + 24]) + ",")
     lines.append("};")
     lines.append(f"const uint8_t kStage2[{len(stage2)}] = {{")
     for i in range(0, len(stage2), 32):
-        lines.append("  " + ",".join(str(x) for x in stage2[i:i + 32]) + ",")
+        lines.append("  " + ",".join(str(x) for x in stage2[i : i + 32]) + ",")
     lines.append("};")
     lines.append("}  // namespace llmcore::bpe")
     out.write_text("\n".join(lines) + "\n")

@@ -1,9 +1,9 @@
 """The example plugin's own tests, using llmcore's conformance helpers."""
 
 import torch
+from llmcore_example import EpsilonSampler, ScaleNorm
 
 from llmcore.testing import check_component
-from llmcore_example import EpsilonSampler, ScaleNorm
 
 
 def test_scalenorm_meets_the_norm_contract():
