@@ -19,6 +19,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -28,10 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llmcore import build_model, generate  # noqa: E402
+from llmcore import generate, load_hf  # noqa: E402
 from llmcore.builtin.decoders import Greedy, Multinomial  # noqa: E402
 from llmcore.builtin.samplers import TopK, TopP  # noqa: E402
-from llmcore.config import Component, ModelConfig  # noqa: E402
 
 SHAPES = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, vocab=65, block=512),
@@ -71,33 +71,11 @@ def build_pair(shape: dict, seed: int = 0):
         attn_pdrop=0.0,
     )
     hf = GPT2LMHeadModel(hcfg).eval()
-    mcfg = ModelConfig(
-        vocab_size=shape["vocab"],
-        block_size=shape["block"],
-        n_layer=shape["n_layer"],
-        n_head=shape["n_head"],
-        n_embd=shape["n_embd"],
-        mlp=Component("gelu", {"approximate": "tanh"}),
-        attention=Component("sdpa"),
-    )
-    ours = build_model(mcfg).eval()
-    sd = hf.transformer.state_dict()
-    m = {"wte.weight": sd["wte.weight"], "position.wpe.weight": sd["wpe.weight"]}
-    m["norm_f.weight"], m["norm_f.bias"] = sd["ln_f.weight"], sd["ln_f.bias"]
-    for i in range(shape["n_layer"]):
-        h, b = f"h.{i}.", f"blocks.{i}."
-        for a, c in (("ln_1", "norm1"), ("ln_2", "norm2")):
-            m[b + c + ".weight"], m[b + c + ".bias"] = sd[h + a + ".weight"], sd[h + a + ".bias"]
-        for a, c in (
-            ("attn.c_attn", "attn.qkv"),
-            ("attn.c_proj", "attn.proj"),
-            ("mlp.c_fc", "mlp.fc"),
-            ("mlp.c_proj", "mlp.proj"),
-        ):  # Conv1D keeps (in, out); Linear wants (out, in)
-            m[b + c + ".weight"] = sd[h + a + ".weight"].t().contiguous()
-            m[b + c + ".bias"] = sd[h + a + ".bias"]
-    m["lm_head.weight"] = sd["wte.weight"]
-    ours.load_state_dict(m, strict=True)
+    # The same weights through llmcore's own Hugging Face loader.
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours, _ = load_hf(tmp)
+    ours.eval()
     with torch.no_grad():
         x = torch.randint(0, shape["vocab"], (1, 16))
         err = (ours(x) - hf(x).logits).abs().max().item()
