@@ -166,6 +166,9 @@ class GenerateConfig:
     decoder: Component = _c("multinomial")
     seed: int | None = 1337
     stop: list[str] = field(default_factory=list)
+    # Past block_size, condition on the last block_size tokens (nanoGPT's way) instead of
+    # stopping with an error.
+    sliding_context: bool = False
 
 
 @dataclass

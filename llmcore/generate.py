@@ -71,6 +71,7 @@ class _Settings:
     stop_ids: set[int]
     stop: list[str]
     logprobs: bool
+    sliding_context: bool = False
 
 
 def _settings(
@@ -85,6 +86,7 @@ def _settings(
     stop: str | Sequence[str] | None = None,
     eot: bool = True,
     logprobs: bool = False,
+    sliding_context: bool | None = None,
 ) -> _Settings:
     from llmcore.builtin.samplers import fuse
 
@@ -99,6 +101,7 @@ def _settings(
         max_new_tokens = g.max_new_tokens if max_new_tokens is None else max_new_tokens
         seed = g.seed if seed is None else seed
         stop = list(g.stop) if stop is None else stop
+        sliding_context = g.sliding_context if sliding_context is None else sliding_context
     if decoder is None:
         from llmcore.builtin.decoders import Greedy
 
@@ -118,7 +121,14 @@ def _settings(
     if eot and getattr(tokenizer, "eot_id", None) is not None:
         ids.add(int(tokenizer.eot_id))
     return _Settings(
-        max_new_tokens, fuse(list(samplers or ())), decoder, seed, ids, stop, bool(logprobs)
+        max_new_tokens,
+        fuse(list(samplers or ())),
+        decoder,
+        seed,
+        ids,
+        stop,
+        bool(logprobs),
+        bool(sliding_context),
     )
 
 
@@ -147,13 +157,13 @@ def _check(model, s: _Settings, n_prompt: int) -> None:
     for proc in s.samplers:
         if hasattr(proc, "check"):
             proc.check(model.config.vocab_size)
-    _check_length(model, n_prompt, s.max_new_tokens)
+    _check_length(model, n_prompt, s.max_new_tokens, s.sliding_context)
 
 
-def _check_length(model, n_prompt: int, max_new_tokens: int) -> None:
+def _check_length(model, n_prompt: int, max_new_tokens: int, sliding: bool = False) -> None:
     cfg = model.config
     block, total = cfg.block_size, n_prompt + max_new_tokens
-    if total <= block:
+    if total <= block or sliding:
         return
     if cfg.sliding_window:
         # Attention only looks back `window` keys, but absolute-position tables end at
@@ -171,7 +181,8 @@ def _check_length(model, n_prompt: int, max_new_tokens: int) -> None:
         )
     raise GenerationError(
         f"a prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} exceeds the "
-        f"model's context of {block} tokens; lower max_new_tokens to {max(block - n_prompt, 0)}"
+        f"model's context of {block} tokens; lower max_new_tokens to {max(block - n_prompt, 0)} "
+        "or set generate.sliding_context to keep only the last block_size tokens"
     )
 
 
@@ -193,6 +204,9 @@ def _steps(
     """Yield the chosen token of every row per step until all rows are ``done`` (the
     caller marks them) or ``max_new_tokens`` steps have run."""
     B, n = len(prompts), s.max_new_tokens
+    block = model.config.block_size
+    if s.sliding_context:  # condition on the last block_size tokens only (nanoGPT's way)
+        prompts = [p[-block:] for p in prompts]
     lens = [len(p) for p in prompts]
     P = max(lens)
     vocab = model.config.vocab_size
@@ -201,8 +215,10 @@ def _steps(
     history = torch.full((B, P + n), vocab, dtype=torch.long, device=dev)
     for b, p in enumerate(prompts):
         history[b, P - len(p) : P] = torch.tensor(p, dtype=torch.long)
-    cache = model.new_cache(B, P + n)
+    cache = model.new_cache(B, min(P + n, block) if s.sliding_context else P + n)
     padded = min(lens) != P
+    if padded and s.sliding_context and P + n > block:
+        raise GenerationError("sliding_context past block_size needs prompts of equal length")
     if padded:
         pad = torch.tensor([P - x for x in lens], device=dev)  # (B,)
         keys = torch.arange(P + n, device=dev)
@@ -236,7 +252,9 @@ def _steps(
         if all(done) or step == n - 1:
             return
         m = key_ok[..., : cur + 1] if padded else None
-        if lean is not None:
+        if cur >= block:  # the cache is full: recompute over the last block_size tokens
+            logits = model(history[:, cur + 1 - block : cur + 1])[:, -1]
+        elif lean is not None:
             logits = lean(history[:, cur : cur + 1], pos, m)
         else:
             x = model.hidden_states(history[:, cur : cur + 1], positions=pos, cache=cache, mask=m)

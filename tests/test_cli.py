@@ -55,12 +55,12 @@ def test_train_writes_a_run_and_prints_a_sample(trained_run):
 def test_generate_prints_text_from_the_run(trained_run):
     out, _ = trained_run
     proc = run_cli(
-        "generate", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1"
+        "generate", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "200", "--seed", "1"
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ROMEO:") and len(proc.stdout.strip()) > len("ROMEO:")
     again = run_cli(
-        "generate", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1"
+        "generate", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "200", "--seed", "1"
     )
     assert again.stdout == proc.stdout
 

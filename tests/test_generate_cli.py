@@ -78,7 +78,10 @@ def test_generate_prompt_file_batch(run_dir, tmp_path, capsys):
         (["--top-p", "1.5"], "top_p must be in"),
         (["--temperature", "-1"], "temperature must be > 0"),
         (["--top-k", "0"], "top_k must be"),
-        (["--max-new-tokens", "500"], "exceeds the model's context"),
+        (
+            ["--max-new-tokens", "500", "--set", "generate.sliding_context=false"],
+            "exceeds the model's context",
+        ),
         (["--stop", ""], "stop strings must be non-empty"),
         (["--top-k", "99"], "larger than the vocabulary"),
     ],
