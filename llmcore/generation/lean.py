@@ -3,8 +3,9 @@
 At small widths a decode step costs far more in Python dispatch than in arithmetic: each
 ``nn.Module.__call__`` (about 50 per step at 4 layers) and each temporary tensor view adds
 microseconds while the matmuls take fewer. This step runs the same operations in the same
-order as ``Transformer.hidden_states`` + ``lm_head``, so its logits are bit-identical (for
-several rows the head's matmul is arranged differently: same sums, last-bit rounding), but:
+order as ``Transformer.hidden_states`` + ``lm_head``, so its logits are the same (the head's
+matmul is arranged for speed on CPU: the same sums, rounded differently in the last bits;
+small heads with one row are bit-identical), but:
 
 - weights, the per-layer cache slices and the write index are looked up once, not per step;
 - known built-in components (the ``layernorm`` norm, the ``gelu`` MLP, ``nn.Linear``) run
@@ -62,6 +63,7 @@ class LeanStep:
         self.norm_f = _norm(model.norm_f)
         self.head = model.lm_head.weight
         self.head_bias = model.lm_head.bias
+        self.head_t = _transposed_head(model.lm_head) if cache.k.shape[1] == 1 else None
         self.index = torch.zeros(1, dtype=torch.long, device=self.wte.device)  # write slot
         self.layers = []
         for i, blk in enumerate(model.blocks):
@@ -125,12 +127,37 @@ class LeanStep:
             x = x + mlp(norm2(x))
         cache.length = n
         h = self.norm_f(x)[:, -1]  # (B, C)
+        if B == 1 and self.head_t is not None:
+            # One row: torch's matrix-vector product over the (V, C) weight reads it at about
+            # a third of the memory bandwidth; (1, C) @ (C, V) on a transposed copy reads it
+            # at nearly full speed (the same sums, rounded differently in the last bits).
+            out = h @ self.head_t
+            return out if self.head_bias is None else out + self.head_bias
         if B > 1 and self.head_bias is None:
             # For a few rows, (V, C) @ (C, B) reads the head's weight about 1.7x faster on
             # CPU than torch's (B, C) @ (C, V) GEMM (the same sums, rounded differently in
             # the last bits, as any change of batch size already does).
             return (self.head @ h.t()).t()  # (B, V), a transposed view
         return F.linear(h, self.head, self.head_bias)  # (B, V)
+
+
+#: Below this many weights the head is cheap to read either way.
+_TRANSPOSE_MIN = 1 << 20
+
+
+def _transposed_head(head: nn.Linear) -> torch.Tensor | None:
+    """A (C, V) contiguous copy of the head's (V, C) weight, kept on the module until the
+    weight changes (its version counter or storage moves), so generate calls pay it once."""
+    w = head.weight
+    if w.numel() < _TRANSPOSE_MIN or w.device.type != "cpu":
+        return None
+    key = (w._version, w.data_ptr(), w.dtype)
+    cached = getattr(head, "_llmcore_transposed", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    copy = w.detach().t().contiguous()
+    head._llmcore_transposed = (key, copy)  # a plain attribute: not in the state dict
+    return copy
 
 
 def lean_step(model, cache) -> LeanStep | None:
