@@ -45,7 +45,7 @@ class IdTokenizer:
     eot_id = None
 
     def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
+        raise TypeError("the benchmark passes prompts as token ids, not text")
 
     def decode_bytes(self, ids) -> bytes:
         return bytes(i % 128 for i in ids)
