@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from llmcore.hookspecs import hookimpl
 
 
-def _allowed(
+def allowed_keys(
     tq: int, tk: int, causal: bool, window: int | None, device: torch.device
 ) -> torch.Tensor | None:
     """Bool (Tq, Tk) mask of the keys each query may see, bottom-right aligned; None = all."""
@@ -27,7 +27,7 @@ def _allowed(
     return ok
 
 
-def _merge_masks(
+def merge_masks(
     mask: torch.Tensor | None, allowed: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor | None:
     """One mask for SDPA: bool if both are bool, else additive float."""
@@ -49,7 +49,7 @@ def math_attention(q, k, v, *, causal=True, scale=None, mask=None, window=None):
         v = v.repeat_interleave(H // Hkv, dim=1)
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     att = (q @ k.transpose(-2, -1)).float() * scale  # (B, H, Tq, Tk)
-    allowed = _allowed(Tq, Tk, causal, window, q.device)
+    allowed = allowed_keys(Tq, Tk, causal, window, q.device)
     if allowed is not None:
         att = att.masked_fill(~allowed, float("-inf"))
     if mask is not None:
@@ -72,9 +72,9 @@ def sdpa_attention(q, k, v, *, causal=True, scale=None, mask=None, window=None):
         return F.scaled_dot_product_attention(
             q, k, v, is_causal=causal and Tq > 1, scale=scale, enable_gqa=gqa
         )
-    allowed = _allowed(Tq, Tk, causal, window, q.device)
+    allowed = allowed_keys(Tq, Tk, causal, window, q.device)
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=_merge_masks(mask, allowed, q.dtype), scale=scale, enable_gqa=gqa
+        q, k, v, attn_mask=merge_masks(mask, allowed, q.dtype), scale=scale, enable_gqa=gqa
     )
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmcore import _C
+from llmcore.builtin.attention import allowed_keys, merge_masks
 from llmcore.builtin.native_attention_op import (
     CPU_DTYPES,
     CUDA_DTYPES,
@@ -164,25 +165,11 @@ def sdpa_fallback(
 ) -> Tensor:
     """The same contract through ``F.scaled_dot_product_attention`` (bottom-right causal)."""
     Tq, Tk = q.shape[2], k.shape[2]
-    allowed = None
-    if causal or window is not None or kv_lens is not None:
-        qpos = torch.arange(Tk - Tq, Tk, device=q.device)[:, None]
-        kpos = torch.arange(Tk, device=q.device)[None, :]
-        allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device)
-        if causal:
-            allowed = allowed & (kpos <= qpos)
-        if window is not None:
-            allowed = allowed & (kpos > qpos - window)
-        if kv_lens is not None:
-            allowed = allowed & (kpos < kv_lens.to(q.device).view(-1, 1, 1, 1))
-    attn_mask = mask
-    if allowed is not None:
-        if mask is None:
-            attn_mask = allowed
-        elif mask.dtype == torch.bool:
-            attn_mask = mask & allowed
-        else:
-            attn_mask = mask.to(q.dtype).masked_fill(~allowed, float("-inf"))
+    allowed = allowed_keys(Tq, Tk, causal, window, q.device)
+    if kv_lens is not None:
+        within = torch.arange(Tk, device=q.device) < kv_lens.to(q.device).view(-1, 1, 1, 1)
+        allowed = within if allowed is None else allowed & within
+    attn_mask = merge_masks(mask, allowed, q.dtype)
     if attn_mask is not None:
         # Rows that see no key would be NaN; the contract says zeros.
         visible = attn_mask if attn_mask.dtype == torch.bool else attn_mask > float("-inf")
