@@ -95,15 +95,35 @@ def bpe_tokenizer_json(tokenizer: Any) -> dict[str, Any] | None:
         }
         for s, i in sorted(tokenizer.special_tokens.items(), key=lambda kv: kv[1])
     ]
+    return tokenizer_json(
+        {**{text(t): i for t, i in zip(tokens, ids)}, **tokenizer.special_tokens},
+        [[m[3], m[4]] for m in merges],
+        added_tokens=added,
+        pre_tokenizer=pre,
+        post_processor={"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False},
+        decoder={"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True},
+    )
+
+
+def tokenizer_json(
+    vocab: dict[str, int],
+    merges: list[list[str]],
+    *,
+    added_tokens: list[dict[str, Any]] = (),
+    pre_tokenizer: dict[str, Any] | None = None,
+    post_processor: dict[str, Any] | None = None,
+    decoder: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Hugging Face ``tokenizer.json`` of a BPE model with the given parts."""
     return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
-        "added_tokens": added,
+        "added_tokens": list(added_tokens),
         "normalizer": None,
-        "pre_tokenizer": pre,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True},
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor,
+        "decoder": decoder,
         "model": {
             "type": "BPE",
             "dropout": None,
@@ -113,7 +133,7 @@ def bpe_tokenizer_json(tokenizer: Any) -> dict[str, Any] | None:
             "fuse_unk": False,
             "byte_fallback": False,
             "ignore_merges": False,
-            "vocab": {**{text(t): i for t, i in zip(tokens, ids)}, **tokenizer.special_tokens},
-            "merges": [[m[3], m[4]] for m in merges],
+            "vocab": vocab,
+            "merges": merges,
         },
     }

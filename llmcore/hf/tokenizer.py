@@ -72,28 +72,9 @@ def load_hf_tokenizer(path: str | Path) -> Any:
 
 def char_tokenizer_json(chars: list[str]) -> dict[str, Any]:
     """A tokenizer.json that maps each character to its index and decodes by concatenation."""
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [],
-        "normalizer": None,
-        "pre_tokenizer": None,
-        "post_processor": None,
-        "decoder": {"type": "Fuse"},
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": False,
-            "vocab": {c: i for i, c in enumerate(chars)},
-            "merges": [],
-        },
-    }
+    from llmcore.hf.bytelevel import tokenizer_json
+
+    return tokenizer_json({c: i for i, c in enumerate(chars)}, [], decoder={"type": "Fuse"})
 
 
 def save_hf_tokenizer(tokenizer: Any, out_dir: str | Path) -> str | None:
