@@ -21,6 +21,7 @@ from llmcore.builtin.attention import allowed_keys, merge_masks
 from llmcore.builtin.native_attention_op import (
     CPU_DTYPES,
     CUDA_DTYPES,
+    EagerFlashAttention,
     acc_dtype,
     flash_attention,
     forward_into,
@@ -89,6 +90,8 @@ class NativeAttention:
             out = torch.empty_like(q)
             forward_into(q, k, v, out, None, mask, kv_lens, bool(causal), scale, win)
             return out
+        if not torch.compiler.is_compiling() and q.device.type != "meta":
+            return EagerFlashAttention.apply(q, k, v, mask, kv_lens, bool(causal), scale, win)
         return flash_attention(q, k, v, mask, kv_lens, bool(causal), scale, win)[0]
 
 

@@ -94,8 +94,7 @@ def _flash_attention_fake(q, k, v, mask, kv_lens, causal, scale, window):
     return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=acc_dtype(q.dtype))
 
 
-@torch.library.custom_op("llmcore::flash_attention_backward", mutates_args=())
-def flash_attention_backward(
+def backward_grads(
     grad_out: Tensor,
     q: Tensor,
     k: Tensor,
@@ -108,7 +107,7 @@ def flash_attention_backward(
     scale: float,
     window: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients ``(dq, dk, dv)`` of :func:`flash_attention`, recomputing P from ``lse``."""
+    """Run the backward kernel: ``(dq, dk, dv)``, recomputing P from ``lse``."""
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -125,6 +124,24 @@ def flash_attention_backward(
         scale, causal, window, torch.get_num_threads(), cuda, stream,
     )  # fmt: skip
     return dq, dk, dv
+
+
+@torch.library.custom_op("llmcore::flash_attention_backward", mutates_args=())
+def flash_attention_backward(
+    grad_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    mask: Tensor | None,
+    kv_lens: Tensor | None,
+    causal: bool,
+    scale: float,
+    window: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients ``(dq, dk, dv)`` of :func:`flash_attention`, recomputing P from ``lse``."""
+    return backward_grads(grad_out, q, k, v, out, lse, mask, kv_lens, causal, scale, window)
 
 
 @flash_attention_backward.register_fake
@@ -153,3 +170,29 @@ def _backward(ctx, grad_out, grad_lse):
 
 
 flash_attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+class EagerFlashAttention(torch.autograd.Function):
+    """The same forward and backward as the custom ops, for eager autograd only.
+
+    ``torch.library`` ops run their Python kernels through the dispatcher, which costs
+    hundreds of microseconds per training step of a small model; a plain autograd Function
+    calls the kernels directly. Under ``torch.compile`` the custom ops are used instead.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, kv_lens, causal, scale, window):
+        out = torch.empty_like(q)
+        lse = q.new_empty(q.shape[:3], dtype=acc_dtype(q.dtype))
+        forward_into(q, k, v, out, lse, mask, kv_lens, causal, scale, window)
+        ctx.save_for_backward(q, k, v, out, lse, mask, kv_lens)
+        ctx.causal, ctx.scale, ctx.window = causal, scale, window
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, mask, kv_lens = ctx.saved_tensors
+        dq, dk, dv = backward_grads(
+            grad_out, q, k, v, out, lse, mask, kv_lens, ctx.causal, ctx.scale, ctx.window
+        )
+        return dq, dk, dv, None, None, None, None, None
