@@ -138,7 +138,7 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337
     device: str = "auto"
-    dtype: str = "float32"  # float32 or bfloat16 (autocast)
+    dtype: str = "float32"  # float32, bfloat16 (autocast), or auto (bfloat16 where native)
     compile: bool = False
     out_dir: str = "runs"
     name: str | None = None  # run folder name; None: the preset or config file name
@@ -383,7 +383,7 @@ def check_consistency(cfg: Config, source: str = "<config>") -> None:
         )
     choices = {
         "data.mode": (cfg.data.mode, ("random", "sequential")),
-        "train.dtype": (cfg.train.dtype, ("float32", "bfloat16")),
+        "train.dtype": (cfg.train.dtype, ("float32", "bfloat16", "auto")),
         "train.distributed": (cfg.train.distributed, ("ddp", "fsdp")),
     }
     for key, (value, allowed) in choices.items():

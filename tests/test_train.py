@@ -181,6 +181,20 @@ def test_bf16_autocast_and_grad_accumulation_train(tmp_path):
     assert r[-1]["val_loss"] < r[0]["val_loss"]
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bf16_only_where_the_cpu_has_bf16_units(tmp_path, monkeypatch, native):
+    from llmcore.train.setup import autocast_dtype
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if native else None)
+    assert autocast_dtype("float32", cpu) is None
+    assert autocast_dtype("bfloat16", cpu) == torch.bfloat16
+    trainer = Trainer(tiny(tmp_path, "train.dtype=auto"), out_dir=tmp_path / "run", progress=False)
+    assert trainer.amp_dtype == (torch.bfloat16 if native else None)
+
+
 def test_sequential_mode_trains(tmp_path):
     run = train(
         tiny(tmp_path, "data.mode=sequential", "train.max_iters=10"),

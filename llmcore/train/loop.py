@@ -25,7 +25,7 @@ from llmcore.train.data import (
     load_tokens,
     split_tokens,
 )
-from llmcore.train.setup import build_tokenizer, resolve_device, run_dir_of
+from llmcore.train.setup import autocast_dtype, build_tokenizer, resolve_device, run_dir_of
 
 
 class LossOf(nn.Module):
@@ -116,9 +116,10 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self.forward = torch.compile(self.wrapped) if t.compile else self.wrapped
+        self.amp_dtype = autocast_dtype(t.dtype, self.device)
         self.autocast = (
-            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
-            if t.dtype == "bfloat16"
+            (lambda: torch.autocast(self.device.type, dtype=self.amp_dtype))
+            if self.amp_dtype is not None
             else contextlib.nullcontext
         )
 
