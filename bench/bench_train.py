@@ -55,12 +55,12 @@ SHAPES = {
 
 
 # -- end to end ----------------------------------------------------------------------------------
-def _nanogpt_copy(src: Path, data_dir: Path, dest: Path) -> Path:
+def _nanogpt_copy(src: Path, text: Path, dest: Path) -> Path:
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("out*", ".git", "__pycache__"))
     data = dest / "data" / "shakespeare_char"
     if not (data / "train.bin").exists():
         if not (data / "input.txt").exists():
-            shutil.copy(data_dir / "tinyshakespeare.txt", data / "input.txt")
+            shutil.copy(text, data / "input.txt")
         subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, capture_output=True)
     return dest
 
@@ -99,11 +99,21 @@ def run_nanogpt(copy: Path, threads: int | None = None) -> dict:
     }
 
 
-def run_llmcore(work: Path, cache: Path, threads: int | None = None) -> dict:
+#: ``llmcore train --preset shakespeare-char`` with nanoGPT's own recipe: float32, torch SDPA
+#: and nanoGPT's learning rate (the preset uses bf16 autocast where native, its own kernels
+#: and 3e-3). Run with ``--recipe-run`` to separate the implementation from those choices.
+NANOGPT_RECIPE = ["train.dtype=float32", "model.attention=sdpa", "train.optimizer.lr=1e-3"]
+
+
+def run_llmcore(
+    work: Path, cache: Path, threads: int | None = None, overrides: list[str] | tuple = ()
+) -> dict:
     out = work / "run"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "llmcore", "train", "--preset", "shakespeare-char"]
     cmd += ["--out", str(out), "--no-progress", "--set", f"data.cache_dir={cache}"]
+    for item in overrides:
+        cmd += ["--set", item]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=_env(threads))
     wall = time.perf_counter() - t0
@@ -122,29 +132,44 @@ def run_llmcore(work: Path, cache: Path, threads: int | None = None) -> dict:
 def bench_e2e(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
-        copy = _nanogpt_copy(Path(args.nanogpt_dir), Path(args.data_dir), tmp / "nanogpt")
+        from llmcore.datasets import tinyshakespeare_path
+
+        copy = _nanogpt_copy(Path(args.nanogpt_dir), tinyshakespeare_path(), tmp / "nanogpt")
         work = tmp / "llmcore"
         work.mkdir()
         cache = tmp / "cache"
-        runs: dict[str, list[dict]] = {"nanogpt": [], "llmcore": []}
+        names = ["nanogpt", "llmcore"] + (["llmcore_nanogpt_recipe"] if args.recipe_run else [])
+        runs: dict[str, list[dict]] = {name: [] for name in names}
         for i in range(args.repeats):
-            order = ("nanogpt", "llmcore") if i % 2 == 0 else ("llmcore", "nanogpt")
+            order = names if i % 2 == 0 else names[::-1]
             for name in order:
                 if name == "nanogpt":
                     r = run_nanogpt(copy, args.threads)
-                else:
+                elif name == "llmcore":
                     r = run_llmcore(work, cache, args.threads)
+                else:
+                    r = run_llmcore(work, cache, args.threads, NANOGPT_RECIPE)
                 runs[name].append(r)
                 print(f"  e2e {name:8s} run {i + 1}: {r['wall_s']:.1f} s, val {r['val_loss']:.4f}")
         med = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
-        ratios = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["llmcore"], runs["nanogpt"])]
+        ratios = {
+            name: [a["wall_s"] / b["wall_s"] for a, b in zip(runs[name], runs["nanogpt"])]
+            for name in names[1:]
+        }
         return {
             "nanogpt_command": "python train.py " + " ".join(NANOGPT_ARGS),
             "llmcore_command": "llmcore train --preset shakespeare-char",
+            "llmcore_nanogpt_recipe_overrides": NANOGPT_RECIPE if args.recipe_run else None,
             "runs": runs,
             "median_wall_s": med,
-            "ratio_per_pair": ratios,
-            "median_ratio": statistics.median(ratios),
+            "median_val_loss": {
+                k: statistics.median(r["val_loss"] for r in v) for k, v in runs.items()
+            },
+            "ratio_per_pair": ratios["llmcore"],
+            "median_ratio": statistics.median(ratios["llmcore"]),
+            "median_ratio_nanogpt_recipe": (
+                statistics.median(ratios["llmcore_nanogpt_recipe"]) if args.recipe_run else None
+            ),
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -168,7 +193,7 @@ def parity(nanogpt_dir: str, steps: int = 100) -> dict:
     from llmcore.model import build_model
 
     torch.manual_seed(0)
-    cfg = load_config("shakespeare-char")
+    cfg = load_config("shakespeare-char", NANOGPT_RECIPE)
     ours = build_model(cfg, 65)
     peer = GPT(
         GPTConfig(
@@ -239,14 +264,15 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(impl: str, shape: str):
-    """The model of ``impl`` at ``shape`` and its ``loss(x, y)``."""
+def build(impl: str, shape: str, attention: str = "native"):
+    """The model of ``impl`` at ``shape`` and its ``loss(x, y)`` (``attention``: llmcore's
+    attention plugin; HF uses torch SDPA)."""
     import torch
 
     n_layer, n_head, n_embd, vocab, block, batch = SHAPES[shape]
     torch.manual_seed(0)
     if impl == "llmcore":
-        from llmcore.config import Config, ModelConfig
+        from llmcore.config import Component, Config, ModelConfig
         from llmcore.model import build_model
 
         cfg = Config(
@@ -259,6 +285,7 @@ def build(impl: str, shape: str):
                 bias=True,
                 dropout=0.0,
                 tie_embeddings=True,
+                attention=Component(attention),
             )
         )
         cfg.model.mlp.params["approximate"] = "tanh"
@@ -291,7 +318,7 @@ def build(impl: str, shape: str):
     return model, loss_fn
 
 
-def interleaved(shape: str, dtype: str, steps: int) -> None:
+def interleaved(shape: str, dtype: str, steps: int, attention: str) -> None:
     """Both models in one process, steps alternating llmcore / HF (the machine's load drifts
     over minutes; alternating steps sees both through the same drift)."""
     import contextlib
@@ -306,7 +333,7 @@ def interleaved(shape: str, dtype: str, steps: int) -> None:
     )
     runners = {}
     for impl in ("llmcore", "hf"):
-        model, loss_fn = build(impl, shape)
+        model, loss_fn = build(impl, shape, attention)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         runners[impl] = (loss_fn, opt, list(model.parameters()))
@@ -329,7 +356,7 @@ def interleaved(shape: str, dtype: str, steps: int) -> None:
     print(json.dumps({"step_s": times, "tokens_per_step": batch * block}))
 
 
-def child(impl: str, shape: str, dtype: str, steps: int) -> None:
+def child(impl: str, shape: str, dtype: str, steps: int, attention: str) -> None:
     """One measurement in a fresh process (so peak RSS is this model's alone)."""
     import contextlib
 
@@ -339,8 +366,8 @@ def child(impl: str, shape: str, dtype: str, steps: int) -> None:
     n_layer, n_head, n_embd, vocab, block, batch = SHAPES[shape]
     base = _rss_mb()
     if impl == "both":
-        return interleaved(shape, dtype, steps)
-    model, loss_fn = build(impl, shape)
+        return interleaved(shape, dtype, steps, attention)
+    model, loss_fn = build(impl, shape, attention)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     params = [p for p in model.parameters()]
@@ -400,7 +427,7 @@ def bench_steps(args) -> dict:
         torch.set_num_threads(args.threads)  # the ceiling under the children's thread count
     ceil = {d: matmul_ceiling(d) for d in ("float32", "bfloat16")}
     print(f"  matmul ceiling: fp32 {ceil['float32']:.0f} GFLOP/s, bf16 {ceil['bfloat16']:.0f}")
-    out: dict = {"matmul_ceiling_gflops": ceil, "results": {}}
+    out: dict = {"matmul_ceiling_gflops": ceil, "llmcore_attention": args.attention, "results": {}}
     for shape in args.shapes:
         for dtype in ("float32", "bfloat16"):
             samples: dict[str, list[dict]] = {"llmcore": [], "hf": []}
@@ -408,7 +435,7 @@ def bench_steps(args) -> dict:
                 order = ("llmcore", "hf") if rep % 2 == 0 else ("hf", "llmcore")
                 for impl in order:
                     cmd = [sys.executable, __file__, "--child", impl, shape, dtype]
-                    cmd += ["--steps", str(args.steps)]
+                    cmd += ["--steps", str(args.steps), "--attention", args.attention]
                     res = subprocess.run(
                         cmd, capture_output=True, text=True, cwd=ROOT, env=_env(args.threads)
                     )
@@ -434,7 +461,7 @@ def bench_steps(args) -> dict:
             row["speedup"] = row["llmcore"]["tokens_per_s"] / row["hf"]["tokens_per_s"]
             if args.interleave:  # both models in one process, alternating steps
                 cmd = [sys.executable, __file__, "--child", "both", shape, dtype]
-                cmd += ["--steps", str(args.steps)]
+                cmd += ["--steps", str(args.steps), "--attention", args.attention]
                 res = subprocess.run(
                     cmd, capture_output=True, text=True, cwd=ROOT, env=_env(args.threads)
                 )
@@ -464,7 +491,6 @@ def bench_steps(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--nanogpt-dir", help="a nanoGPT checkout (needed for the end-to-end part)")
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--repeats", type=int, default=2, help="end-to-end runs of each")
     p.add_argument("--step-repeats", type=int, default=2, help="child processes per config")
     p.add_argument("--steps", type=int, default=3, help="timed steps per child")
@@ -478,11 +504,22 @@ def main() -> None:
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--parity-only", action="store_true", help="only the step-by-step check")
     p.add_argument("--skip-steps", action="store_true")
+    p.add_argument(
+        "--attention",
+        default="native",
+        choices=("native", "sdpa"),
+        help="llmcore's attention plugin in the step benchmark (HF uses torch SDPA)",
+    )
+    p.add_argument(
+        "--recipe-run",
+        action="store_true",
+        help="also run llmcore with nanoGPT's recipe (float32, sdpa, lr 1e-3) end to end",
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
     p.add_argument("--child", nargs=3, metavar=("IMPL", "SHAPE", "DTYPE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(*args.child, args.steps)
+        child(*args.child, args.steps, args.attention)
         return
 
     import torch
@@ -515,6 +552,11 @@ def main() -> None:
             f"  median wall: nanoGPT {e['median_wall_s']['nanogpt']:.1f} s, llmcore "
             f"{e['median_wall_s']['llmcore']:.1f} s, ratio {e['median_ratio']:.2f}"
         )
+        if e["median_ratio_nanogpt_recipe"] is not None:
+            print(
+                "  llmcore with nanoGPT's recipe (float32, sdpa, lr 1e-3): median ratio "
+                f"{e['median_ratio_nanogpt_recipe']:.2f}"
+            )
     if not args.skip_steps:
         print("training steps: llmcore Transformer vs HF GPT2LMHeadModel")
         result["steps"] = bench_steps(args)
