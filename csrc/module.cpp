@@ -5,7 +5,7 @@
 #include "registers.hpp"
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "llmcore's native core: BPE tokenizer and attention kernels.";
+  m.doc() = "llmcore's native core: BPE tokenizer, attention and loss kernels.";
 #ifdef LLMCORE_OPENMP
   m.attr("has_openmp") = true;
 #else
@@ -13,4 +13,5 @@ PYBIND11_MODULE(_C, m) {
 #endif
   llmcore::register_bpe(m);
   llmcore::register_attention(m);
+  llmcore::register_loss(m);
 }

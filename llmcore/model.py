@@ -29,6 +29,41 @@ def _lm_head_chunk(vocab_size: int) -> int:
     return max(64, (8 << 20) // max(1, vocab_size))
 
 
+_NATIVE_XENT_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # dtype codes of the C++ kernel
+
+
+def _softmax_xent_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, grads: bool):
+    """Per-row NLL (fp32) of ``targets`` under ``logits`` (n, V); with ``grads`` the logits
+    are overwritten with ``softmax - onehot`` (zero rows where the target is ignored).
+
+    On CPU this is one C++ pass per row over cache-resident data; elsewhere torch ops in
+    fp32 compute the same thing."""
+    n, V = logits.shape
+    if logits.device.type == "cpu" and logits.dtype in _NATIVE_XENT_DTYPES:
+        from llmcore import _C
+
+        nll = torch.empty(n, dtype=torch.float32)
+        targets = targets.contiguous()
+        _C.softmax_cross_entropy(
+            _NATIVE_XENT_DTYPES[logits.dtype], n, V, logits.data_ptr(), logits.stride(0),
+            targets.data_ptr(), ignore_index, nll.data_ptr(), grads, torch.get_num_threads(),
+        )  # fmt: skip
+        return nll
+    valid = targets != ignore_index
+    safe = torch.where(valid, targets, 0)[:, None]
+    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    picked = x.gather(1, safe).squeeze(1)
+    top = x.amax(dim=-1, keepdim=True)
+    e = x.sub(top).exp_()
+    total = e.sum(dim=-1, keepdim=True)
+    nll = ((top + total.log()).squeeze(1) - picked) * valid
+    if grads:
+        p = e.div_(total)
+        p.scatter_add_(1, safe, -torch.ones_like(picked[:, None]))
+        logits.copy_(p.mul_(valid[:, None]))
+    return nll
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``h @ weight.T`` against ``targets`` without materialising the
     ``(N, V)`` logits in fp32: rows are processed in chunks, and because the loss is a scalar
@@ -47,43 +82,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
         low = dtype != acc
         with torch.autocast(device_type, enabled=False):
             hx, wx = h.to(dtype), weight.to(dtype)
-            valid = targets != ignore_index
-            all_valid = bool(valid.all())
-            safe = targets if all_valid else torch.where(valid, targets, 0)
-            n_valid = valid.sum().clamp_(min=1).to(acc)
+            N, V = hx.shape[0], wx.shape[0]
+            n_valid = (targets != ignore_index).sum().clamp_(min=1).to(acc)
             loss = torch.zeros((), dtype=acc, device=h.device)
             grad_h = torch.empty_like(hx) if grads else None
             grad_w = None
-            if grads and low:
-                probs = torch.empty(hx.shape[0], wx.shape[0], dtype=dtype, device=h.device)
-            elif grads:
-                grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device)
-            for s in range(0, hx.shape[0], chunk):
-                hc, tc, vc = hx[s : s + chunk], safe[s : s + chunk, None], valid[s : s + chunk]
-                logits = hc @ wx.t()  # (n, V)
-                if low:
-                    logits = logits.to(acc)
-                picked = logits.gather(1, tc).squeeze(1)
-                top = logits.amax(dim=-1, keepdim=True)
-                e = logits.sub_(top).exp_()  # in place: no second (n, V) buffer
-                total = e.sum(dim=-1, keepdim=True)
-                nll = (top + total.log()).squeeze(1) - picked
-                loss += nll.sum() if all_valid else (nll * vc).sum()
-                if not grads:
-                    continue
-                p = e.div_(total)  # softmax
-                if all_valid:
-                    p.scatter_add_(1, tc, torch.full_like(picked[:, None], -1.0))
-                else:
-                    p.scatter_add_(1, tc, -vc.to(acc)[:, None])
-                    p.mul_(vc.to(acc)[:, None])
-                if low:
-                    pc = probs[s : s + chunk]
-                    pc.copy_(p)
-                    grad_h[s : s + chunk] = pc @ wx
-                else:
-                    grad_h[s : s + chunk] = p @ wx
-                    grad_w.addmm_(p.t(), hc)
+            if grads and low:  # every row's softmax gradient, for one weight-gradient matmul
+                probs = torch.empty(N, V, dtype=dtype, device=h.device)
+            else:  # one chunk of logits at a time
+                buf = torch.empty(min(chunk, N), V, dtype=dtype, device=h.device)
+                if grads:
+                    grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device)
+            for s in range(0, N, chunk):
+                e = min(s + chunk, N)
+                hc = hx[s:e]
+                logits = probs[s:e] if grads and low else buf[: e - s]
+                torch.mm(hc, wx.t(), out=logits)
+                loss += _softmax_xent_(logits, targets[s:e], ignore_index, grads).sum()
+                if grads:
+                    torch.mm(logits, wx, out=grad_h[s:e])
+                    if not low:
+                        grad_w.addmm_(logits.t(), hc)
             if grads and low:
                 grad_w = (probs.t() @ hx).to(acc)
             loss /= n_valid

@@ -1,0 +1,95 @@
+"""The C++ row-wise softmax cross-entropy behind the fused LM-head loss, against torch's
+``log_softmax`` and ``softmax`` on the same logits, including hostile input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmcore.model import _softmax_xent_, linear_cross_entropy
+
+
+def reference(logits: torch.Tensor, targets: torch.Tensor, ignore: int = -100):
+    x = logits.double()
+    valid = targets != ignore
+    safe = torch.where(valid, targets, 0)
+    nll = -x.log_softmax(-1).gather(1, safe[:, None]).squeeze(1) * valid
+    grad = (x.softmax(-1) - F.one_hot(safe, x.shape[1]).double()) * valid[:, None]
+    return nll, grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [1, 7, 16, 65, 1000, 50257])
+def test_matches_torch(dtype, vocab):
+    g = torch.Generator().manual_seed(vocab)
+    n = 37
+    logits = (torch.randn(n, vocab, generator=g) * 4).to(dtype)
+    targets = torch.randint(vocab, (n,), generator=g)
+    targets[::5] = -100
+    want_nll, want_grad = reference(logits, targets)
+    nll = _softmax_xent_(logits.clone(), targets, -100, grads=False)
+    assert nll.dtype == torch.float32
+    assert (nll.double() - want_nll).abs().max() <= 2e-6 * max(1.0, want_nll.abs().max())
+    work = logits.clone()
+    nll2 = _softmax_xent_(work, targets, -100, grads=True)
+    assert torch.equal(nll, nll2)
+    assert work.dtype == dtype
+    # As close as torch's own softmax in the same dtype (float32 sums over a row round).
+    torch_err = (logits.float().softmax(-1).to(dtype).double() - want_grad).abs()
+    torch_err = torch_err.masked_fill(F.one_hot(targets.clamp(min=0), vocab).bool(), 0).max()
+    tol = 2 * torch_err.item() + (1e-6 if dtype == torch.float32 else 8e-3)
+    assert (work.double() - want_grad).abs().max() <= tol
+
+
+def test_strided_rows_and_extreme_values():
+    logits = torch.zeros(4, 40)
+    logits[0, 3] = 1e30  # one huge logit: probability 1, no overflow
+    logits[1] = -1e30
+    logits[2, :20] = float("-inf")  # masked entries
+    logits[3] = torch.linspace(-80, 80, 40)
+    view = logits[:, :33]  # row stride 40, 33 columns
+    targets = torch.tensor([3, 0, 25, 32])
+    want_nll, want_grad = reference(view, targets)
+    outside = logits[:, 33:].clone()
+    nll = _softmax_xent_(view, targets, -100, grads=True)
+    assert torch.isfinite(nll).all()
+    assert (nll.double() - want_nll).abs().max() < 1e-5
+    assert (view.double() - want_grad).abs().max() < 1e-6
+    assert torch.equal(logits[:, 33:], outside)  # beyond the view: untouched
+
+
+def test_nan_logits_give_nan_loss():
+    logits = torch.randn(2, 50)
+    logits[1, 7] = float("nan")
+    nll = _softmax_xent_(logits, torch.tensor([1, 2]), -100, grads=True)
+    assert torch.isfinite(nll[0]) and torch.isnan(nll[1])
+
+
+@pytest.mark.parametrize("bad", [65, -1, 10**12])
+def test_target_outside_the_vocabulary_raises(bad):
+    logits = torch.randn(3, 65)
+    before = logits.clone()
+    with pytest.raises(IndexError, match=f"target {bad} .*vocabulary of 65"):
+        _softmax_xent_(logits, torch.tensor([0, bad, 1]), -100, grads=True)
+    assert torch.equal(logits, before)  # checked before anything is written
+
+
+def test_empty_and_all_ignored():
+    assert _softmax_xent_(torch.empty(0, 10), torch.empty(0, dtype=torch.long), -100, True).numel() == 0
+    logits = torch.randn(3, 10)
+    nll = _softmax_xent_(logits, torch.full((3,), -100), -100, grads=True)
+    assert torch.equal(nll, torch.zeros(3)) and torch.equal(logits, torch.zeros(3, 10))
+
+
+def test_fused_loss_in_float32_matches_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(300, 48, generator=g, requires_grad=True)
+    w = torch.randn(5003, 48, generator=g, requires_grad=True)
+    t = torch.randint(5003, (300,), generator=g)
+    t[::9] = -100
+    ours = linear_cross_entropy(h, w, t, -100, chunk=64)
+    ref = F.cross_entropy(h @ w.t(), t)
+    assert abs(ours.item() - ref.item()) < 1e-5 * ref.abs().item()
+    for a, b in zip(torch.autograd.grad(ours, (h, w)), torch.autograd.grad(ref, (h, w))):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
