@@ -125,9 +125,14 @@ def preference_config(world, name: str, iters: int, lr: float, **finetune) -> Pa
     )
 
 
-def test_reward_model_learns_the_preference(world):
+@pytest.fixture(scope="module")
+def reward_model(world):
     path = preference_config(world, "reward", 60, 1e-3, val_fraction=0.1)
-    run, last = run_reward(finetune_config(path), out_dir=world["root"] / "rm", progress=False)
+    return run_reward(finetune_config(path), out_dir=world["root"] / "rm", progress=False)
+
+
+def test_reward_model_learns_the_preference(reward_model):
+    run, last = reward_model
     assert last["val_accuracy"] >= 0.9
     assert (run / "ckpt" / "00000060" / "reward_head.safetensors").exists()
 
@@ -162,6 +167,53 @@ def test_ppo_raises_the_true_score_with_bounded_kl(world):
     for key in ("kl", "entropy", "clip_frac", "value_loss", "policy_loss", "kl_coef"):
         assert all(key in r for r in steps)
     assert max(r["kl"] for r in steps) < 20.0  # nats per answer: bounded drift
+
+
+def test_ppo_against_the_reward_model_raises_the_true_score(world, reward_model):
+    # the learned reward model, not the exact plugin, drives PPO; the exact score only judges
+    ppo = {
+        "reward_model": str(reward_model[0]),
+        "rollout_batch": 32,
+        "max_new_tokens": 16,
+        "epochs": 4,
+        "minibatch": 16,
+        "kl_coef": 0.3,  # per token, against scores normalised to unit spread
+        "kl_target": None,
+        "value_coef": 0.1,
+    }
+    path = preference_config(world, "ppo", 60, 2e-4, ppo=ppo, eval_samples=256)
+    run, _ = run_ppo(finetune_config(path), out_dir=world["root"] / "ppo_rm", progress=False)
+    rows = records(run)
+    evals = [r for r in rows if "sample_names_character" in r]
+    sft_score, ppo_score = evals[0]["sample_names_character"], evals[-1]["sample_names_character"]
+    # measured: 0.20 -> 0.49 (other seeds: +0.41, +0.49), KL <= 3.5 nats; scoring cut answers
+    # where they stop instead of at the end marker, the same run falls to 0.15
+    assert ppo_score >= sft_score + 0.2, (sft_score, ppo_score)
+    assert evals[-1]["sample_format"] >= 0.8
+    steps = [r for r in rows if "mean_score" in r]
+    # the first batch fixes the normalisation: its scores have mean 0 and unit spread
+    assert abs(steps[0]["mean_score"]) < 1e-4
+    assert max(r["kl"] for r in steps) < 10.0  # nats per answer
+
+
+def test_the_reward_model_scores_every_answer_at_its_end_marker(world, reward_model):
+    from llmcore.finetune.data import pad_sequences
+    from llmcore.finetune.ppo import RewardModelScorer
+
+    scorer = RewardModelScorer(str(reward_model[0]), "cpu")
+    prompts, answers = ["ROMEO, speak", "JULIET, speak"], ["ROMEO: Bid her", "ROMEO: O"]
+    seqs = [scorer.chat.prompt_text(p) + scorer.chat.answer(a) for p, a in zip(prompts, answers)]
+    ids, last = pad_sequences(seqs)
+    with torch.no_grad():
+        expected = scorer.rm(ids, last)
+    torch.testing.assert_close(scorer.raw(prompts, answers), expected)
+    # an answer cut before its end marker is scored as if it had ended there; the first batch
+    # fixes the shift and scale that every later batch gets
+    shift, scale = float(expected.mean()), float(expected.std(correction=0))
+    normed = [(float(x) - shift) / scale for x in expected]
+    assert scorer(prompts, answers, [False, False]) == pytest.approx(normed, abs=1e-5)
+    assert scorer(prompts, answers, [True, False]) == pytest.approx(normed, abs=1e-5)
+    assert scorer(prompts[1:], answers[1:], [True]) == pytest.approx(normed[1:], abs=1e-5)
 
 
 # -- bad input ------------------------------------------------------------------------------------

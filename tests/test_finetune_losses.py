@@ -189,3 +189,19 @@ def test_adaptive_kl_controller_moves_toward_the_target():
     fixed = AdaptiveKL(0.05, target=None, horizon=100)
     fixed.update(100.0, 10)
     assert fixed.value == 0.05
+
+
+def test_reward_normalisation_gives_mean_zero_and_unit_spread():
+    from statistics import fmean, pstdev
+
+    from llmcore.finetune.ppo import normalisation
+
+    xs = [3.0, -1.5, 0.25, 7.0, 2.0]
+    shift, scale = normalisation(torch.tensor(xs))
+    assert shift == pytest.approx(fmean(xs)) and scale == pytest.approx(pstdev(xs))
+    normed = [(x - shift) / scale for x in xs]
+    assert fmean(normed) == pytest.approx(0.0, abs=1e-6)
+    assert pstdev(normed) == pytest.approx(1.0)
+    # equal scores (or one) have no spread to divide by: shift only
+    assert normalisation(torch.tensor([2.0, 2.0, 2.0])) == (pytest.approx(2.0), 1.0)
+    assert normalisation(torch.tensor([5.0])) == (pytest.approx(5.0), 1.0)

@@ -30,22 +30,48 @@ from llmcore.finetune.session import Session, check_scores
 
 
 class RewardModelScorer:
-    """Scores answers with a trained reward model, through its own chat format."""
+    """Scores answers with a trained reward model, through its own chat format.
+
+    Every answer is scored as a complete one, its end marker appended: the reward model was
+    trained reading the position of that marker, and its score at any other position (the
+    last id of an answer cut by ``max_new_tokens``) is unconstrained, which a policy learns
+    to exploit; ``missing_end_penalty`` is what tells a cut answer apart.
+
+    The scores are normalised: the first batch scored (the policy's first rollouts, the
+    reference's answers) fixes a shift and scale that give it mean 0 and standard deviation
+    1, applied to every later batch. A Bradley-Terry model's scores have no fixed origin
+    and their scale grows with training; normalised, they weigh against the KL penalty the
+    same whichever reward model gives them.
+    """
 
     def __init__(self, path: str, device) -> None:
         rm, loaded = load_reward_model(path, device)
         self.rm = freeze(rm)
         self.chat = Chat(chat_template_of(loaded.config), loaded.tokenizer)
         self.device = device
+        self.shift: float | None = None
+        self.scale = 1.0
 
     @torch.no_grad()
-    def __call__(self, prompts, responses, ended) -> list[float]:
-        seqs = []
-        for p, r, e in zip(prompts, responses, ended):
-            answer = self.chat.answer(r) if e else self.chat.encode_content(r)
-            seqs.append(self.chat.prompt_text(p) + answer)
+    def raw(self, prompts, responses) -> torch.Tensor:
+        """The reward model's scores (B,) of the answers, each ended by the end marker."""
+        seqs = [self.chat.prompt_text(p) + self.chat.answer(r) for p, r in zip(prompts, responses)]
         ids, last = pad_sequences(seqs)
-        return self.rm(ids.to(self.device), last.to(self.device)).tolist()
+        return self.rm(ids.to(self.device), last.to(self.device)).float().cpu()
+
+    def __call__(self, prompts, responses, ended) -> list[float]:
+        scores = self.raw(prompts, responses)
+        if self.shift is None:
+            self.shift, self.scale = normalisation(scores)
+        return ((scores - self.shift) / self.scale).tolist()
+
+
+def normalisation(scores: torch.Tensor) -> tuple[float, float]:
+    """Shift and scale giving ``scores`` mean 0 and (population) standard deviation 1; scale
+    1 when they are (nearly) all equal."""
+    shift = float(scores.mean())
+    std = float(scores.std(correction=0)) if scores.numel() > 1 else 0.0
+    return shift, (std if std > 1e-6 else 1.0)
 
 
 def _reward(s: Session):
