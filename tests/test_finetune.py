@@ -143,7 +143,7 @@ def test_dpo_raises_the_true_score(world):
     rows = [r for r in records(run) if "sample_names_character" in r]
     sft_score, dpo_score = rows[0]["sample_names_character"], rows[-1]["sample_names_character"]
     assert dpo_score >= sft_score + 0.25, (sft_score, dpo_score)
-    assert rows[-1]["sample_format"] >= 0.6
+    assert rows[-1]["sample_format"] >= 0.5  # plain DPO (rpo_alpha 0) falls to ~0.02
     assert last["val_reward_accuracy"] >= 0.9
 
 
