@@ -195,6 +195,31 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_has_bf16_units(tmp_path, monkeypa
     assert trainer.amp_dtype == (torch.bfloat16 if native else None)
 
 
+def test_stacked_evaluation_equals_batch_by_batch(tmp_path, monkeypatch):
+    from llmcore.train import loop
+
+    trainer = Trainer(
+        tiny(tmp_path, "train.dtype=float32", "train.eval_iters=7"),
+        out_dir=tmp_path / "run",
+        progress=False,
+    )
+    state = trainer.eval_gen.get_state()
+    monkeypatch.setattr(loop, "EVAL_TOKENS", 1)  # one batch per forward pass
+    one_by_one = trainer.evaluate()
+    # the same windows, by hand: the mean of the per-batch mean losses
+    trainer.eval_gen.set_state(state)
+    want = {}
+    with torch.no_grad():
+        for name, batches in trainer.eval_batches.items():
+            want[name] = sum(trainer.model.loss(*batches()).item() for _ in range(7)) / 7
+    trainer.eval_gen.set_state(state)
+    monkeypatch.setattr(loop, "EVAL_TOKENS", 3 * 4 * 32)  # three batches a pass: 3 + 3 + 1
+    stacked = trainer.evaluate()
+    for name in want:
+        assert one_by_one[name] == pytest.approx(want[name], rel=1e-6)
+        assert stacked[name] == pytest.approx(want[name], rel=1e-6)
+
+
 def test_sequential_mode_trains(tmp_path):
     run = train(
         tiny(tmp_path, "data.mode=sequential", "train.max_iters=10"),
