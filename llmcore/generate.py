@@ -20,6 +20,9 @@ Settings (keyword arguments of :func:`generate` and :func:`stream`):
 - ``stop_ids``: token ids that end a row (not included); the tokenizer's end-of-text id is
   one unless ``eot=False``. ``stop``: strings that end a row; the text ends before the stop
   string, and the ids are the tokens whose text begins before it.
+- ``end_ids``: a sequence of token ids (say a chat template's end marker, which may take
+  several tokens) that ends a row when the row's ids end with it; unlike ``stop_ids`` it is
+  kept, at the end of the ids and the text.
 - ``logprobs``: also return each chosen token's log-probability under the model (the raw
   distribution, before the samplers).
 
@@ -72,6 +75,7 @@ class _Settings:
     stop: list[str]
     logprobs: bool
     sliding_context: bool = False
+    end_ids: list[int] = field(default_factory=list)
 
 
 def _settings(
@@ -84,6 +88,7 @@ def _settings(
     seed: int | None = None,
     stop_ids: Sequence[int] = (),
     stop: str | Sequence[str] | None = None,
+    end_ids: Sequence[int] = (),
     eot: bool = True,
     logprobs: bool = False,
     sliding_context: bool | None = None,
@@ -129,6 +134,7 @@ def _settings(
         stop,
         bool(logprobs),
         bool(sliding_context),
+        [int(i) for i in end_ids],
     )
 
 
@@ -267,7 +273,7 @@ class _Batch:
 
     def __init__(self, model, tokenizer, prompts: list[list[int]], s: _Settings) -> None:
         self.model, self.tok, self.prompts, self.s = model, tokenizer, prompts, s
-        self.rows = [RowText(tokenizer, s.stop_ids, s.stop, s.logprobs) for _ in prompts]
+        self.rows = [RowText(tokenizer, s.stop_ids, s.stop, s.logprobs, s.end_ids) for _ in prompts]
 
     def __iter__(self) -> Iterator[tuple[int, Token]]:
         s, model = self.s, self.model

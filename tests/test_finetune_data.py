@@ -1,4 +1,4 @@
-"""Chat rendering, answer masks, packing and batched answer sampling."""
+"""Chat rendering, answer masks and packing."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from llmcore.finetune.data import (
     sft_examples,
 )
 from llmcore.finetune.losses import sft_loss
-from llmcore.finetune.rollout import sample_answers
 from llmcore.model import build_model
 
 TOK = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyzQAS:,. \n")))
@@ -118,28 +117,3 @@ def test_pad_responses_marks_the_answer_targets():
     assert x.tolist() == [[1, 2, 3, 5], [4, 7, 8, 0]]
     assert y.tolist() == [[-1, -1, 5, 6], [7, 8, 9, -1]]
     assert last.tolist() == [4, 3]
-
-
-def greedy_alone(model, prompt: list[int], end: list[int], n: int) -> list[int]:
-    """Greedy answer of one prompt, recomputing the whole sequence each step (no cache)."""
-    ids, out = list(prompt), []
-    for _ in range(n):
-        tok = int(model(torch.tensor([ids]))[0, -1].argmax())
-        ids.append(tok)
-        out.append(tok)
-        if out[-len(end) :] == end:
-            break
-    return out
-
-
-@pytest.mark.parametrize("position", ["learned", "rope"])
-def test_batched_left_padded_sampling_matches_each_prompt_alone(position):
-    from llmcore.builtin.decoders import Greedy
-
-    model = tiny_model(position)
-    c = chat()
-    prompts = [c.prompt_text(p) for p in ["hi", "a much longer question", "q"]]
-    end = TOK.encode("a")  # a frequent id, so some rows stop early
-    got = sample_answers(model, prompts, end_ids=end, max_new_tokens=12, decoder=Greedy())
-    for p, answer in zip(prompts, got):
-        assert answer == greedy_alone(model, p, end, 12)

@@ -124,6 +124,29 @@ def test_stop_ids_and_end_of_text():
     assert full.finish_reason == "length" and len(full.ids) == 30
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_end_ids_end_each_batched_row_at_a_multi_token_marker_kept(position):
+    model = _model(position=position)
+    refs = [_recompute(model, p, 24) for p in PROMPTS]
+    pairs = [{tuple(r[i : i + 2]) for i in range(len(r) - 1)} for r in refs]
+    # a two-token marker that several rows produce (at different steps) and some row never
+    end = next(list(m) for m in sorted(pairs[0]) if 1 < sum(m in q for q in pairs) < len(refs))
+
+    def cut(ids: list[int]) -> list[int]:  # up to and with the first whole marker
+        for i in range(len(ids) - len(end) + 1):
+            if ids[i : i + len(end)] == end:
+                return ids[: i + len(end)]
+        return ids
+
+    got = generate(model, TOK, PROMPTS, max_new_tokens=24, end_ids=end)
+    for ref, g in zip(refs, got):
+        assert g.ids == cut(ref)
+        assert g.text == TOK.decode(g.ids)
+        assert g.finish_reason == ("stop" if g.ids[-len(end) :] == end else "length")
+    stopped = [len(g.ids) for g in got if g.finish_reason == "stop"]
+    assert len(stopped) > 1 and len(stopped) < len(got)  # the others run to the limit
+
+
 def test_stop_string_spanning_tokens_is_cut_in_text_and_stream():
     model = _model()
     ref_text = TOK.decode(_recompute(model, "hello", 40))

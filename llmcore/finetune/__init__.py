@@ -19,7 +19,6 @@ from llmcore.finetune.merge import merge_lora
 from llmcore.finetune.models import load_finetuned, load_reward_model
 from llmcore.finetune.ppo import run_ppo
 from llmcore.finetune.reward import run_reward
-from llmcore.finetune.rollout import sample_answers
 from llmcore.finetune.session import finetune_config
 from llmcore.finetune.sft import run_sft
 
@@ -34,5 +33,4 @@ __all__ = [
     "run_ppo",
     "run_reward",
     "run_sft",
-    "sample_answers",
 ]

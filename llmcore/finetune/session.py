@@ -25,7 +25,7 @@ from llmcore.errors import ConfigError, LLMCoreError, TrainingError
 from llmcore.finetune.chat import Chat, chat_template_of
 from llmcore.finetune.data import Record, Skipped, field_of, read_jsonl, split
 from llmcore.finetune.models import load_finetuned, read_run_config
-from llmcore.finetune.rollout import sample_answers
+from llmcore.generate import generate
 from llmcore.train.setup import resolve_device, run_dir_of
 
 #: sections a fine-tuning config may hold; the model and tokenizer come from the base run.
@@ -169,19 +169,27 @@ class Session:
     def sample(
         self, model, prompts: list[str], max_new_tokens: int | None = None
     ) -> tuple[list[list[int]], list[str]]:
-        """Sampled answers (ids with the end marker, text without) to ``prompts``."""
+        """Sampled answers (ids ending with the end marker unless cut at the token limit, text
+        without it) to ``prompts``, by the generation engine with the configured samplers and
+        decoder. Each call draws the engine's seed from the run's sampling generator, so
+        successive calls differ and a run is reproducible."""
         prompt_ids = [self.chat.prompt_text(p) for p in prompts]
         room = self.cfg.model.block_size - max(len(p) for p in prompt_ids)
         n = max_new_tokens or self.cfg.finetune.ppo.max_new_tokens
-        ids = sample_answers(
+        gen = self.sample_gen
+        seed = int(torch.randint(2**62, (1,), generator=gen, device=gen.device))
+        answers = generate(
             model,
+            self.tokenizer,
             prompt_ids,
-            end_ids=self.chat.end_ids,
             max_new_tokens=max(1, min(n, room)),
             samplers=self.samplers,
             decoder=self.decoder,
-            generator=self.sample_gen,
+            seed=seed,
+            end_ids=self.chat.end_ids,
+            eot=False,  # an answer ends at the chat template's end marker only
         )
+        ids = [a.ids for a in answers]
         texts = [self.tokenizer.decode(self.chat.strip_end(a)[0]) for a in ids]
         return ids, texts
 

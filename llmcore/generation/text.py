@@ -1,5 +1,5 @@
 """Token ids -> released text for one row: complete UTF-8 characters only, text that may
-begin a stop string held back, and the cut at a stop string.
+begin a stop string held back, the cut at a stop string, and the end at an end marker.
 
 Joining the ``text`` of every released :class:`Token` gives the row's final text.
 """
@@ -26,13 +26,23 @@ class Token:
 class RowText:
     """Turns one row's token ids into released text: waits for complete UTF-8 characters,
     holds back text that may be the start of a stop string, and cuts at a stop string.
+    ``end_ids`` (a sequence of ids) ends the row once its ids end with it, the marker kept.
 
     ``push`` returns the tokens released by one new id; ``finish`` flushes the rest.
     ``ids``, ``text``, ``logprobs`` and ``finish_reason`` hold the row's result.
     """
 
-    def __init__(self, tokenizer, stop_ids: set[int], stop: list[str], logprobs: bool) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        stop_ids: set[int],
+        stop: list[str],
+        logprobs: bool,
+        end_ids: list[int] | None = None,
+    ) -> None:
         self.tok, self.stop_ids, self.stop, self.want_logprobs = tokenizer, stop_ids, stop, logprobs
+        self.end = list(end_ids or ())
+        self.tail: list[int] = []  # the last len(end) ids pushed
         self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""
         self.pending: list[list] = []  # [id, start, end, logprob] not yet released
@@ -54,6 +64,10 @@ class RowText:
             hits = [i for i in (self.text.find(x, lo) for x in self.stop) if i >= 0]
             if hits:
                 return self._release(min(hits), "stop")
+        if self.end:
+            self.tail = (self.tail + [token])[-len(self.end) :]
+            if self.tail == self.end:
+                return self.finish("stop")
         if self.utf8.getstate()[0]:
             return []  # the bytes of a character are still incomplete
         return self._release(len(self.text) - self._held(), None)
