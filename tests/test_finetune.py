@@ -84,10 +84,10 @@ def world(tmp_path_factory):
                 "base": str(root / "base"),
                 "data": str(files["sft"]),
                 "val_fraction": 0.05,
-                "eval_samples": 64,
+                "eval_samples": 128,
                 "metrics": METRICS,
             },
-            "train": loop(120, 3e-3, 120),
+            "train": loop(200, 3e-3, 200),
             "generate": SAMPLING,
         },
     )
@@ -104,6 +104,9 @@ def test_sft_teaches_the_answer_format(world):
     assert after["sample_names_character"] <= 0.45
     skipped = [r for r in records(world["sft"]) if "skipped_examples" in r]
     assert skipped and skipped[0]["skipped_examples"] == 1
+    # the same over-long prompt among the held-out records is not sampled, and counted
+    skipped = [r for r in records(world["sft"]) if "skipped_eval_prompts" in r]
+    assert skipped and skipped[0]["skipped_eval_prompts"] == 1
     saved = yaml.safe_load((world["sft"] / "config.yaml").read_text())
     assert saved["tokenizer"]["chat_template"]["assistant"] == "A: "
 

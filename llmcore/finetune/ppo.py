@@ -94,9 +94,9 @@ def run_ppo(
     s = Session(cfg, "ppo", out_dir=out_dir, progress=progress)
     try:
         t, p = cfg.train, cfg.finetune.ppo
-        prompts = [field_of(r, "prompt") for r in s.train_records]
+        prompts = s.answerable([field_of(r, "prompt") for r in s.train_records], "prompts")
         if not prompts:
-            raise DataError(f"{cfg.finetune.data}: no prompts")
+            raise DataError(f"{cfg.finetune.data}: no prompts that leave room for an answer")
         reward_name, reward_fn = _reward(s)
         reference = load_reference(s)
         policy = PolicyWithValue(s.adapt(s.base.model)).to(s.device)

@@ -86,6 +86,7 @@ class Session:
         block = cfg.model.block_size
         self.max_len = min(ft.max_len or block, block)
         self.skipped = Skipped()
+        self.eval_prompts: list[str] | None = None  # held-out prompts that fit, on first use
         self.records: list[Record] = read_jsonl(ft.data) if ft.data else []
         self.train_records, self.val_records = split(self.records, ft.val_fraction)
         self.samplers, self.decoder = build_sampler(cfg)
@@ -166,6 +167,21 @@ class Session:
     def prompt_texts(self, records: list[Record]) -> list[str]:
         return [field_of(r, "prompt") for r in records]
 
+    def answerable(self, prompts: list[str], what: str) -> list[str]:
+        """The prompts whose chat text leaves room in the context for an answer; the others
+        are dropped, counted in the log as ``skipped_<what>``."""
+        limit = self.cfg.model.block_size
+        keep = [p for p in prompts if len(self.chat.prompt_text(p)) < limit]
+        if len(keep) < len(prompts):
+            dropped = len(prompts) - len(keep)
+            self.log({"step": 0, f"skipped_{what}": dropped})
+            print(
+                f"{self.kind}: skipped {dropped} {what} whose prompt fills the context of "
+                f"{limit} tokens",
+                file=sys.stderr,
+            )
+        return keep
+
     def sample(
         self, model, prompts: list[str], max_new_tokens: int | None = None
     ) -> tuple[list[list[int]], list[str]]:
@@ -196,10 +212,11 @@ class Session:
     def score_samples(self, model) -> dict[str, float]:
         """Mean of each ``finetune.metrics`` reward over answers sampled for held-out prompts."""
         n = self.cfg.finetune.eval_samples
-        if not self.metrics or n <= 0 or not self.val_records:
+        if self.eval_prompts is None:
+            self.eval_prompts = self.answerable(self.prompt_texts(self.val_records), "eval_prompts")
+        if not self.metrics or n <= 0 or not self.eval_prompts:
             return {}
-        recs = [self.val_records[i % len(self.val_records)] for i in range(n)]
-        prompts = self.prompt_texts(recs)
+        prompts = [self.eval_prompts[i % len(self.eval_prompts)] for i in range(n)]
         _, texts = self.sample(model, prompts)
         out = {}
         for name, fn in self.metrics:
