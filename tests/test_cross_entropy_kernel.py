@@ -76,7 +76,10 @@ def test_target_outside_the_vocabulary_raises(bad):
 
 
 def test_empty_and_all_ignored():
-    assert _softmax_xent_(torch.empty(0, 10), torch.empty(0, dtype=torch.long), -100, True).numel() == 0
+    assert (
+        _softmax_xent_(torch.empty(0, 10), torch.empty(0, dtype=torch.long), -100, True).numel()
+        == 0
+    )
     logits = torch.randn(3, 10)
     nll = _softmax_xent_(logits, torch.full((3,), -100), -100, grads=True)
     assert torch.equal(nll, torch.zeros(3)) and torch.equal(logits, torch.zeros(3, 10))

@@ -27,7 +27,6 @@ from llmcore.train.data import (
 )
 from llmcore.train.setup import autocast_dtype, build_tokenizer, resolve_device, run_dir_of
 
-
 #: The most tokens one evaluation forward pass takes when it stacks small batches.
 EVAL_TOKENS = 16384
 
