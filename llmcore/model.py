@@ -41,11 +41,12 @@ def _softmax_xent_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: in
     On CPU this is one C++ pass per row over cache-resident data; elsewhere torch ops in
     fp32 compute the same thing."""
     n, V = logits.shape
-    if logits.device.type == "cpu" and logits.dtype in _NATIVE_XENT_DTYPES:
+    native = logits.dtype in _NATIVE_XENT_DTYPES and (V == 1 or logits.stride(1) == 1)
+    if logits.device.type == "cpu" and native:
         from llmcore import _C
 
         nll = torch.empty(n, dtype=torch.float32)
-        targets = targets.contiguous()
+        targets = targets.to(torch.int64).contiguous()
         _C.softmax_cross_entropy(
             _NATIVE_XENT_DTYPES[logits.dtype], n, V, logits.data_ptr(), logits.stride(0),
             targets.data_ptr(), ignore_index, nll.data_ptr(), grads, torch.get_num_threads(),

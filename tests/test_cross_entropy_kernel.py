@@ -59,6 +59,20 @@ def test_strided_rows_and_extreme_values():
     assert torch.equal(logits[:, 33:], outside)  # beyond the view: untouched
 
 
+def test_int32_targets_and_column_strided_logits():
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(40, 6, generator=g)
+    logits = base.t()  # (6, 40) with column stride 6: not the kernel's layout
+    targets = torch.tensor([0, 5, 39, 7, 1, 2], dtype=torch.int32)
+    want_nll, want_grad = reference(logits, targets.long())
+    contiguous = logits.contiguous()
+    nll = _softmax_xent_(logits, targets, -100, grads=True)
+    assert (nll.double() - want_nll).abs().max() < 1e-5
+    assert (logits.double() - want_grad).abs().max() < 1e-6
+    nll_kernel = _softmax_xent_(contiguous, targets, -100, grads=False)  # int32 targets
+    assert (nll_kernel.double() - want_nll).abs().max() < 1e-5
+
+
 def test_nan_logits_give_nan_loss():
     logits = torch.randn(2, 50)
     logits[1, 7] = float("nan")
