@@ -318,19 +318,38 @@ def build(impl: str, shape: str, attention: str = "native"):
     return model, loss_fn
 
 
-def interleaved(shape: str, dtype: str, steps: int, attention: str) -> None:
-    """Both models in one process, steps alternating llmcore / HF (the machine's load drifts
-    over minutes; alternating steps sees both through the same drift)."""
+def _amp(dtype: str):
+    """The autocast context factory of ``dtype`` on CPU."""
     import contextlib
 
     import torch
 
+    if dtype == "bfloat16":
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _timed_step(loss_fn, opt, params, amp, x, y) -> float:
+    """Seconds of one training step: forward + loss, backward, clip, AdamW."""
+    import torch
+
+    t0 = time.perf_counter()
+    with amp():
+        loss = loss_fn(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def interleaved(shape: str, dtype: str, steps: int, attention: str) -> None:
+    """Both models in one process, steps alternating llmcore / HF (the machine's load drifts
+    over minutes; alternating steps sees both through the same drift)."""
+    import torch
+
     n_layer, n_head, n_embd, vocab, block, batch = SHAPES[shape]
-    amp = (
-        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
-        if dtype == "bfloat16"
-        else contextlib.nullcontext
-    )
+    amp = _amp(dtype)
     runners = {}
     for impl in ("llmcore", "hf"):
         model, loss_fn = build(impl, shape, attention)
@@ -344,22 +363,14 @@ def interleaved(shape: str, dtype: str, steps: int, attention: str) -> None:
             loss_fn, opt, params = runners[impl]
             x = torch.randint(vocab, (batch, block), generator=gen)
             y = torch.randint(vocab, (batch, block), generator=gen)
-            t0 = time.perf_counter()
-            with amp():
-                loss = loss_fn(x, y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            dt = _timed_step(loss_fn, opt, params, amp, x, y)
             if i:
-                times[impl].append(time.perf_counter() - t0)
+                times[impl].append(dt)
     print(json.dumps({"step_s": times, "tokens_per_step": batch * block}))
 
 
 def child(impl: str, shape: str, dtype: str, steps: int, attention: str) -> None:
     """One measurement in a fresh process (so peak RSS is this model's alone)."""
-    import contextlib
-
     import torch
 
     torch.manual_seed(0)
@@ -370,26 +381,16 @@ def child(impl: str, shape: str, dtype: str, steps: int, attention: str) -> None
     model, loss_fn = build(impl, shape, attention)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    params = [p for p in model.parameters()]
-    amp = (
-        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
-        if dtype == "bfloat16"
-        else contextlib.nullcontext
-    )
+    params = list(model.parameters())
+    amp = _amp(dtype)
     gen = torch.Generator().manual_seed(0)
     times = []
     for i in range(steps + 1):  # the first step warms up allocators and kernels
         x = torch.randint(vocab, (batch, block), generator=gen)
         y = torch.randint(vocab, (batch, block), generator=gen)
-        t0 = time.perf_counter()
-        with amp():
-            loss = loss_fn(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        dt = _timed_step(loss_fn, opt, params, amp, x, y)
         if i:
-            times.append(time.perf_counter() - t0)
+            times.append(dt)
     n_params = sum(p.numel() for p in model.parameters()) - block * n_embd  # no wpe
     flops_per_token = 6 * n_params + 12 * n_layer * n_embd * block
     print(
