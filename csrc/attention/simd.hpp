@@ -1,4 +1,4 @@
-// Portable SIMD helpers for the CPU attention kernels.
+// Portable SIMD helpers and bfloat16 conversion for the CPU kernels (attention, loss).
 //
 // GCC/Clang vector extensions instead of intrinsics: the same source compiles to AVX-512
 // (zmm, 16 floats) when the compiler targets it, and to narrower registers elsewhere.
@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -38,6 +39,34 @@ struct Simd<double> {
 
 template <class T>
 using Vec = typename Simd<T>::V;
+
+// bfloat16 storage and scalar conversion to and from the accumulation type.
+struct bf16 {
+  uint16_t bits;
+};
+
+inline float to_acc(const bf16& x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline float to_acc(const float& x) { return x; }
+inline double to_acc(const double& x) { return x; }
+
+template <class Out, class Acc>
+inline Out from_acc(Acc x) {
+  if constexpr (std::is_same_v<Out, bf16>) {
+    // Round to nearest even; NaN stays a quiet NaN.
+    uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((u >> 16) | 0x40u)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return bf16{static_cast<uint16_t>(u >> 16)};
+  } else {
+    return static_cast<Out>(x);
+  }
+}
 
 template <class To, class From>
 inline To bitcast(const From& f) {

@@ -1,5 +1,5 @@
-// Building blocks shared by the CPU forward and backward kernels: element conversion,
-// a register-blocked tile product, and the position masks of one score tile.
+// Building blocks shared by the CPU forward and backward kernels: a register-blocked tile
+// product, and the position masks of one score tile.
 #pragma once
 
 #include <algorithm>
@@ -16,33 +16,6 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace llmcore::attn {
-
-struct bf16 {
-  uint16_t bits;
-};
-
-inline float to_acc(const bf16& x) {
-  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-inline float to_acc(const float& x) { return x; }
-inline double to_acc(const double& x) { return x; }
-
-template <class Out, class Acc>
-inline Out from_acc(Acc x) {
-  if constexpr (std::is_same_v<Out, bf16>) {
-    // Round to nearest even; NaN stays a quiet NaN.
-    uint32_t u;
-    std::memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((u >> 16) | 0x40u)};
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return bf16{static_cast<uint16_t>(u >> 16)};
-  } else {
-    return static_cast<Out>(x);
-  }
-}
 
 // C[MR x NV*L] += sum_k A(r, k) * Bm[k][:], with A(r, k) = a[r * ars + k * aks] broadcast
 // and Bm rows of NV full vectors. The accumulators stay in registers for the whole k loop.

@@ -23,28 +23,12 @@ constexpr int L = attn::Simd<float>::L;
 typedef uint16_t H16 __attribute__((vector_size(L * 2)));
 typedef uint32_t U32 __attribute__((vector_size(L * 4)));
 
-struct bf16 {
-  uint16_t bits;
-};
+using attn::bf16;
 
 inline float scalar_load(const float* p) { return *p; }
-inline float scalar_load(const bf16* p) {
-  const uint32_t u = static_cast<uint32_t>(p->bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+inline float scalar_load(const bf16* p) { return attn::to_acc(*p); }
 inline void scalar_store(float* p, float x) { *p = x; }
-inline void scalar_store(bf16* p, float x) {  // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) {
-    p->bits = static_cast<uint16_t>((u >> 16) | 0x40u);  // NaN stays a quiet NaN
-    return;
-  }
-  u += 0x7fffu + ((u >> 16) & 1u);
-  p->bits = static_cast<uint16_t>(u >> 16);
-}
+inline void scalar_store(bf16* p, float x) { *p = attn::from_acc<bf16>(x); }
 
 inline F vec_load(const float* p) { return attn::vload(p); }
 inline F vec_load(const bf16* p) {
