@@ -71,6 +71,14 @@ def forward_into(
     )  # fmt: skip
 
 
+def forward_with_lse(q, k, v, mask, kv_lens, causal, scale, window) -> tuple[Tensor, Tensor]:
+    """Run the forward kernel into new ``out`` and ``lse`` tensors (what the backward needs)."""
+    out = torch.empty_like(q)
+    lse = q.new_empty(q.shape[:3], dtype=acc_dtype(q.dtype))
+    forward_into(q, k, v, out, lse, mask, kv_lens, causal, scale, window)
+    return out, lse
+
+
 @torch.library.custom_op("llmcore::flash_attention", mutates_args=())
 def flash_attention(
     q: Tensor,
@@ -83,10 +91,7 @@ def flash_attention(
     window: int,
 ) -> tuple[Tensor, Tensor]:
     """Flash attention forward: ``(out (B, H, Tq, D), lse (B, H, Tq))``."""
-    out = torch.empty_like(q)
-    lse = q.new_empty(q.shape[:3], dtype=acc_dtype(q.dtype))
-    forward_into(q, k, v, out, lse, mask, kv_lens, causal, scale, window)
-    return out, lse
+    return forward_with_lse(q, k, v, mask, kv_lens, causal, scale, window)
 
 
 @flash_attention.register_fake
@@ -182,9 +187,7 @@ class EagerFlashAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask, kv_lens, causal, scale, window):
-        out = torch.empty_like(q)
-        lse = q.new_empty(q.shape[:3], dtype=acc_dtype(q.dtype))
-        forward_into(q, k, v, out, lse, mask, kv_lens, causal, scale, window)
+        out, lse = forward_with_lse(q, k, v, mask, kv_lens, causal, scale, window)
         ctx.save_for_backward(q, k, v, out, lse, mask, kv_lens)
         ctx.causal, ctx.scale, ctx.window = causal, scale, window
         return out
