@@ -31,12 +31,52 @@ def _lm_head_chunk(vocab_size: int) -> int:
     return max(64, (24 << 20) // max(1, vocab_size))
 
 
+def _row_stride(vocab_size: int) -> int:
+    """Row stride of a logits buffer: ``vocab_size`` rounded up to 16 elements. BLAS writes
+    rows with an odd leading dimension such as GPT-2's 50257 markedly slower (a third, for
+    fp32 on AVX-512) than rows that start on a cache-line boundary."""
+    return -(-vocab_size // 16) * 16
+
+
+class LossWorkspace:
+    """Buffers the fused loss reuses from one call to the next: its logits and, under
+    autocast, the low-precision copy of the LM-head weight.
+
+    Both live only inside the forward pass, so a training loop reuses the same memory every
+    step instead of asking the OS for ~100 MB of fresh pages (first writes to new pages cost
+    more than the arithmetic done on them). A :class:`Transformer` holds one; a call that
+    finds it in use (a nested or concurrent forward) takes fresh buffers instead."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+        self.busy = False
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+        """An uninitialised tensor of ``shape``, backed by the buffer ``name`` when it fits."""
+        n = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.device != torch.device(device) or buf.numel() < n:
+            buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+    def clear(self) -> None:
+        """Release the buffers (the next call allocates them again)."""
+        self._buffers.clear()
+
+
 _NATIVE_XENT_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # dtype codes of the C++ kernel
 
 
-def _softmax_xent_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, grads: bool):
+def _softmax_xent_(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int,
+    grads: bool,
+    grad_scale: float | torch.Tensor = 1.0,
+):
     """Per-row NLL (fp32) of ``targets`` under ``logits`` (n, V); with ``grads`` the logits
-    are overwritten with ``softmax - onehot`` (zero rows where the target is ignored).
+    are overwritten with ``(softmax - onehot) * grad_scale`` (zero rows where the target is
+    ignored).
 
     On CPU this is one C++ pass per row over cache-resident data; elsewhere torch ops in
     fp32 compute the same thing."""
@@ -50,6 +90,7 @@ def _softmax_xent_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: in
         _C.softmax_cross_entropy(
             _NATIVE_XENT_DTYPES[logits.dtype], n, V, logits.data_ptr(), logits.stride(0),
             targets.data_ptr(), ignore_index, nll.data_ptr(), grads, torch.get_num_threads(),
+            float(grad_scale),
         )  # fmt: skip
         return nll
     valid = targets != ignore_index
@@ -63,73 +104,82 @@ def _softmax_xent_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: in
     if grads:
         p = e.div_(total)
         p.scatter_add_(1, safe, -torch.ones_like(picked[:, None]))
-        logits.copy_(p.mul_(valid[:, None]))
+        logits.copy_(p.mul_(valid[:, None] * grad_scale))
     return nll
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``h @ weight.T`` against ``targets`` without materialising the
     ``(N, V)`` logits in fp32: rows are processed in chunks, and because the loss is a scalar
-    its gradients are computed in the same pass (softmax minus one-hot) and only scaled in
-    backward. Matmuls run in the autocast dtype when autocast is on; softmax in fp32. In a
-    low-precision dtype the softmax gradients are kept in that dtype and the weight gradient
-    is one matmul at the end (CPU matmuls cannot accumulate bf16 products into fp32)."""
+    its gradients are computed in the same pass (softmax minus one-hot, already divided by
+    the number of targets), so backward only hands them over. Matmuls run in the autocast
+    dtype when autocast is on; softmax in fp32. In a low-precision dtype the softmax
+    gradients of every row are kept and the weight gradient is one matmul at the end (CPU
+    matmuls cannot accumulate bf16 products into fp32)."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, ignore_index, chunk, grads):
+    def forward(ctx, h, weight, targets, ignore_index, chunk, grads, workspace):
         device_type = h.device.type
         dtype = h.dtype
         if torch.is_autocast_enabled(device_type):
             dtype = torch.get_autocast_dtype(device_type)
         acc = torch.promote_types(dtype, torch.float32)  # softmax and sums: fp32 at least
         low = dtype != acc
-        with torch.autocast(device_type, enabled=False):
-            hx, wx = h.to(dtype), weight.to(dtype)
-            N, V = hx.shape[0], wx.shape[0]
-            n_valid = (targets != ignore_index).sum().clamp_(min=1).to(acc)
-            loss = torch.zeros((), dtype=acc, device=h.device)
-            grad_h = torch.empty_like(hx) if grads else None
-            grad_w = None
-            if grads and low:  # every row's softmax gradient, for one weight-gradient matmul
-                probs = torch.empty(N, V, dtype=dtype, device=h.device)
-            else:  # one chunk of logits at a time
-                buf = torch.empty(min(chunk, N), V, dtype=dtype, device=h.device)
-                if grads:
+        if workspace is None or workspace.busy:
+            workspace = LossWorkspace()  # fresh buffers, freed on return
+        workspace.busy = True
+        try:
+            with torch.autocast(device_type, enabled=False):
+                hx = h.to(dtype)
+                if weight.dtype == dtype:
+                    wx = weight
+                else:
+                    wx = workspace.get("weight", weight.shape, dtype, weight.device)
+                    wx.copy_(weight)
+                N, V = hx.shape[0], wx.shape[0]
+                n_valid = (targets != ignore_index).sum().clamp_(min=1).to(acc)
+                grad_scale = 1.0 / n_valid
+                n_chunks = max(1, -(-N // chunk))
+                chunk = -(-N // n_chunks)  # equal chunks: no sliver at the end
+                keep_all = grads and low  # every row's gradient, for one weight matmul
+                rows = N if keep_all else min(chunk, N)
+                buf = workspace.get("logits", (rows, _row_stride(V)), dtype, h.device)[:, :V]
+                loss = torch.zeros((), dtype=acc, device=h.device)
+                grad_h = torch.empty_like(hx) if grads else None
+                grad_w = None
+                if grads and not low:
                     grad_w = torch.empty(weight.shape, dtype=acc, device=h.device)
-            for s in range(0, N, chunk):
-                e = min(s + chunk, N)
-                hc = hx[s:e]
-                logits = probs[s:e] if grads and low else buf[: e - s]
-                torch.mm(hc, wx.t(), out=logits)
-                loss += _softmax_xent_(logits, targets[s:e], ignore_index, grads).sum()
-                if grads:
-                    torch.mm(logits, wx, out=grad_h[s:e])
-                    if not low and s == 0:
-                        torch.mm(logits.t(), hc, out=grad_w)
-                    elif not low:
-                        grad_w.addmm_(logits.t(), hc)
-            if grads and low:
-                grad_w = (probs.t() @ hx).to(acc)
-            elif grads and N == 0:
-                grad_w.zero_()
-            loss /= n_valid
+                for s in range(0, N, chunk):
+                    e = min(s + chunk, N)
+                    hc = hx[s:e]
+                    logits = buf[s:e] if keep_all else buf[: e - s]
+                    torch.mm(hc, wx.t(), out=logits)
+                    nll = _softmax_xent_(logits, targets[s:e], ignore_index, grads, grad_scale)
+                    loss += nll.sum()
+                    if grads:
+                        torch.mm(logits, wx, out=grad_h[s:e])
+                        if not low and s == 0:
+                            torch.mm(logits.t(), hc, out=grad_w)
+                        elif not low:
+                            grad_w.addmm_(logits.t(), hc)
+                if keep_all:
+                    grad_w = (buf.t() @ hx).to(acc)
+                elif grads and N == 0:
+                    grad_w.zero_()
+                loss /= n_valid
+        finally:
+            workspace.busy = False
         if grads:
-            ctx.save_for_backward(grad_h, grad_w, n_valid)
+            ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w, n_valid = ctx.saved_tensors
-        scale = grad_out / n_valid
-        return (
-            (grad_h * scale).to(ctx.dtypes[0]),
-            (grad_w * scale).to(ctx.dtypes[1]),
-            None,
-            None,
-            None,
-            None,
-        )
+        grad_h, grad_w = ctx.saved_tensors
+        if grad_out.device.type != "cpu" or grad_out.item() != 1.0:  # a scaled or weighted loss
+            grad_h, grad_w = grad_h * grad_out, grad_w * grad_out
+        return grad_h.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1]), None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -138,13 +188,15 @@ def linear_cross_entropy(
     targets: torch.Tensor,
     ignore_index: int = -100,
     chunk: int | None = None,
+    workspace: LossWorkspace | None = None,
 ) -> torch.Tensor:
     """``F.cross_entropy(h @ weight.T, targets)`` (mean over targets that are not
     ``ignore_index``; 0 when there are none) computed in row chunks, never holding all logits.
-    ``h`` is ``(N, C)``, ``weight`` ``(V, C)``, ``targets`` ``(N,)``."""
+    ``h`` is ``(N, C)``, ``weight`` ``(V, C)``, ``targets`` ``(N,)``; ``workspace`` keeps the
+    scratch buffers for the next call."""
     chunk = chunk or _lm_head_chunk(weight.shape[0])
     grads = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    return _LinearCrossEntropy.apply(h, weight, targets, ignore_index, chunk, grads)
+    return _LinearCrossEntropy.apply(h, weight, targets, ignore_index, chunk, grads, workspace)
 
 
 class KVCache:
@@ -262,6 +314,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        self.loss_workspace = LossWorkspace()  # scratch of loss(), reused across steps
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -328,7 +381,11 @@ class Transformer(nn.Module):
             )
         # the LM head and its logits are most of the FLOPs and memory: fuse them with the loss
         return linear_cross_entropy(
-            h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1), ignore_index
+            h.reshape(-1, h.size(-1)),
+            self.lm_head.weight,
+            targets.reshape(-1),
+            ignore_index,
+            workspace=self.loss_workspace,
         )
 
     def new_cache(

@@ -110,3 +110,50 @@ def test_fused_loss_in_float32_matches_cross_entropy():
     assert abs(ours.item() - ref.item()) < 1e-5 * ref.abs().item()
     for a, b in zip(torch.autograd.grad(ours, (h, w)), torch.autograd.grad(ref, (h, w))):
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradient_scale_is_applied_in_the_kernel(dtype):
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn(9, 300, generator=g) * 3).to(dtype)
+    targets = torch.randint(300, (9,), generator=g)
+    targets[4] = -100
+    _, want = reference(logits, targets)
+    work = logits.clone()
+    _softmax_xent_(work, targets, -100, grads=True, grad_scale=0.125)
+    tol = 1e-6 if dtype == torch.float32 else 4e-3
+    assert (work.double() - want * 0.125).abs().max() <= tol * 0.125
+    with pytest.raises(ValueError, match="grad_scale"):
+        _softmax_xent_(logits.clone(), targets, -100, grads=True, grad_scale=float("inf"))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_loss_reuses_its_workspace_and_scales_weighted_losses(autocast):
+    """Two calls through one workspace (the second reuses the first's buffers) give what
+    fresh buffers give; a loss multiplied by a weight before backward scales both
+    gradients; an odd vocabulary (padded logits rows) changes nothing."""
+    from llmcore.model import LossWorkspace
+
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(70, 24, generator=g, requires_grad=True)
+    w = torch.randn(1001, 24, generator=g, requires_grad=True)
+    t = torch.randint(1001, (70,), generator=g)
+    t[::6] = -100
+    ws = LossWorkspace()
+    dtype = torch.bfloat16 if autocast else torch.float32
+    results = []
+    for workspace in (None, ws, ws):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = linear_cross_entropy(h, w, t, -100, chunk=32, workspace=workspace)
+        results.append((loss.detach(), *torch.autograd.grad(loss * 2.5, (h, w))))
+        assert not ws.busy
+    assert ws._buffers["logits"].dtype == dtype
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+    ref = F.cross_entropy(h.to(dtype).float() @ w.to(dtype).float().t(), t)
+    loss, gh, gw = results[0]
+    rgh, rgw = torch.autograd.grad(ref * 2.5, (h, w))
+    tol = 1e-5 if not autocast else 2e-2
+    assert abs(loss.item() - ref.item()) <= tol * ref.item()
+    assert (gh - rgh).abs().max() <= tol * rgh.abs().max()
+    assert (gw - rgw).abs().max() <= tol * rgw.abs().max()

@@ -48,7 +48,7 @@ inline void vec_store(bf16* p, F v) {
 // Four vector accumulators per pass: independent dependency chains, and each lane sums a
 // quarter as many terms (less rounding over a 50k-entry row).
 template <class T>
-float row(T* x, int64_t V, int64_t target, bool grads) {
+float row(T* x, int64_t V, int64_t target, bool grads, float scale) {
   const int64_t V4 = V - V % (4 * L), Vv = V - V % L;
   F m0 = vset(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
   for (int64_t j = 0; j < V4; j += 4 * L) {
@@ -76,11 +76,11 @@ float row(T* x, int64_t V, int64_t target, bool grads) {
   const float xt = scalar_load(x + target);
   const float nll = std::log(s) + (m - xt);  // m - xt first: exact when both are huge
   if (grads) {
-    const float inv = 1.0f / s;
+    const float inv = scale / s;
     const F ib = vset(inv);
     for (int64_t j = 0; j < Vv; j += L) vec_store(x + j, vexp(vec_load(x + j) - mb) * ib);
     for (int64_t j = Vv; j < V; ++j) scalar_store(x + j, std::exp(scalar_load(x + j) - m) * inv);
-    scalar_store(x + target, std::exp(xt - m) * inv - 1.0f);
+    scalar_store(x + target, std::exp(xt - m) * inv - scale);
   }
   return nll;
 }
@@ -99,7 +99,7 @@ void run(const XentProblem& p) {
       if (p.grads) std::memset(static_cast<void*>(x), 0, sizeof(T) * static_cast<size_t>(p.vocab));
       continue;
     }
-    p.nll[r] = row(x, p.vocab, t, p.grads);
+    p.nll[r] = row(x, p.vocab, t, p.grads, p.grad_scale);
   }
 }
 
@@ -108,6 +108,8 @@ void run(const XentProblem& p) {
 void check_problem(const XentProblem& p) {
   if (p.dtype != DType::f32 && p.dtype != DType::bf16)
     throw std::invalid_argument("cross entropy: dtype code must be 0 (float32) or 1 (bfloat16)");
+  if (!std::isfinite(p.grad_scale))
+    throw std::invalid_argument("cross entropy: grad_scale must be finite");
   if (p.rows < 0 || p.vocab < 1 || p.ld < p.vocab)
     throw std::invalid_argument("cross entropy: need rows >= 0, vocab >= 1 and a row stride >= vocab");
   if (p.rows == 0) return;

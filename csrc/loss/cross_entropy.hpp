@@ -2,7 +2,8 @@
 //
 // One call takes `rows` rows of `vocab` logits (fp32 or bf16, row stride `ld`), writes each
 // row's negative log-likelihood of its target (fp32) and, when asked, overwrites the logits
-// in place with the loss's gradient per row: softmax(row) - onehot(target). Each row is
+// in place with the loss's gradient per row: (softmax(row) - onehot(target)) * grad_scale
+// (the caller's 1 / number of targets, so no later pass scales the gradients). Each row is
 // read from cache three times (max, sum of exponentials, normalise) instead of making
 // the eight full memory passes the same computation takes as separate torch ops.
 #pragma once
@@ -23,6 +24,7 @@ struct XentProblem {
   int64_t ignore_index = -100;
   float* nll = nullptr;  // rows
   bool grads = false;
+  float grad_scale = 1.0f;
   int threads = 1;
 };
 
