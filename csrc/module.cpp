@@ -5,7 +5,7 @@
 #include "registers.hpp"
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "llmcore's native core: BPE tokenizer, attention and loss kernels.";
+  m.doc() = "llmcore's native core: BPE tokenizer, attention, loss and activation kernels.";
 #ifdef LLMCORE_OPENMP
   m.attr("has_openmp") = true;
 #else
@@ -14,4 +14,5 @@ PYBIND11_MODULE(_C, m) {
   llmcore::register_bpe(m);
   llmcore::register_attention(m);
   llmcore::register_loss(m);
+  llmcore::register_activation(m);
 }

@@ -6,4 +6,5 @@ namespace llmcore {
 void register_bpe(pybind11::module_& m);
 void register_attention(pybind11::module_& m);
 void register_loss(pybind11::module_& m);
+void register_activation(pybind11::module_& m);
 }  // namespace llmcore

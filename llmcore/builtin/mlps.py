@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmcore.builtin.activations import gelu
 from llmcore.hookspecs import hookimpl
 
 
@@ -29,7 +30,7 @@ class GeluMLP(nn.Module):
         self.proj = nn.Linear(hidden_dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
+        return self.proj(gelu(self.fc(x), approximate=self.approximate))
 
 
 class ReluMLP(nn.Module):
