@@ -64,6 +64,8 @@ class LossWorkspace:
         self._buffers.clear()
 
 
+_VOCAB_BLOCK = 8192  # vocabulary rows per product of the low-precision weight gradient
+
 _NATIVE_XENT_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # dtype codes of the C++ kernel
 
 
@@ -149,22 +151,31 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_w = None
                 if grads and not low:
                     grad_w = torch.empty(weight.shape, dtype=acc, device=h.device)
-                for s in range(0, N, chunk):
+                if keep_all:  # whole-matrix products: BLAS runs them faster than chunks
+                    torch.mm(hx, wx.t(), out=buf)
+                    loss += _softmax_xent_(buf, targets, ignore_index, True, grad_scale).sum()
+                    torch.mm(buf, wx, out=grad_h)
+                    grad_w_low = workspace.get("grad_w", tuple(weight.shape), dtype, h.device)
+                    # P^T h in blocks of vocabulary rows: for bf16 on CPU a sixth faster
+                    # than one product with the whole transposed P.
+                    for v in range(0, V, _VOCAB_BLOCK):
+                        w = min(v + _VOCAB_BLOCK, V)
+                        torch.mm(buf[:, v:w].t(), hx, out=grad_w_low[v:w])
+                    grad_w = grad_w_low.to(acc)
+                for s in range(0, 0 if keep_all else N, chunk):
                     e = min(s + chunk, N)
                     hc = hx[s:e]
-                    logits = buf[s:e] if keep_all else buf[: e - s]
+                    logits = buf[: e - s]
                     torch.mm(hc, wx.t(), out=logits)
                     nll = _softmax_xent_(logits, targets[s:e], ignore_index, grads, grad_scale)
                     loss += nll.sum()
                     if grads:
                         torch.mm(logits, wx, out=grad_h[s:e])
-                        if not low and s == 0:
+                        if s == 0:
                             torch.mm(logits.t(), hc, out=grad_w)
-                        elif not low:
+                        else:
                             grad_w.addmm_(logits.t(), hc)
-                if keep_all:
-                    grad_w = (buf.t() @ hx).to(acc)
-                elif grads and N == 0:
+                if grads and not low and N == 0:
                     grad_w.zero_()
                 loss /= n_valid
         finally:
