@@ -110,6 +110,51 @@ def _softmax_xent_(
     return nll
 
 
+class _TiedGradient:
+    """Hands the fused loss's LM-head weight gradient to the token embedding's backward when
+    the two share one weight. The embedding then adds its few rows into that gradient in
+    place, instead of autograd zero-filling a second (V, C) gradient and adding the two."""
+
+    def __init__(self) -> None:
+        self.grad_w: torch.Tensor | None = None
+        self.given = False
+
+    def give(self, grad_w: torch.Tensor | None) -> None:
+        if self.given:
+            raise RuntimeError(
+                "model.loss(): a second backward through the same loss is not supported "
+                "with tied embeddings (the weight gradient is combined in place); compute the "
+                "loss again, or set model.fuse_tied_gradient = False"
+            )
+        self.grad_w, self.given = grad_w, True
+
+    def take(self) -> torch.Tensor | None:
+        grad_w, self.grad_w = self.grad_w, None
+        return grad_w
+
+
+class _TiedEmbedding(torch.autograd.Function):
+    """``F.embedding(idx, weight)`` whose weight gradient is the loss's (V, C) gradient,
+    taken from ``link``, plus this lookup's rows."""
+
+    @staticmethod
+    def forward(ctx, idx, weight, link):
+        ctx.save_for_backward(idx)
+        ctx.link = link
+        ctx.weight_meta = (weight.shape, weight.dtype)
+        return F.embedding(idx, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (idx,) = ctx.saved_tensors
+        shape, dtype = ctx.weight_meta
+        grad_w = ctx.link.take()
+        if grad_w is None:  # the loss contributed nothing (its backward did not run)
+            grad_w = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
+        grad_w.index_add_(0, idx.reshape(-1), grad.reshape(-1, shape[1]).to(grad_w.dtype))
+        return None, grad_w.to(dtype), None
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``h @ weight.T`` against ``targets`` without materialising the
     ``(N, V)`` logits in fp32: rows are processed in chunks, and because the loss is a scalar
@@ -120,7 +165,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     matmuls cannot accumulate bf16 products into fp32)."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, ignore_index, chunk, grads, workspace):
+    def forward(ctx, h, weight, targets, ignore_index, chunk, grads, workspace, tied):
         device_type = h.device.type
         dtype = h.dtype
         if torch.is_autocast_enabled(device_type):
@@ -183,14 +228,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if grads:
             ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)
+        ctx.tied = tied
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.tied is not None and ctx.tied.given:
+            ctx.tied.give(None)  # raises: the saved weight gradient was changed in place
         grad_h, grad_w = ctx.saved_tensors
         if grad_out.device.type != "cpu" or grad_out.item() != 1.0:  # a scaled or weighted loss
             grad_h, grad_w = grad_h * grad_out, grad_w * grad_out
-        return grad_h.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1]), None, None, None, None, None
+        if ctx.tied is not None:  # the embedding's backward adds its rows and returns it
+            ctx.tied.give(grad_w)
+            return grad_h.to(ctx.dtypes[0]), None, None, None, None, None, None, None
+        return grad_h.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1]), None, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -200,6 +251,7 @@ def linear_cross_entropy(
     ignore_index: int = -100,
     chunk: int | None = None,
     workspace: LossWorkspace | None = None,
+    tied: _TiedGradient | None = None,
 ) -> torch.Tensor:
     """``F.cross_entropy(h @ weight.T, targets)`` (mean over targets that are not
     ``ignore_index``; 0 when there are none) computed in row chunks, never holding all logits.
@@ -207,7 +259,9 @@ def linear_cross_entropy(
     scratch buffers for the next call."""
     chunk = chunk or _lm_head_chunk(weight.shape[0])
     grads = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    return _LinearCrossEntropy.apply(h, weight, targets, ignore_index, chunk, grads, workspace)
+    return _LinearCrossEntropy.apply(
+        h, weight, targets, ignore_index, chunk, grads, workspace, tied
+    )
 
 
 class KVCache:
@@ -326,6 +380,8 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.loss_workspace = LossWorkspace()  # scratch of loss(), reused across steps
+        # loss() with tied embeddings: one (V, C) weight gradient, see _TiedGradient
+        self.fuse_tied_gradient = True
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -352,13 +408,18 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         cache: KVCache | None = None,
         mask: torch.Tensor | None = None,
+        _tied: _TiedGradient | None = None,
     ) -> torch.Tensor:
         """The final-norm outputs ``(B, T, C)`` for token ids ``idx`` (B, T)."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if positions is None:
             positions = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.position.embed(self.wte(idx), positions)  # (B, T, C)
+        if _tied is None:
+            tokens = self.wte(idx)
+        else:
+            tokens = _TiedEmbedding.apply(idx, self.wte.weight, _tied)
+        x = self.position.embed(tokens, positions)  # (B, T, C)
         x = self.dropout(x)
         for block in self.blocks:
             x = block(x, self.position, positions, cache, mask)
@@ -381,9 +442,20 @@ class Transformer(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
     ) -> torch.Tensor:
         """Mean next-token cross-entropy of ``idx`` against ``targets`` (B, T)."""
-        h = self.hidden_states(idx)
         plain = self.lm_head.bias is not None or type(self.lm_head) is not nn.Linear
-        if plain or torch.compiler.is_compiling():  # inductor fuses the plain loss itself
+        plain = plain or torch.compiler.is_compiling()  # inductor fuses the plain loss itself
+        tied = None
+        if (
+            not plain
+            and self.fuse_tied_gradient
+            and self.lm_head.weight is self.wte.weight
+            and torch.is_grad_enabled()
+            and self.wte.weight.requires_grad
+            and type(self.wte) is nn.Embedding
+        ):
+            tied = _TiedGradient()
+        h = self.hidden_states(idx, _tied=tied)
+        if plain:
             logits = self.lm_head(h)
             return F.cross_entropy(
                 logits.view(-1, logits.size(-1)).float(),
@@ -397,6 +469,7 @@ class Transformer(nn.Module):
             targets.reshape(-1),
             ignore_index,
             workspace=self.loss_workspace,
+            tied=tied,
         )
 
     def new_cache(

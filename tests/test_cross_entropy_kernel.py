@@ -157,3 +157,50 @@ def test_fused_loss_reuses_its_workspace_and_scales_weighted_losses(autocast):
     assert abs(loss.item() - ref.item()) <= tol * ref.item()
     assert (gh - rgh).abs().max() <= tol * rgh.abs().max()
     assert (gw - rgw).abs().max() <= tol * rgw.abs().max()
+
+
+def _tiny_tied_model():
+    from llmcore.config import ModelConfig
+    from llmcore.model import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    assert cfg.tie_embeddings
+    return build_model(cfg)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_tied_embedding_gradient_is_combined_exactly(autocast):
+    """loss() hands the LM head's weight gradient to the embedding's backward, which adds
+    its rows in place: the same gradients as autograd's sum of two dense gradients, for a
+    weighted loss and with gradient accumulation over two micro-batches."""
+    model = _tiny_tied_model()
+    g = torch.Generator().manual_seed(2)
+    batches = [torch.randint(97, (3, 16), generator=g) for _ in range(2)]
+
+    def grads(fused: bool):
+        model.fuse_tied_gradient = fused
+        model.zero_grad(set_to_none=True)
+        for x in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model.loss(x[:, :-1], x[:, 1:])
+            (loss * 0.7).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fused, plain = grads(True), grads(False)
+    assert fused.keys() == plain.keys()
+    for name in fused:
+        assert torch.allclose(fused[name], plain[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_tied_embedding_gradient_refuses_a_second_backward():
+    model = _tiny_tied_model()
+    x = torch.randint(97, (2, 16))
+    loss = model.loss(x[:, :-1], x[:, 1:])
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="fuse_tied_gradient"):
+        loss.backward()
+    model.fuse_tied_gradient = False  # the unfused path supports it
+    loss = model.loss(x[:, :-1], x[:, 1:])
+    loss.backward(retain_graph=True)
+    loss.backward()
