@@ -55,7 +55,12 @@ class LossWorkspace:
         """An uninitialised tensor of ``shape``, backed by the buffer ``name`` when it fits."""
         n = math.prod(shape)
         buf = self._buffers.get(name)
-        if buf is None or buf.dtype != dtype or buf.device != torch.device(device) or buf.numel() < n:
+        if (
+            buf is None
+            or buf.dtype != dtype
+            or buf.device != torch.device(device)
+            or buf.numel() < n
+        ):
             buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
         return buf[:n].view(shape)
 
@@ -241,7 +246,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if ctx.tied is not None:  # the embedding's backward adds its rows and returns it
             ctx.tied.give(grad_w)
             return grad_h.to(ctx.dtypes[0]), None, None, None, None, None, None, None
-        return grad_h.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1]), None, None, None, None, None, None
+        return (
+            grad_h.to(ctx.dtypes[0]),
+            grad_w.to(ctx.dtypes[1]),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def linear_cross_entropy(
