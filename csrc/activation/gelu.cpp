@@ -13,30 +13,16 @@ namespace llmcore::activation {
 namespace {
 
 using attn::bf16;
-using attn::bitcast;
 using F = attn::Vec<float>;
 constexpr int L = attn::Simd<float>::L;
-typedef uint16_t H16 __attribute__((vector_size(L * 2)));
-typedef uint32_t U32 __attribute__((vector_size(L * 4)));
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
 
 inline F load(const float* p) { return attn::vload(p); }
-inline F load(const bf16* p) {
-  H16 h;
-  std::memcpy(&h, p, sizeof h);
-  return bitcast<F>(__builtin_convertvector(h, U32) << 16);
-}
+inline F load(const bf16* p) { return attn::vload_bf16(p); }
 inline void store(float* p, F v) { attn::vstore(p, v); }
-inline void store(bf16* p, F v) {
-  U32 u = bitcast<U32>(v);
-  const U32 nan = (u & 0x7fffffffu) > 0x7f800000u;  // all ones where v is NaN
-  const U32 rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  const U32 quiet = (u >> 16) | 0x40u;
-  const H16 h = __builtin_convertvector((rounded & ~nan) | (quiet & nan), H16);
-  std::memcpy(p, &h, sizeof h);
-}
+inline void store(bf16* p, F v) { attn::vstore_bf16(p, v); }
 
 // exp(-2u) with true overflow to +inf (vexp saturates at exp(88)), so that gelu(-inf) is
 // NaN and gelu(-20) is -0, as in torch.

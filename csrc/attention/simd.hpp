@@ -1,4 +1,5 @@
-// Portable SIMD helpers and bfloat16 conversion for the CPU kernels (attention, loss).
+// Portable SIMD helpers and bfloat16 conversion for the CPU kernels (attention, loss,
+// activation).
 //
 // GCC/Clang vector extensions instead of intrinsics: the same source compiles to AVX-512
 // (zmm, 16 floats) when the compiler targets it, and to narrower registers elsewhere.
@@ -86,6 +87,28 @@ inline Vec<T> vload(const T* p) {
 template <class T>
 inline void vstore(T* p, Vec<T> v) {
   std::memcpy(p, &v, sizeof v);
+}
+
+// L bfloat16 values widened to float lanes (exact: bf16 is the top half of a float).
+inline Vec<float> vload_bf16(const bf16* p) {
+  typedef uint16_t H __attribute__((vector_size(kVecBytes / 2)));
+  typedef uint32_t U __attribute__((vector_size(kVecBytes)));
+  H h;
+  std::memcpy(&h, p, sizeof h);
+  const U w = __builtin_convertvector(h, U) << 16;
+  return bitcast<Vec<float>>(w);
+}
+
+// Float lanes rounded to nearest even bfloat16 and stored; NaN stays a quiet NaN.
+inline void vstore_bf16(bf16* p, Vec<float> v) {
+  typedef uint16_t H __attribute__((vector_size(kVecBytes / 2)));
+  typedef uint32_t U __attribute__((vector_size(kVecBytes)));
+  const U u = bitcast<U>(v);
+  const U nan = (u & 0x7fffffffu) > 0x7f800000u;  // all ones in NaN lanes
+  const U rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const U quiet = (u >> 16) | 0x40u;
+  const H h = __builtin_convertvector((rounded & ~nan) | (quiet & nan), H);
+  std::memcpy(p, &h, sizeof h);
 }
 
 template <class T>

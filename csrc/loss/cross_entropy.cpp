@@ -13,16 +13,12 @@
 namespace llmcore::loss {
 namespace {
 
-using attn::bitcast;
 using attn::hsum;
 using attn::vexp;
 using attn::vmax;
 using attn::vset;
 using F = attn::Vec<float>;
 constexpr int L = attn::Simd<float>::L;
-typedef uint16_t H16 __attribute__((vector_size(L * 2)));
-typedef uint32_t U32 __attribute__((vector_size(L * 4)));
-
 using attn::bf16;
 
 inline float scalar_load(const float* p) { return *p; }
@@ -31,19 +27,9 @@ inline void scalar_store(float* p, float x) { *p = x; }
 inline void scalar_store(bf16* p, float x) { *p = attn::from_acc<bf16>(x); }
 
 inline F vec_load(const float* p) { return attn::vload(p); }
-inline F vec_load(const bf16* p) {
-  H16 h;
-  std::memcpy(&h, p, sizeof h);
-  const U32 w = __builtin_convertvector(h, U32) << 16;
-  return bitcast<F>(w);
-}
+inline F vec_load(const bf16* p) { return attn::vload_bf16(p); }
 inline void vec_store(float* p, F v) { attn::vstore(p, v); }
-inline void vec_store(bf16* p, F v) {
-  U32 u = bitcast<U32>(v);
-  u = u + 0x7fffu + ((u >> 16) & 1u);  // rows with a NaN are never used: the loss is NaN too
-  const H16 h = __builtin_convertvector(u >> 16, H16);
-  std::memcpy(p, &h, sizeof h);
-}
+inline void vec_store(bf16* p, F v) { attn::vstore_bf16(p, v); }
 
 // Four vector accumulators per pass: independent dependency chains, and each lane sums a
 // quarter as many terms (less rounding over a 50k-entry row).
