@@ -40,7 +40,7 @@ def _row_stride(vocab_size: int) -> int:
 
 class LossWorkspace:
     """Buffers the fused loss reuses from one call to the next: its logits and, under
-    autocast, the low-precision copy of the LM-head weight.
+    autocast, the low-precision copy of the LM-head weight and of its gradient.
 
     Both live only inside the forward pass, so a training loop reuses the same memory every
     step instead of asking the OS for ~100 MB of fresh pages (first writes to new pages cost
