@@ -131,22 +131,11 @@ def backward_grads(
     return dq, dk, dv
 
 
-@torch.library.custom_op("llmcore::flash_attention_backward", mutates_args=())
-def flash_attention_backward(
-    grad_out: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    out: Tensor,
-    lse: Tensor,
-    mask: Tensor | None,
-    kv_lens: Tensor | None,
-    causal: bool,
-    scale: float,
-    window: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients ``(dq, dk, dv)`` of :func:`flash_attention`, recomputing P from ``lse``."""
-    return backward_grads(grad_out, q, k, v, out, lse, mask, kv_lens, causal, scale, window)
+# Gradients (dq, dk, dv) of flash_attention, recomputing P from lse: backward_grads as a
+# custom op (torch.compile traces through it; eager training calls backward_grads itself).
+flash_attention_backward = torch.library.custom_op(
+    "llmcore::flash_attention_backward", mutates_args=()
+)(backward_grads)
 
 
 @flash_attention_backward.register_fake
