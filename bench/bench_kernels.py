@@ -38,11 +38,12 @@ def _median_ms(fns: dict, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
-def bench_gelu(repeats: int) -> dict:
-    out = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        out[str(dtype).removeprefix("torch.")] = _gelu_case(dtype, repeats)
-    return out
+def _per_dtype(case, repeats: int) -> dict:
+    """``case(dtype, repeats)`` for float32 and bfloat16, keyed by dtype name."""
+    return {
+        str(dtype).removeprefix("torch."): case(dtype, repeats)
+        for dtype in (torch.float32, torch.bfloat16)
+    }
 
 
 def _gelu_case(dtype: torch.dtype, repeats: int) -> dict:
@@ -79,13 +80,6 @@ def _gelu_case(dtype: torch.dtype, repeats: int) -> dict:
         "speedup_forward": ms["torch_forward"] / ms["llmcore_forward"],
         "speedup_backward": ms["torch_backward"] / ms["llmcore_backward"],
     }
-
-
-def bench_logits_stride(repeats: int) -> dict:
-    out = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        out[str(dtype).removeprefix("torch.")] = _logits_case(dtype, repeats)
-    return out
 
 
 def _logits_case(dtype: torch.dtype, repeats: int) -> dict:
@@ -126,8 +120,8 @@ def main() -> None:
             "python": platform.python_version(),
             "load_avg_at_start": os.getloadavg(),
         },
-        "gelu_1024x3072": bench_gelu(args.repeats),
-        "lm_head_logits_1024x768x50257": bench_logits_stride(args.repeats),
+        "gelu_1024x3072": _per_dtype(_gelu_case, args.repeats),
+        "lm_head_logits_1024x768x50257": _per_dtype(_logits_case, args.repeats),
     }
     result["machine"]["load_avg_at_end"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

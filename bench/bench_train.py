@@ -422,6 +422,16 @@ def matmul_ceiling(dtype_name: str, n: int = 2048, reps: int = 9) -> float:
     return 2 * n**3 / min(times) / 1e9
 
 
+def _run_child(impl: str, shape: str, dtype: str, args) -> dict:
+    """Run one ``--child`` measurement (``impl`` llmcore, hf or both) and return its JSON."""
+    cmd = [sys.executable, __file__, "--child", impl, shape, dtype]
+    cmd += ["--steps", str(args.steps), "--attention", args.attention]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(args.threads))
+    if res.returncode:
+        raise RuntimeError(f"{impl} {shape} {dtype} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def bench_steps(args) -> dict:
     import torch
 
@@ -435,14 +445,7 @@ def bench_steps(args) -> dict:
             for rep in range(args.step_repeats):
                 order = ("llmcore", "hf") if rep % 2 == 0 else ("hf", "llmcore")
                 for impl in order:
-                    cmd = [sys.executable, __file__, "--child", impl, shape, dtype]
-                    cmd += ["--steps", str(args.steps), "--attention", args.attention]
-                    res = subprocess.run(
-                        cmd, capture_output=True, text=True, cwd=ROOT, env=_env(args.threads)
-                    )
-                    if res.returncode:
-                        raise RuntimeError(f"{impl} {shape} {dtype} failed:\n{res.stderr[-2000:]}")
-                    samples[impl].append(json.loads(res.stdout.strip().splitlines()[-1]))
+                    samples[impl].append(_run_child(impl, shape, dtype, args))
             row = {}
             for impl, runs in samples.items():
                 step = statistics.median(t for r in runs for t in r["step_s"])
@@ -460,14 +463,7 @@ def bench_steps(args) -> dict:
                 }
             row["speedup"] = row["llmcore"]["tokens_per_s"] / row["hf"]["tokens_per_s"]
             if args.interleave:  # both models in one process, alternating steps
-                cmd = [sys.executable, __file__, "--child", "both", shape, dtype]
-                cmd += ["--steps", str(args.steps), "--attention", args.attention]
-                res = subprocess.run(
-                    cmd, capture_output=True, text=True, cwd=ROOT, env=_env(args.threads)
-                )
-                if res.returncode:
-                    raise RuntimeError(f"interleaved {shape} {dtype} failed:\n{res.stderr[-2000:]}")
-                both = json.loads(res.stdout.strip().splitlines()[-1])
+                both = _run_child("both", shape, dtype, args)
                 med = {k: statistics.median(v) for k, v in both["step_s"].items()}
                 row["interleaved"] = {
                     "median_step_s": med,
