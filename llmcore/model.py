@@ -10,6 +10,7 @@ Attention rotates q and k with ``position.rotate`` and calls the ``attention`` p
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,13 @@ def _row_stride(vocab_size: int) -> int:
     return -(-vocab_size // 16) * 16
 
 
+def _poison_default() -> bool:
+    """Whether scratch buffers start out filled with NaN (``LLMCORE_POISON_SCRATCH=1``): a
+    debug switch that makes a kernel reading memory it did not write fail loudly on every
+    machine, not only on those whose matmuls happen to read it (AMX tiles read whole blocks)."""
+    return os.environ.get("LLMCORE_POISON_SCRATCH", "") not in ("", "0")
+
+
 class LossWorkspace:
     """Buffers the fused loss reuses from one call to the next: its logits and, under
     autocast, the low-precision copy of the LM-head weight and of its gradient.
@@ -45,14 +53,22 @@ class LossWorkspace:
     Both live only inside the forward pass, so a training loop reuses the same memory every
     step instead of asking the OS for ~100 MB of fresh pages (first writes to new pages cost
     more than the arithmetic done on them). A :class:`Transformer` holds one; a call that
-    finds it in use (a nested or concurrent forward) takes fresh buffers instead."""
+    finds it in use (a nested or concurrent forward) takes fresh buffers instead.
 
-    def __init__(self) -> None:
+    With ``poison`` (default: the ``LLMCORE_POISON_SCRATCH`` environment variable) every
+    buffer is filled with NaN each time it is handed out, so that a reader of memory nobody
+    wrote shows up as NaN gradients in tests."""
+
+    def __init__(self, poison: bool | None = None) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
+        # name -> (cols, stride, rows) whose padding columns are known to hold zeros
+        self._zeroed: dict[str, tuple[int, int, int]] = {}
         self.busy = False
+        self.poison = _poison_default() if poison is None else poison
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
-        """An uninitialised tensor of ``shape``, backed by the buffer ``name`` when it fits."""
+        """A tensor of ``shape`` backed by the buffer ``name`` when it fits. Its contents are
+        whatever the last user left (NaN with ``poison``): callers write all of it."""
         n = math.prod(shape)
         buf = self._buffers.get(name)
         if (
@@ -62,11 +78,31 @@ class LossWorkspace:
             or buf.numel() < n
         ):
             buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
+            self._zeroed.pop(name, None)
+        if self.poison and dtype.is_floating_point:
+            buf.fill_(float("nan"))
+            self._zeroed.pop(name, None)
         return buf[:n].view(shape)
+
+    def get_padded(
+        self, name: str, rows: int, cols: int, dtype: torch.dtype, device
+    ) -> torch.Tensor:
+        """A ``(rows, cols)`` view whose row stride is ``cols`` rounded up to 16 elements, with
+        zeros in the padding columns. Matmuls that read a strided operand may read whole
+        blocks of K past ``cols`` (bfloat16 on AMX does): the padding must never hold
+        garbage. It is zeroed when the buffer or its layout is new, not on every call."""
+        stride = _row_stride(cols)
+        full = self.get(name, (rows, stride), dtype, device)
+        done = self._zeroed.get(name)
+        if stride > cols and (done is None or done[:2] != (cols, stride) or done[2] < rows):
+            full[:, cols:].zero_()
+            self._zeroed[name] = (cols, stride, rows)
+        return full[:, :cols]
 
     def clear(self) -> None:
         """Release the buffers (the next call allocates them again)."""
         self._buffers.clear()
+        self._zeroed.clear()
 
 
 _VOCAB_BLOCK = 8192  # vocabulary rows per product of the low-precision weight gradient
@@ -195,7 +231,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 chunk = -(-N // n_chunks)  # equal chunks: no sliver at the end
                 keep_all = grads and low  # every row's gradient, for one weight matmul
                 rows = N if keep_all else min(chunk, N)
-                buf = workspace.get("logits", (rows, _row_stride(V)), dtype, h.device)[:, :V]
+                buf = workspace.get_padded("logits", rows, V, dtype, h.device)
                 loss = torch.zeros((), dtype=acc, device=h.device)
                 grad_h = torch.empty_like(hx) if grads else None
                 grad_w = None

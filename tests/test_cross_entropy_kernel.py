@@ -204,3 +204,50 @@ def test_tied_embedding_gradient_refuses_a_second_backward():
     loss = model.loss(x[:, :-1], x[:, 1:])
     loss.backward(retain_graph=True)
     loss.backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [65, 80, 50257])
+def test_nan_filled_scratch_never_reaches_the_gradients(dtype, vocab):
+    """Every reusable buffer starts out full of NaN (the workspace's debug switch), as
+    leftover memory may on any machine: the gradients stay finite and equal to those from
+    fresh, clean buffers, and the logits rows' padding columns hold zeros. bfloat16 matmuls
+    on AMX read whole blocks of K past the row's end, so garbage there became NaN."""
+    from llmcore.model import LossWorkspace, _row_stride
+
+    g = torch.Generator().manual_seed(vocab)
+    h = torch.randn(48, 32, generator=g, requires_grad=True)
+    w = (torch.randn(vocab, 32, generator=g) * 0.2).requires_grad_()
+    t = torch.randint(vocab, (48,), generator=g)
+    t[::7] = -100
+    autocast = dtype == torch.bfloat16
+
+    def grads(workspace):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = linear_cross_entropy(h, w, t, -100, chunk=16, workspace=workspace)
+        return (loss.detach(), *torch.autograd.grad(loss, (h, w)))
+
+    clean = grads(LossWorkspace(poison=False))
+    poisoned = LossWorkspace(poison=True)
+    for _ in range(2):  # first use allocates, the second reuses (and is poisoned again)
+        got = grads(poisoned)
+        assert all(torch.isfinite(x).all() for x in got)
+        assert all(torch.equal(a, b) for a, b in zip(clean, got))
+    stride = _row_stride(vocab)
+    logits = poisoned._buffers["logits"]
+    assert logits.dtype == dtype
+    rows = logits.numel() // stride
+    padding = logits[: rows * stride].view(rows, stride)[:, vocab:]
+    assert torch.equal(padding, torch.zeros_like(padding))
+
+
+def test_poison_switch_follows_the_environment(monkeypatch):
+    from llmcore.model import LossWorkspace
+
+    monkeypatch.setenv("LLMCORE_POISON_SCRATCH", "1")
+    ws = LossWorkspace()
+    assert ws.poison
+    buf = ws.get("x", (3, 4), torch.float32, "cpu")
+    assert torch.isnan(buf).all()
+    monkeypatch.setenv("LLMCORE_POISON_SCRATCH", "0")
+    assert not LossWorkspace().poison

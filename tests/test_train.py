@@ -139,6 +139,39 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert all(torch.isfinite(p).all() for p in loaded.model.parameters())
 
 
+def test_nan_gradient_with_a_finite_loss_stops_before_the_update(tmp_path):
+    """A finite loss whose backward gives NaN (as leftover memory in a kernel's scratch did)
+    stops the run before the optimizer applies it, and the message points at precision or
+    data, not at the learning rate."""
+    cfg = tiny(tmp_path, "train.max_iters=30", "train.grad_clip=0")
+    trainer = Trainer(cfg, out_dir=tmp_path / "run", progress=False)
+    weight = next(p for p in trainer.model.parameters() if p.requires_grad)
+    weight.register_hook(lambda g: g * float("nan") if trainer.step >= 14 else g)
+    with pytest.raises(
+        TrainingError, match="non-finite .* at step 15 while the loss was finite"
+    ) as e:
+        trainer.run()
+    assert "not a learning-rate problem" in str(e.value)
+    assert "float32" in str(e.value)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    loaded = ckpt.load_checkpoint(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in loaded.model.parameters())
+
+
+def test_a_loss_that_grows_before_it_breaks_blames_the_learning_rate():
+    from llmcore.train.guards import FiniteGuard
+
+    guard = FiniteGuard("runs/x/ckpt")
+    for step, loss in enumerate([4.0, 5.0, 9.0, 40.0], start=1):
+        guard.check_loss(step, loss)
+        guard.check_grad(step, loss, 1.0)
+    with pytest.raises(TrainingError, match="diverged; lower the learning rate"):
+        guard.check_loss(5, float("inf"))
+    fresh = FiniteGuard("runs/x/ckpt")
+    with pytest.raises(TrainingError, match="first step.*not the learning rate"):
+        fresh.check_loss(1, float("nan"))
+
+
 def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     trainer = Trainer(tiny(tmp_path), out_dir=tmp_path / "run", progress=False)
     real = ckpt.save_file

@@ -25,6 +25,7 @@ from llmcore.train.data import (
     load_tokens,
     split_tokens,
 )
+from llmcore.train.guards import FiniteGuard, grad_norm
 from llmcore.train.setup import autocast_dtype, build_tokenizer, resolve_device, run_dir_of
 
 #: The most tokens one evaluation forward pass takes when it stacks small batches.
@@ -257,6 +258,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         resumed_at = self.step if self.resume_from is not None else None
         window_start, window_steps = time.perf_counter(), 0
+        guard = FiniteGuard(str(self.run_dir / "ckpt"))
 
         def log(record: dict[str, Any]) -> None:
             for lg in loggers:
@@ -300,14 +302,10 @@ class Trainer:
                     loss.backward()
                     loss_sum += loss.detach()
                 train_loss = float(D.all_mean(loss_sum, self.env))
-                if not math.isfinite(train_loss):  # before the update: weights stay finite
-                    raise TrainingError(
-                        f"the training loss became {train_loss} at step {step + 1}; nothing was "
-                        f"saved over the last good checkpoint in {self.run_dir / 'ckpt'} (lower "
-                        "the learning rate or check the data)"
-                    )
-                if t.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, t.grad_clip, foreach=True)
+                # Before the update, so the weights stay finite: the loss first, then the
+                # gradient norm (finite losses can still give NaN gradients).
+                guard.check_loss(step + 1, train_loss)
+                guard.check_grad(step + 1, train_loss, grad_norm(params, t.grad_clip))
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 lr = self.schedule.get_last_lr()[0]
