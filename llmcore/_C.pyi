@@ -46,7 +46,7 @@ class bpe:
 # --- end of BPE tokenizer ---------------------------------------------------------------
 
 # --- attention kernels (csrc/attention) -------------------------------------------------
-# Raw-buffer entry points wrapped by llmcore.builtin.native_attention_op. Addresses are
+# Raw-buffer entry points wrapped by llmcore.ops.attention. Addresses are
 # data_ptr() integers, strides are element strides of (batch, head, position, dim); dtype
 # codes: 0 float32, 1 bfloat16, 2 float64 (CPU), 1 bfloat16 and 3 float16 (CUDA). The mask
 # is additive in the accumulation dtype (float64 for float64, else float32); lse is

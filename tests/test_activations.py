@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmcore.builtin.activations import gelu
+from llmcore.ops.activation import gelu
 
 DTYPES = [torch.float32, torch.bfloat16]
 

@@ -13,8 +13,8 @@ import torch
 
 from llmcore import _C, plugins
 from llmcore.builtin.native_attention import NativeAttention, sdpa_fallback
-from llmcore.builtin.native_attention_op import flash_attention, flash_attention_backward
 from llmcore.errors import ConfigError
+from llmcore.ops.attention import flash_attention, flash_attention_backward
 from llmcore.testing import check_attention
 
 

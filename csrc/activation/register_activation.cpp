@@ -1,5 +1,5 @@
 // Python bindings of the activation kernels: raw buffer addresses (torch's data_ptr()) of
-// contiguous tensors, so the extension needs no torch headers. llmcore.builtin.activations
+// contiguous tensors, so the extension needs no torch headers. llmcore.ops.activation
 // checks dtypes, devices and layouts before calling.
 #include <pybind11/pybind11.h>
 

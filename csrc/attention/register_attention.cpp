@@ -2,7 +2,7 @@
 //
 // The binding takes raw buffer addresses (torch's data_ptr()), sizes and element strides,
 // so the extension never needs torch headers. The Python wrapper
-// (llmcore.builtin.native_attention_op) checks devices, dtypes and shapes before it
+// (llmcore.ops.attention) checks devices, dtypes and shapes before it
 // calls these; here the sizes are checked again and the GIL is released for the work.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcore.builtin.activations import gelu
 from llmcore.hookspecs import hookimpl
+from llmcore.ops.activation import gelu
 
 
 class GeluMLP(nn.Module):

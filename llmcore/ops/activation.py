@@ -1,4 +1,4 @@
-"""Activation functions with llmcore's own CPU kernels.
+"""Activation functions on llmcore's own CPU kernels (``csrc/activation``).
 
 :func:`gelu` with ``approximate="tanh"`` (GPT-2's) runs one C++ pass forward and one
 backward on contiguous float32/bfloat16 CPU tensors, about three times faster than torch's
@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}  # dtype codes of the C++ kernels
+from llmcore.ops.dtypes import ACTIVATION_CPU, CODES
 
 
 def _native(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in _DTYPE_CODES and x.is_contiguous()
+    """Whether the kernels take ``x``: contiguous, on CPU, in one of their dtypes."""
+    return x.device.type == "cpu" and x.dtype in ACTIVATION_CPU and x.is_contiguous()
 
 
 def _gelu_tanh_forward(x: torch.Tensor) -> torch.Tensor:
@@ -23,7 +24,7 @@ def _gelu_tanh_forward(x: torch.Tensor) -> torch.Tensor:
 
     y = torch.empty_like(x)
     _C.gelu_tanh_forward(
-        _DTYPE_CODES[x.dtype], x.numel(), x.data_ptr(), y.data_ptr(), torch.get_num_threads()
+        CODES[x.dtype], x.numel(), x.data_ptr(), y.data_ptr(), torch.get_num_threads()
     )
     return y
 
@@ -44,7 +45,7 @@ class _GeluTanh(torch.autograd.Function):
 
         dx = torch.empty_like(x)
         _C.gelu_tanh_backward(
-            _DTYPE_CODES[x.dtype], x.numel(), grad.data_ptr(), x.data_ptr(), dx.data_ptr(),
+            CODES[x.dtype], x.numel(), grad.data_ptr(), x.data_ptr(), dx.data_ptr(),
             torch.get_num_threads(),
         )  # fmt: skip
         return dx
