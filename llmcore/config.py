@@ -92,7 +92,15 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    """The transformer's shape and the components of its blocks."""
+    """The transformer's shape and the components of its blocks.
+
+    ``n_kv_head``, ``head_dim`` and ``qkv_bias`` hold what the config file says, None meaning
+    "derived"; read the values a model is built with from :attr:`kv_heads`,
+    :attr:`head_size` and :attr:`qkv_has_bias`, which derive them here and nowhere else.
+    Keeping the fields as written means a saved ``config.yaml`` stays as the user wrote it,
+    and changing ``n_head`` or ``n_embd`` later (``--set``, ``dataclasses.replace``) cannot
+    leave a stale derived value behind.
+    """
 
     vocab_size: int | None = None  # None: taken from the tokenizer
     block_size: int = 256
@@ -112,6 +120,21 @@ class ModelConfig:
     norm: Component = _c("layernorm")
     mlp: Component = _c("gelu")
     position: Component = _c("learned")
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``n_kv_head``, or ``n_head`` (plain multi-head attention)."""
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def head_size(self) -> int:
+        """Width of one attention head: ``head_dim``, or ``n_embd // n_head``."""
+        return self.n_embd // self.n_head if self.head_dim is None else self.head_dim
+
+    @property
+    def qkv_has_bias(self) -> bool:
+        """Whether the q/k/v projection has a bias: ``qkv_bias``, or ``bias``."""
+        return self.bias if self.qkv_bias is None else self.qkv_bias
 
 
 @dataclass
@@ -372,7 +395,11 @@ def check_consistency(cfg: Config, source: str = "<config>") -> None:
         raise ConfigError(
             f"{source}: model.n_embd: {m.n_embd} is not divisible by model.n_head={m.n_head}"
         )
-    kv = m.n_kv_head or m.n_head
+    if m.head_size <= 0:
+        raise ConfigError(
+            f"{source}: model.head_dim: must be a positive integer, found {m.head_dim}"
+        )
+    kv = m.kv_heads
     if kv <= 0 or m.n_head % kv:
         raise ConfigError(f"{source}: model.n_kv_head: {kv} must divide model.n_head={m.n_head}")
     if not 0.0 <= m.dropout < 1.0:

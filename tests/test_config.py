@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import yaml
 
 import llmcore
 from llmcore.components import validate_components
-from llmcore.config import Component, config_from_dict, dump_yaml, load_config, presets
+from llmcore.config import (
+    Component,
+    ModelConfig,
+    config_from_dict,
+    dump_yaml,
+    load_config,
+    presets,
+)
 from llmcore.errors import ConfigError
 
 
@@ -223,3 +232,29 @@ def test_gpt2_preset_tokenizer_is_bundled_and_equals_the_reference_files():
     text = "Hello world, it's 2026!\n\tSpaces   and émojis 🎉"
     assert tok.vocab_size == ref.vocab_size == 50257
     assert tok.encode(text) == ref.encode(text)
+
+
+def test_model_config_derives_heads_and_qkv_bias_from_the_fields_as_written():
+    m = ModelConfig(n_head=6, n_embd=384, bias=False)
+    assert (m.head_size, m.kv_heads, m.qkv_has_bias) == (384 // 6, 6, False)
+    m = ModelConfig(n_head=8, n_kv_head=2, n_embd=64, head_dim=16, bias=True, qkv_bias=False)
+    assert (m.head_size, m.kv_heads, m.qkv_has_bias) == (16, 2, False)
+
+
+def test_changing_n_head_later_leaves_no_stale_derived_value(tmp_path):
+    m = load_config("shakespeare-char").model
+    assert m.head_dim is None and m.head_size == m.n_embd // m.n_head
+    wider = dataclasses.replace(m, n_head=m.n_head * 2)
+    assert (wider.head_size, wider.kv_heads) == (m.n_embd // (m.n_head * 2), m.n_head * 2)
+    # a saved config keeps the derived fields unset, so --set over it derives afresh
+    saved = yaml.safe_load(dump_yaml(load_config("shakespeare-char")))
+    assert saved["model"]["head_dim"] is None and saved["model"]["n_kv_head"] is None
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    again = load_config(path, ["model.n_head=2"]).model
+    assert (again.head_size, again.kv_heads) == (again.n_embd // 2, 2)
+
+
+def test_head_dim_must_be_positive():
+    with pytest.raises(ConfigError, match=r"model\.head_dim: must be a positive integer"):
+        config_from_dict({"model": {"head_dim": 0}})

@@ -220,6 +220,7 @@ def model_config(h: dict[str, Any]) -> ModelConfig:
     # llmcore has one bias flag for all linears plus a q/k/v override; a linear that HF lacks
     # but llmcore's flag implies is loaded as zeros (exactly the same function).
     bias = h["o_bias"] or h["mlp_bias"]
+    # Fields equal to what ModelConfig derives stay None, as a hand-written config has them.
     return ModelConfig(
         vocab_size=h["vocab_size"],
         block_size=h["max_position_embeddings"],
@@ -248,9 +249,7 @@ def hf_config(model: Any, *, bos_id: int | None = None, eos_id: int | None = Non
     m: ModelConfig = model.config
     block = model.blocks[0]
     names = (m.position.name, m.norm.name, m.mlp.name)
-    head_dim = m.head_dim or m.n_embd // m.n_head
-    kv = m.n_kv_head or m.n_head
-    qkv_bias = m.bias if m.qkv_bias is None else m.qkv_bias
+    head_dim, kv, qkv_bias = m.head_size, m.kv_heads, m.qkv_has_bias
     common = {"vocab_size": m.vocab_size, "tie_word_embeddings": m.tie_embeddings}
     if names[0] == "learned" and names[1] == "layernorm" and names[2] in ("gelu", "relu"):
         act = "relu" if names[2] == "relu" else _gelu_name(block.mlp.approximate)
