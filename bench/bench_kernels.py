@@ -48,12 +48,12 @@ def _per_dtype(case, repeats: int) -> dict:
 
 def _gelu_case(dtype: torch.dtype, repeats: int) -> dict:
     from llmcore import _C
-    from llmcore.builtin.activations import _DTYPE_CODES
+    from llmcore.ops.dtypes import CODES
 
     x = (torch.randn(1024, 3072) * 3).to(dtype)
     g = torch.randn_like(x)
     y, dx = torch.empty_like(x), torch.empty_like(x)
-    code, n, threads = _DTYPE_CODES[dtype], x.numel(), torch.get_num_threads()
+    code, n, threads = CODES[dtype], x.numel(), torch.get_num_threads()
     ms = _median_ms(
         {
             "llmcore_forward": lambda: _C.gelu_tanh_forward(
@@ -83,7 +83,7 @@ def _gelu_case(dtype: torch.dtype, repeats: int) -> dict:
 
 
 def _logits_case(dtype: torch.dtype, repeats: int) -> dict:
-    from llmcore.model import _row_stride
+    from llmcore.ops.loss import _row_stride
 
     n, c, v = 1024, 768, 50257
     h, w = torch.randn(n, c).to(dtype), torch.randn(v, c).to(dtype)

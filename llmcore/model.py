@@ -1,16 +1,21 @@
-"""The transformer, assembled only from registered components.
+"""The transformer: a decoder-only language model built from finished parts.
 
     tokens -> embedding -> position.embed -> N x Block -> final norm -> LM head -> logits
     Block:  x + attention(norm(x)),  then  x + mlp(norm(x))
 
-Attention rotates q and k with ``position.rotate`` and calls the ``attention`` plugin; with a
-:class:`KVCache` the new keys and values are written in place and attention reads the cache.
+The modules here never look a component up by name: :func:`build_model` (with
+:func:`build_block` and :func:`build_attention`) creates the configured norm, MLP, attention
+and position plugins through :func:`llmcore.components.create` and passes them in, so a
+:class:`Block` can be built from hand-made parts as well. Attention rotates q and k with
+``position.rotate`` and calls the ``attention`` plugin; with a :class:`KVCache` the new keys
+and values are written in place and attention reads the cache. The fused LM-head loss lives
+in :mod:`llmcore.ops.loss`.
 """
 
 from __future__ import annotations
 
 import math
-import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,300 +23,12 @@ from torch import nn
 
 from llmcore.components import create
 from llmcore.config import ModelConfig
+from llmcore.ops.loss import LossWorkspace, TiedEmbedding, TiedGradient, linear_cross_entropy
 
 
 def _dropout(p: float) -> nn.Module:
     """Dropout, or Identity when ``p == 0`` (a zero-rate Dropout still runs a kernel per call)."""
     return nn.Dropout(p) if p > 0 else nn.Identity()
-
-
-def _lm_head_chunk(vocab_size: int) -> int:
-    """Rows of logits computed at once by the fused loss: about 24M logits (96 MB in fp32).
-    In float32 every chunk adds its product into the (V, C) weight gradient, so fewer,
-    larger chunks make fewer passes over it."""
-    return max(64, (24 << 20) // max(1, vocab_size))
-
-
-def _row_stride(vocab_size: int) -> int:
-    """Row stride of a logits buffer: ``vocab_size`` rounded up to 16 elements. BLAS writes
-    rows with an odd leading dimension such as GPT-2's 50257 markedly slower (a third, for
-    fp32 on AVX-512) than rows that start on a cache-line boundary."""
-    return -(-vocab_size // 16) * 16
-
-
-def _poison_default() -> bool:
-    """Whether scratch buffers start out filled with NaN (``LLMCORE_POISON_SCRATCH=1``): a
-    debug switch that makes a kernel reading memory it did not write fail loudly on every
-    machine, not only on those whose matmuls happen to read it (AMX tiles read whole blocks)."""
-    return os.environ.get("LLMCORE_POISON_SCRATCH", "") not in ("", "0")
-
-
-class LossWorkspace:
-    """Buffers the fused loss reuses from one call to the next: its logits and, under
-    autocast, the low-precision copy of the LM-head weight and of its gradient.
-
-    Both live only inside the forward pass, so a training loop reuses the same memory every
-    step instead of asking the OS for ~100 MB of fresh pages (first writes to new pages cost
-    more than the arithmetic done on them). A :class:`Transformer` holds one; a call that
-    finds it in use (a nested or concurrent forward) takes fresh buffers instead.
-
-    With ``poison`` (default: the ``LLMCORE_POISON_SCRATCH`` environment variable) every
-    buffer is filled with NaN each time it is handed out, so that a reader of memory nobody
-    wrote shows up as NaN gradients in tests."""
-
-    def __init__(self, poison: bool | None = None) -> None:
-        self._buffers: dict[str, torch.Tensor] = {}
-        # name -> (cols, stride, rows) whose padding columns are known to hold zeros
-        self._zeroed: dict[str, tuple[int, int, int]] = {}
-        self.busy = False
-        self.poison = _poison_default() if poison is None else poison
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
-        """A tensor of ``shape`` backed by the buffer ``name`` when it fits. Its contents are
-        whatever the last user left (NaN with ``poison``): callers write all of it."""
-        n = math.prod(shape)
-        buf = self._buffers.get(name)
-        if (
-            buf is None
-            or buf.dtype != dtype
-            or buf.device != torch.device(device)
-            or buf.numel() < n
-        ):
-            buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
-            self._zeroed.pop(name, None)
-        if self.poison and dtype.is_floating_point:
-            buf.fill_(float("nan"))
-            self._zeroed.pop(name, None)
-        return buf[:n].view(shape)
-
-    def get_padded(
-        self, name: str, rows: int, cols: int, dtype: torch.dtype, device
-    ) -> torch.Tensor:
-        """A ``(rows, cols)`` view whose row stride is ``cols`` rounded up to 16 elements, with
-        zeros in the padding columns. Matmuls that read a strided operand may read whole
-        blocks of K past ``cols`` (bfloat16 on AMX does): the padding must never hold
-        garbage. It is zeroed when the buffer or its layout is new, not on every call."""
-        stride = _row_stride(cols)
-        full = self.get(name, (rows, stride), dtype, device)
-        done = self._zeroed.get(name)
-        if stride > cols and (done is None or done[:2] != (cols, stride) or done[2] < rows):
-            full[:, cols:].zero_()
-            self._zeroed[name] = (cols, stride, rows)
-        return full[:, :cols]
-
-    def clear(self) -> None:
-        """Release the buffers (the next call allocates them again)."""
-        self._buffers.clear()
-        self._zeroed.clear()
-
-
-_VOCAB_BLOCK = 8192  # vocabulary rows per product of the low-precision weight gradient
-
-_NATIVE_XENT_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # dtype codes of the C++ kernel
-
-
-def _softmax_xent_(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    ignore_index: int,
-    grads: bool,
-    grad_scale: float | torch.Tensor = 1.0,
-):
-    """Per-row NLL (fp32) of ``targets`` under ``logits`` (n, V); with ``grads`` the logits
-    are overwritten with ``(softmax - onehot) * grad_scale`` (zero rows where the target is
-    ignored).
-
-    On CPU this is one C++ pass per row over cache-resident data; elsewhere torch ops in
-    fp32 compute the same thing."""
-    n, V = logits.shape
-    native = logits.dtype in _NATIVE_XENT_DTYPES and (V == 1 or logits.stride(1) == 1)
-    if logits.device.type == "cpu" and native:
-        from llmcore import _C
-
-        nll = torch.empty(n, dtype=torch.float32)
-        targets = targets.to(torch.int64).contiguous()
-        _C.softmax_cross_entropy(
-            _NATIVE_XENT_DTYPES[logits.dtype], n, V, logits.data_ptr(), logits.stride(0),
-            targets.data_ptr(), ignore_index, nll.data_ptr(), grads, torch.get_num_threads(),
-            float(grad_scale),
-        )  # fmt: skip
-        return nll
-    valid = targets != ignore_index
-    safe = torch.where(valid, targets, 0)[:, None]
-    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    picked = x.gather(1, safe).squeeze(1)
-    top = x.amax(dim=-1, keepdim=True)
-    e = x.sub(top).exp_()
-    total = e.sum(dim=-1, keepdim=True)
-    nll = ((top + total.log()).squeeze(1) - picked) * valid
-    if grads:
-        p = e.div_(total)
-        p.scatter_add_(1, safe, -torch.ones_like(picked[:, None]))
-        logits.copy_(p.mul_(valid[:, None] * grad_scale))
-    return nll
-
-
-class _TiedGradient:
-    """Hands the fused loss's LM-head weight gradient to the token embedding's backward when
-    the two share one weight. The embedding then adds its few rows into that gradient in
-    place, instead of autograd zero-filling a second (V, C) gradient and adding the two."""
-
-    def __init__(self) -> None:
-        self.grad_w: torch.Tensor | None = None
-        self.given = False
-
-    def give(self, grad_w: torch.Tensor | None) -> None:
-        if self.given:
-            raise RuntimeError(
-                "model.loss(): a second backward through the same loss is not supported "
-                "with tied embeddings (the weight gradient is combined in place); compute the "
-                "loss again, or set model.fuse_tied_gradient = False"
-            )
-        self.grad_w, self.given = grad_w, True
-
-    def take(self) -> torch.Tensor | None:
-        grad_w, self.grad_w = self.grad_w, None
-        return grad_w
-
-
-class _TiedEmbedding(torch.autograd.Function):
-    """``F.embedding(idx, weight)`` whose weight gradient is the loss's (V, C) gradient,
-    taken from ``link``, plus this lookup's rows."""
-
-    @staticmethod
-    def forward(ctx, idx, weight, link):
-        ctx.save_for_backward(idx)
-        ctx.link = link
-        ctx.weight_meta = (weight.shape, weight.dtype)
-        return F.embedding(idx, weight)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (idx,) = ctx.saved_tensors
-        shape, dtype = ctx.weight_meta
-        grad_w = ctx.link.take()
-        if grad_w is None:  # the loss contributed nothing (its backward did not run)
-            grad_w = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
-        grad_w.index_add_(0, idx.reshape(-1), grad.reshape(-1, shape[1]).to(grad_w.dtype))
-        return None, grad_w.to(dtype), None
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``h @ weight.T`` against ``targets`` without materialising the
-    ``(N, V)`` logits in fp32: rows are processed in chunks, and because the loss is a scalar
-    its gradients are computed in the same pass (softmax minus one-hot, already divided by
-    the number of targets), so backward only hands them over. Matmuls run in the autocast
-    dtype when autocast is on; softmax in fp32. In a low-precision dtype the softmax
-    gradients of every row are kept and the weight gradient is one matmul at the end (CPU
-    matmuls cannot accumulate bf16 products into fp32)."""
-
-    @staticmethod
-    def forward(ctx, h, weight, targets, ignore_index, chunk, grads, workspace, tied):
-        device_type = h.device.type
-        dtype = h.dtype
-        if torch.is_autocast_enabled(device_type):
-            dtype = torch.get_autocast_dtype(device_type)
-        acc = torch.promote_types(dtype, torch.float32)  # softmax and sums: fp32 at least
-        low = dtype != acc
-        if workspace is None or workspace.busy:
-            workspace = LossWorkspace()  # fresh buffers, freed on return
-        workspace.busy = True
-        try:
-            with torch.autocast(device_type, enabled=False):
-                hx = h.to(dtype)
-                if weight.dtype == dtype:
-                    wx = weight
-                else:
-                    wx = workspace.get("weight", weight.shape, dtype, weight.device)
-                    wx.copy_(weight)
-                N, V = hx.shape[0], wx.shape[0]
-                n_valid = (targets != ignore_index).sum().clamp_(min=1).to(acc)
-                grad_scale = 1.0 / n_valid
-                n_chunks = max(1, -(-N // chunk))
-                chunk = -(-N // n_chunks)  # equal chunks: no sliver at the end
-                keep_all = grads and low  # every row's gradient, for one weight matmul
-                rows = N if keep_all else min(chunk, N)
-                buf = workspace.get_padded("logits", rows, V, dtype, h.device)
-                loss = torch.zeros((), dtype=acc, device=h.device)
-                grad_h = torch.empty_like(hx) if grads else None
-                grad_w = None
-                if grads and not low:
-                    grad_w = torch.empty(weight.shape, dtype=acc, device=h.device)
-                if keep_all:  # whole-matrix products: BLAS runs them faster than chunks
-                    torch.mm(hx, wx.t(), out=buf)
-                    loss += _softmax_xent_(buf, targets, ignore_index, True, grad_scale).sum()
-                    torch.mm(buf, wx, out=grad_h)
-                    grad_w_low = workspace.get("grad_w", tuple(weight.shape), dtype, h.device)
-                    # P^T h in blocks of vocabulary rows: for bf16 on CPU a sixth faster
-                    # than one product with the whole transposed P.
-                    for v in range(0, V, _VOCAB_BLOCK):
-                        w = min(v + _VOCAB_BLOCK, V)
-                        torch.mm(buf[:, v:w].t(), hx, out=grad_w_low[v:w])
-                    grad_w = grad_w_low.to(acc)
-                for s in range(0, 0 if keep_all else N, chunk):
-                    e = min(s + chunk, N)
-                    hc = hx[s:e]
-                    logits = buf[: e - s]
-                    torch.mm(hc, wx.t(), out=logits)
-                    nll = _softmax_xent_(logits, targets[s:e], ignore_index, grads, grad_scale)
-                    loss += nll.sum()
-                    if grads:
-                        torch.mm(logits, wx, out=grad_h[s:e])
-                        if s == 0:
-                            torch.mm(logits.t(), hc, out=grad_w)
-                        else:
-                            grad_w.addmm_(logits.t(), hc)
-                if grads and not low and N == 0:
-                    grad_w.zero_()
-                loss /= n_valid
-        finally:
-            workspace.busy = False
-        if grads:
-            ctx.save_for_backward(grad_h, grad_w)
-        ctx.dtypes = (h.dtype, weight.dtype)
-        ctx.tied = tied
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        if ctx.tied is not None and ctx.tied.given:
-            ctx.tied.give(None)  # raises: the saved weight gradient was changed in place
-        grad_h, grad_w = ctx.saved_tensors
-        if grad_out.device.type != "cpu" or grad_out.item() != 1.0:  # a scaled or weighted loss
-            grad_h, grad_w = grad_h * grad_out, grad_w * grad_out
-        if ctx.tied is not None:  # the embedding's backward adds its rows and returns it
-            ctx.tied.give(grad_w)
-            return grad_h.to(ctx.dtypes[0]), None, None, None, None, None, None, None
-        return (
-            grad_h.to(ctx.dtypes[0]),
-            grad_w.to(ctx.dtypes[1]),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-
-
-def linear_cross_entropy(
-    h: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    ignore_index: int = -100,
-    chunk: int | None = None,
-    workspace: LossWorkspace | None = None,
-    tied: _TiedGradient | None = None,
-) -> torch.Tensor:
-    """``F.cross_entropy(h @ weight.T, targets)`` (mean over targets that are not
-    ``ignore_index``; 0 when there are none) computed in row chunks, never holding all logits.
-    ``h`` is ``(N, C)``, ``weight`` ``(V, C)``, ``targets`` ``(N,)``; ``workspace`` keeps the
-    scratch buffers for the next call."""
-    chunk = chunk or _lm_head_chunk(weight.shape[0])
-    grads = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    return _LinearCrossEntropy.apply(
-        h, weight, targets, ignore_index, chunk, grads, workspace, tied
-    )
 
 
 class KVCache:
@@ -351,25 +68,36 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head (or grouped-query) causal self-attention around an attention plugin."""
+    """Multi-head (or grouped-query) causal self-attention around an attention function.
 
-    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+    ``attend(q, k, v, causal=, mask=, window=)`` is the attention plugin; this module owns
+    the projections and the head layout. ``layer`` is its index into a :class:`KVCache`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_head: int,
+        n_kv_head: int,
+        head_dim: int,
+        attend: Any,
+        *,
+        layer: int = 0,
+        qkv_bias: bool = True,
+        bias: bool = True,
+        window: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.layer = layer
-        self.n_head = cfg.n_head
-        self.n_kv_head = cfg.n_kv_head or cfg.n_head
-        self.head_dim = cfg.head_dim or cfg.n_embd // cfg.n_head
-        self.window = cfg.sliding_window
-        qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
-        self.sizes = (
-            self.n_head * self.head_dim,
-            self.n_kv_head * self.head_dim,
-            self.n_kv_head * self.head_dim,
-        )
-        self.qkv = nn.Linear(cfg.n_embd, sum(self.sizes), bias=qkv_bias)
-        self.proj = nn.Linear(self.n_head * self.head_dim, cfg.n_embd, bias=cfg.bias)
-        self.attend = create("attention", cfg.attention, "model.attention")
-        self.dropout = _dropout(cfg.dropout)
+        self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
+        self.window = window
+        # one matmul for q, k and v; with GQA k and v have fewer heads than q
+        self.sizes = (n_head * head_dim, n_kv_head * head_dim, n_kv_head * head_dim)
+        self.qkv = nn.Linear(dim, sum(self.sizes), bias=qkv_bias)
+        self.proj = nn.Linear(n_head * head_dim, dim, bias=bias)
+        self.attend = attend
+        self.dropout = _dropout(dropout)
 
     def forward(self, x, position, positions, cache: KVCache | None = None, mask=None):
         B, T, _ = x.shape
@@ -377,26 +105,31 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        q, k = position.rotate(q, k, positions)
+        q, k = position.rotate(q, k, positions)  # rope turns q and k; learned returns them
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)  # (B, Hkv, Tk, D)
+            k, v = cache.update(self.layer, k, v)  # (B, Hkv, Tk, D): the past and the new
         y = self.attend(q, k, v, causal=True, mask=mask, window=self.window)  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, H*D)
         return self.dropout(self.proj(y))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block."""
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
-    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+    def __init__(
+        self,
+        norm1: nn.Module,
+        attn: CausalSelfAttention,
+        norm2: nn.Module,
+        mlp: nn.Module,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.norm1 = create("norm", cfg.norm, "model.norm", dim=cfg.n_embd, bias=cfg.bias)
-        self.attn = CausalSelfAttention(cfg, layer)
-        self.norm2 = create("norm", cfg.norm, "model.norm", dim=cfg.n_embd, bias=cfg.bias)
-        self.mlp = create(
-            "mlp", cfg.mlp, "model.mlp", dim=cfg.n_embd, hidden_dim=cfg.mlp_hidden, bias=cfg.bias
-        )
-        self.dropout = _dropout(cfg.dropout)
+        self.norm1 = norm1
+        self.attn = attn
+        self.norm2 = norm2
+        self.mlp = mlp
+        self.dropout = _dropout(dropout)
 
     def forward(self, x, position, positions, cache=None, mask=None):
         x = x + self.attn(self.norm1(x), position, positions, cache, mask)
@@ -404,33 +137,31 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A decoder-only language model; ``forward(idx)`` returns logits ``(B, T, V)``."""
+    """A decoder-only language model; ``forward(idx)`` returns logits ``(B, T, V)``.
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    Built from finished parts (see :func:`build_model`); ``cfg`` is kept as ``config`` for
+    the shape of caches and exports, and gives the dropout rate and initialisation.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        wte: nn.Embedding,
+        position: nn.Module,
+        blocks: list[Block],
+        norm_f: nn.Module,
+        lm_head: nn.Linear,
+    ) -> None:
         super().__init__()
-        if cfg.vocab_size is None:
-            raise ValueError(
-                "model.vocab_size must be set (build_model takes it from the tokenizer)"
-            )
         self.config = cfg
-        head_dim = cfg.head_dim or cfg.n_embd // cfg.n_head
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.position = create(
-            "position",
-            cfg.position,
-            "model.position",
-            dim=cfg.n_embd,
-            head_dim=head_dim,
-            max_seq_len=cfg.block_size,
-        )
+        self.wte = wte
+        self.position = position
         self.dropout = _dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.norm_f = create("norm", cfg.norm, "model.norm", dim=cfg.n_embd, bias=cfg.bias)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.wte.weight
+        self.blocks = nn.ModuleList(blocks)
+        self.norm_f = norm_f
+        self.lm_head = lm_head
         self.loss_workspace = LossWorkspace()  # scratch of loss(), reused across steps
-        # loss() with tied embeddings: one (V, C) weight gradient, see _TiedGradient
+        # loss() with tied embeddings: one (V, C) weight gradient, see TiedGradient
         self.fuse_tied_gradient = True
         self.reset_parameters()
 
@@ -440,6 +171,7 @@ class Transformer(nn.Module):
         std = self.config.init_std
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
+                # the projections that add into the residual stream: n_layer of each add up
                 out_proj = name.endswith(("attn.proj", "mlp.proj", "mlp.down"))
                 nn.init.normal_(
                     module.weight,
@@ -458,18 +190,18 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         cache: KVCache | None = None,
         mask: torch.Tensor | None = None,
-        _tied: _TiedGradient | None = None,
+        _tied: TiedGradient | None = None,
     ) -> torch.Tensor:
         """The final-norm outputs ``(B, T, C)`` for token ids ``idx`` (B, T)."""
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
+        start = cache.length if cache is not None else 0  # decode continues after the cache
         if positions is None:
             positions = torch.arange(start, start + T, device=idx.device)  # (T,)
         if _tied is None:
-            tokens = self.wte(idx)
-        else:
-            tokens = _TiedEmbedding.apply(idx, self.wte.weight, _tied)
-        x = self.position.embed(tokens, positions)  # (B, T, C)
+            tokens = self.wte(idx)  # (B, T, C)
+        else:  # the loss hands its head-weight gradient to this lookup's backward
+            tokens = TiedEmbedding.apply(idx, self.wte.weight, _tied)
+        x = self.position.embed(tokens, positions)  # (B, T, C): learned adds wpe, rope does not
         x = self.dropout(x)
         for block in self.blocks:
             x = block(x, self.position, positions, cache, mask)
@@ -492,6 +224,7 @@ class Transformer(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
     ) -> torch.Tensor:
         """Mean next-token cross-entropy of ``idx`` against ``targets`` (B, T)."""
+        # The fused loss knows only a bias-free nn.Linear head (LoRA or a bias: plain path).
         plain = self.lm_head.bias is not None or type(self.lm_head) is not nn.Linear
         plain = plain or torch.compiler.is_compiling()  # inductor fuses the plain loss itself
         tied = None
@@ -503,10 +236,10 @@ class Transformer(nn.Module):
             and self.wte.weight.requires_grad
             and type(self.wte) is nn.Embedding
         ):
-            tied = _TiedGradient()
-        h = self.hidden_states(idx, _tied=tied)
+            tied = TiedGradient()
+        h = self.hidden_states(idx, _tied=tied)  # (B, T, C)
         if plain:
-            logits = self.lm_head(h)
+            logits = self.lm_head(h)  # (B, T, V)
             return F.cross_entropy(
                 logits.view(-1, logits.size(-1)).float(),
                 targets.reshape(-1),
@@ -514,7 +247,7 @@ class Transformer(nn.Module):
             )
         # the LM head and its logits are most of the FLOPs and memory: fuse them with the loss
         return linear_cross_entropy(
-            h.reshape(-1, h.size(-1)),
+            h.reshape(-1, h.size(-1)),  # (B*T, C)
             self.lm_head.weight,
             targets.reshape(-1),
             ignore_index,
@@ -531,9 +264,9 @@ class Transformer(nn.Module):
         return KVCache(
             cfg.n_layer,
             batch,
-            cfg.n_kv_head or cfg.n_head,
+            cfg.kv_heads,
             max_len or cfg.block_size,
-            cfg.head_dim or cfg.n_embd // cfg.n_head,
+            cfg.head_size,
             dtype=dtype or w.dtype,
             device=w.device,
         )
@@ -549,9 +282,45 @@ class Transformer(nn.Module):
         c = self.config
         return (
             f"params={self.num_params() / 1e6:.2f}M, n_layer={c.n_layer}, n_head={c.n_head}, "
-            f"n_kv_head={c.n_kv_head or c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, "
+            f"n_kv_head={c.kv_heads}, n_embd={c.n_embd}, block_size={c.block_size}, "
             f"vocab_size={c.vocab_size}"
         )
+
+
+# -- builders: the only place the parts are looked up by name --------------------------------
+
+
+def build_attention(cfg: ModelConfig, layer: int) -> CausalSelfAttention:
+    """The attention of block ``layer``, around the configured attention plugin."""
+    return CausalSelfAttention(
+        cfg.n_embd,
+        cfg.n_head,
+        cfg.kv_heads,
+        cfg.head_size,
+        create("attention", cfg.attention, "model.attention"),
+        layer=layer,
+        qkv_bias=cfg.qkv_has_bias,
+        bias=cfg.bias,
+        window=cfg.sliding_window,
+        dropout=cfg.dropout,
+    )
+
+
+def build_block(cfg: ModelConfig, layer: int) -> Block:
+    """Block ``layer`` with the configured norm, attention and MLP plugins."""
+
+    def norm() -> nn.Module:
+        return create("norm", cfg.norm, "model.norm", dim=cfg.n_embd, bias=cfg.bias)
+
+    # built in this order so that the random init draws as many numbers, in the same order,
+    # as a model built before (reset_parameters re-draws them all after)
+    norm1 = norm()
+    attn = build_attention(cfg, layer)
+    norm2 = norm()
+    mlp = create(
+        "mlp", cfg.mlp, "model.mlp", dim=cfg.n_embd, hidden_dim=cfg.mlp_hidden, bias=cfg.bias
+    )
+    return Block(norm1, attn, norm2, mlp, cfg.dropout)
 
 
 def build_model(cfg, vocab_size: int | None = None) -> Transformer:
@@ -559,9 +328,23 @@ def build_model(cfg, vocab_size: int | None = None) -> Transformer:
 
     ``vocab_size`` fills ``model.vocab_size`` when the config leaves it unset.
     """
-    mcfg = cfg.model if hasattr(cfg, "model") else cfg
+    mcfg: ModelConfig = cfg.model if hasattr(cfg, "model") else cfg
     if mcfg.vocab_size is None:
         if vocab_size is None:
             raise ValueError("model.vocab_size is not set: pass vocab_size (the tokenizer's)")
         mcfg.vocab_size = vocab_size
-    return Transformer(mcfg)
+    wte = nn.Embedding(mcfg.vocab_size, mcfg.n_embd)
+    position = create(
+        "position",
+        mcfg.position,
+        "model.position",
+        dim=mcfg.n_embd,
+        head_dim=mcfg.head_size,
+        max_seq_len=mcfg.block_size,
+    )
+    blocks = [build_block(mcfg, i) for i in range(mcfg.n_layer)]
+    norm_f = create("norm", mcfg.norm, "model.norm", dim=mcfg.n_embd, bias=mcfg.bias)
+    lm_head = nn.Linear(mcfg.n_embd, mcfg.vocab_size, bias=False)
+    if mcfg.tie_embeddings:
+        lm_head.weight = wte.weight  # one (V, C) matrix reads tokens in and scores them out
+    return Transformer(mcfg, wte, position, blocks, norm_f, lm_head)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmcore.model import _softmax_xent_, linear_cross_entropy
+from llmcore.ops.loss import _softmax_xent_, linear_cross_entropy
 
 
 def reference(logits: torch.Tensor, targets: torch.Tensor, ignore: int = -100):
@@ -132,7 +132,7 @@ def test_fused_loss_reuses_its_workspace_and_scales_weighted_losses(autocast):
     """Two calls through one workspace (the second reuses the first's buffers) give what
     fresh buffers give; a loss multiplied by a weight before backward scales both
     gradients; an odd vocabulary (padded logits rows) changes nothing."""
-    from llmcore.model import LossWorkspace
+    from llmcore.ops.loss import LossWorkspace
 
     g = torch.Generator().manual_seed(1)
     h = torch.randn(70, 24, generator=g, requires_grad=True)
@@ -213,7 +213,7 @@ def test_nan_filled_scratch_never_reaches_the_gradients(dtype, vocab):
     leftover memory may on any machine: the gradients stay finite and equal to those from
     fresh, clean buffers, and the logits rows' padding columns hold zeros. bfloat16 matmuls
     on AMX read whole blocks of K past the row's end, so garbage there became NaN."""
-    from llmcore.model import LossWorkspace, _row_stride
+    from llmcore.ops.loss import LossWorkspace, _row_stride
 
     g = torch.Generator().manual_seed(vocab)
     h = torch.randn(48, 32, generator=g, requires_grad=True)
@@ -242,7 +242,7 @@ def test_nan_filled_scratch_never_reaches_the_gradients(dtype, vocab):
 
 
 def test_poison_switch_follows_the_environment(monkeypatch):
-    from llmcore.model import LossWorkspace
+    from llmcore.ops.loss import LossWorkspace
 
     monkeypatch.setenv("LLMCORE_POISON_SCRATCH", "1")
     ws = LossWorkspace()

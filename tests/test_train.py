@@ -263,7 +263,7 @@ def test_sequential_mode_trains(tmp_path):
 
 
 def test_fused_loss_matches_torch_cross_entropy():
-    from llmcore.model import linear_cross_entropy
+    from llmcore.ops.loss import linear_cross_entropy
 
     g = torch.Generator().manual_seed(0)
     for vocab, n, chunk in [(65, 100, 32), (1000, 77, 20), (50, 10, None)]:

@@ -1,5 +1,5 @@
 // Python bindings of the loss kernels: raw buffer addresses (torch's data_ptr()), sizes and
-// strides, so the extension needs no torch headers. llmcore.model checks dtypes, devices
+// strides, so the extension needs no torch headers. llmcore.ops.loss checks dtypes, devices
 // and layouts before calling; sizes and targets are checked again here.
 #include <pybind11/pybind11.h>
 

@@ -155,10 +155,10 @@ class _Uninitialised(TorchFunctionMode):
 def build_empty(cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str):
     """The Transformer of ``cfg`` with uninitialised parameters in ``dtype`` on ``device``:
     no fp32 copy of a half-precision model is ever made, and no time goes to random init."""
-    from llmcore.model import Transformer
+    from llmcore.model import build_model
 
     with torch.device(device), _Uninitialised(dtype):
-        model = Transformer(cfg)
+        model = build_model(cfg)
     wrong = {p.dtype for p in model.parameters()} - {dtype}
     if wrong:  # a component forced its own dtype: follow the user's choice all the same
         model.to(dtype)
