@@ -155,6 +155,7 @@ class TiedGradient:
         self.given = False
 
     def give(self, grad_w: torch.Tensor | None) -> None:
+        """Hand over the loss's (V, C) weight gradient (once per forward)."""
         if self.given:
             raise RuntimeError(
                 "model.loss(): a second backward through the same loss is not supported "
@@ -164,6 +165,7 @@ class TiedGradient:
         self.grad_w, self.given = grad_w, True
 
     def take(self) -> torch.Tensor | None:
+        """The handed-over gradient (None if the loss gave none); the link lets go of it."""
         grad_w, self.grad_w = self.grad_w, None
         return grad_w
 
