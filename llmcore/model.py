@@ -15,7 +15,7 @@ in :mod:`llmcore.ops.loss`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +80,7 @@ class CausalSelfAttention(nn.Module):
         n_head: int,
         n_kv_head: int,
         head_dim: int,
-        attend: Any,
+        attend: Callable[..., torch.Tensor],
         *,
         layer: int = 0,
         qkv_bias: bool = True,
@@ -326,7 +326,9 @@ def build_block(cfg: ModelConfig, layer: int) -> Block:
 def build_model(cfg, vocab_size: int | None = None) -> Transformer:
     """Build the model of a :class:`~llmcore.config.Config` (or a ModelConfig).
 
-    ``vocab_size`` fills ``model.vocab_size`` when the config leaves it unset.
+    ``vocab_size`` fills ``model.vocab_size`` when the config leaves it unset. The embedding,
+    position, blocks (:func:`build_block`), final norm and head are made here, in that
+    order, and handed to :class:`Transformer`.
     """
     mcfg: ModelConfig = cfg.model if hasattr(cfg, "model") else cfg
     if mcfg.vocab_size is None:
