@@ -1,0 +1,1 @@
+"""The Python face of csrc/: one module per C++ concept."""
