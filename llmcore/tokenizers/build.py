@@ -58,14 +58,21 @@ def missing_train_params(cls: Any, params: dict[str, Any]) -> list[str]:
 def check_train_params(name: str, cls: Any, params: dict[str, Any]) -> None:
     """ConfigError naming ``tokenizer.<param>`` for each required train param not set."""
     missing = missing_train_params(cls, params)
-    if missing:
-        fields = ", ".join(f"tokenizer.{m}" for m in missing)
-        raise ConfigError(
-            f"{fields}: tokenizer {name!r} learns its vocabulary from the training data and "
-            f"needs {fields} (for example `--set tokenizer.{missing[0]}=...`"
-            + (", an int such as 4096)" if "vocab_size" in missing else ")")
-            + "; or give the params that load an existing vocabulary instead"
+    if not missing:
+        return
+    fields = ", ".join(f"tokenizer.{m}" for m in missing)
+    example = 4096 if missing[0] == "vocab_size" else "..."
+    msg = (
+        f"{fields}: tokenizer {name!r} is trained on the run's data and needs {fields} "
+        f"(for example --set tokenizer.{missing[0]}={example})"
+    )
+    found = _params(cls, 0)
+    loaders = [p.name for p in found[0] if not p.name.startswith("_")] if found else []
+    if loaders:
+        msg += ", or build it from an existing vocabulary with " + ", ".join(
+            f"tokenizer.{p}" for p in loaders
         )
+    raise ConfigError(msg)
 
 
 def validate_tokenizer(name: str, params: dict[str, Any]) -> None:
