@@ -75,13 +75,17 @@ def check_train_params(name: str, cls: Any, params: dict[str, Any]) -> None:
     raise ConfigError(msg)
 
 
+def _tokenizer_class(name: str) -> Any:
+    try:
+        return plugins.factory("tokenizer", name)
+    except PluginError as exc:
+        raise ConfigError(f"tokenizer: {exc}") from None
+
+
 def validate_tokenizer(name: str, params: dict[str, Any]) -> None:
     """ConfigError when the ``tokenizer`` section names an unknown plugin, an unknown param,
     or (for one trained on the data) leaves out a required train param."""
-    try:
-        cls = plugins.factory("tokenizer", name)
-    except PluginError as exc:
-        raise ConfigError(f"tokenizer: {exc}") from None
+    cls = _tokenizer_class(name)
     if trains_on_data(cls, params):
         check_train_params(name, cls, params)
         return
@@ -94,10 +98,7 @@ def validate_tokenizer(name: str, params: dict[str, Any]) -> None:
 def tokenizer_from_config(name: str, params: dict[str, Any], texts: Callable[[], list[str]]) -> Any:
     """The tokenizer ``name`` built from ``params``, or trained on ``texts()`` (called only
     when training, so the data is read only then)."""
-    try:
-        cls = plugins.factory("tokenizer", name)
-    except PluginError as exc:
-        raise ConfigError(f"tokenizer: {exc}") from None
+    cls = _tokenizer_class(name)
     if trains_on_data(cls, params):
         check_train_params(name, cls, params)
         return cls.train(texts(), **params)
