@@ -50,3 +50,16 @@ def test_detect_format(tmp_path):
     assert detect.detect_format(marker) == (detect.SAVED, tmp_path / "saved")
     with pytest.raises(TokenizerError, match="no such tokenizer file or folder"):
         detect.detect_format(tmp_path / "missing")
+
+
+def test_foreign_formats_are_built_by_the_plugin_that_reads_their_kind(tmp_path):
+    from llmcore import plugins
+    from llmcore.tokenizers import BYTE_LEVEL_BPE, CHARACTERS, load_tokenizer, tokenizer_class_for
+
+    assert tokenizer_class_for(BYTE_LEVEL_BPE) is plugins.factory("tokenizer", "bpe")
+    assert tokenizer_class_for(CHARACTERS) is plugins.factory("tokenizer", "char")
+    with pytest.raises(TokenizerError, match="no registered tokenizer reads unigram"):
+        tokenizer_class_for("unigram", "x.json")
+    char = plugins.create("tokenizer", "char", chars="abc ")
+    char.save(tmp_path / "c")
+    assert load_tokenizer(tmp_path / "c").chars == list("abc ")
