@@ -33,7 +33,7 @@ sys.exit(
             "no:cacheprovider",
             "tests/test_bpe_exact.py",
             "tests/test_bpe_train.py",
-            "tests/test_bpe_loaders.py",
+            "tests/test_tokenizers_formats.py",
         ]
     )
 )

@@ -3,7 +3,7 @@
 has_openmp: bool
 
 # --- byte-level BPE tokenizer (csrc/bpe) ------------------------------------------------
-# The submodule llmcore._C.bpe, wrapped by llmcore.builtin.bpe.BPETokenizer. Written as a
+# The submodule llmcore._C.bpe, wrapped by llmcore.ops.bpe. Written as a
 # class because a single stub file cannot declare a submodule. Invalid tokenizer data and
 # undecodable ids raise llmcore.errors.TokenizerError.
 class bpe:

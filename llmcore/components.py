@@ -13,6 +13,7 @@ from typing import Any
 from llmcore import plugins
 from llmcore.config import Component, Config
 from llmcore.errors import ConfigError, LLMCoreError, PluginError
+from llmcore.tokenizers import validate_tokenizer
 
 
 def check_params(
@@ -65,7 +66,7 @@ def validate_components(cfg: Config) -> None:
     check_params("norm", m.norm, "model.norm", ("dim", "bias"))
     check_params("mlp", m.mlp, "model.mlp", ("dim", "hidden_dim", "bias"))
     check_params("position", m.position, "model.position", ("dim", "head_dim", "max_seq_len"))
-    check_params("tokenizer", Component(cfg.tokenizer.name, cfg.tokenizer.params), "tokenizer")
+    validate_tokenizer(cfg.tokenizer.name, cfg.tokenizer.params)
     check_params("optimizer", cfg.train.optimizer, "train.optimizer", ("named_params",))
     check_params("schedule", cfg.train.schedule, "train.schedule", ("optimizer",))
     for i, comp in enumerate(cfg.train.loggers):

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from os import PathLike
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from llmcore.tokenizers.vocab import Vocabulary
 
 #: The component kinds, each with one hook in :mod:`llmcore.hookspecs`.
 KINDS: tuple[str, ...] = (
@@ -37,11 +40,21 @@ class Tokenizer(Protocol):
     """Text <-> token ids.
 
     A tokenizer plugin registers a class (or factory) that builds a tokenizer from keyword
-    params. Tokenizers that learn their vocabulary from text (``char``) also offer
-    ``train(texts, **params)`` as a classmethod; every tokenizer can ``save(path)`` into a
-    folder and be rebuilt by the class-level ``load(path)``.
+    params. Every tokenizer can ``save(path)`` into a folder (whose ``llmcore-tokenizer.json``
+    marker gives ``name`` as its ``type``) and be rebuilt by the class-level ``load(path)``.
+
+    Class-level, optional:
+
+    * ``learns_from_data = True`` with a classmethod ``train(texts, **params)``: the
+      tokenizer is trained on a run's data when its config gives no params or only params of
+      ``train`` (a required one left out is a ConfigError naming ``tokenizer.<param>``).
+    * ``reads``: the :class:`~llmcore.tokenizers.vocab.Vocabulary` kinds (for example
+      ``llmcore.tokenizers.BYTE_LEVEL_BPE``) that the classmethod ``from_vocabulary(vocab)``
+      builds from; ``llmcore.load_tokenizer`` uses it for tiktoken, tokenizer.json and
+      GPT-2 files, which name no plugin.
     """
 
+    #: the registered name, written into saved folders
     name: str
 
     @property
@@ -78,6 +91,12 @@ class Tokenizer(Protocol):
 
     def save(self, path: str | PathLike[str]) -> None:
         """Write the tokenizer into the folder ``path`` (created if needed)."""
+        ...
+
+    def vocabulary(self) -> Vocabulary:
+        """What every id stands for, as exporters write it: the ordinary tokens' bytes, merge
+        ranks and ids, the special tokens, the pre-tokenizer pattern and the vocabulary kind
+        (byte-level BPE, or whole characters). The tokenizer must not be changed through it."""
         ...
 
 

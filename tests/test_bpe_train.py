@@ -8,8 +8,9 @@ import random
 import pytest
 import regex
 
-from llmcore.builtin.bpe import PAT_STR, BPETokenizer
+from llmcore.builtin.bpe import BPETokenizer
 from llmcore.errors import TokenizerError
+from llmcore.ops.bpe import PAT_STR
 from tests.test_bpe_common import FIX, hostile_text
 
 

@@ -5,15 +5,14 @@ This is nanoGPT's shakespeare-char tokenizer: the sorted set of characters of th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from os import PathLike
 from pathlib import Path
 
 from llmcore.errors import TokenizerError
 from llmcore.hookspecs import hookimpl
-
-SAVE_FILE = "llmcore-tokenizer.json"
+from llmcore.tokenizers import CHARACTERS, Vocabulary
+from llmcore.tokenizers.saved import read_marker, write_marker
 
 
 class CharTokenizer:
@@ -25,6 +24,8 @@ class CharTokenizer:
 
     name = "char"
     learns_from_data = True  # the alphabet comes from the training text
+    #: the vocabulary kinds :meth:`from_vocabulary` builds from
+    reads = (CHARACTERS,)
 
     def __init__(self, chars: str | Sequence[str] = "") -> None:
         chars = list(chars)
@@ -81,22 +82,28 @@ class CharTokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         return self.decode(ids).encode("utf-8")
 
+    def vocabulary(self) -> Vocabulary:
+        """The alphabet as a vocabulary of whole characters (id = index)."""
+        n = len(self.chars)
+        tokens = [c.encode("utf-8") for c in self.chars]
+        return Vocabulary(tokens, list(range(n)), {}, None, kind=CHARACTERS)
+
+    @classmethod
+    def from_vocabulary(cls, vocab: Vocabulary) -> CharTokenizer:
+        """The tokenizer of a character vocabulary read by :mod:`llmcore.tokenizers`."""
+        order = sorted(range(len(vocab.tokens)), key=vocab.id_list().__getitem__)
+        return cls([vocab.tokens[i].decode("utf-8") for i in order])
+
     def save(self, path: str | PathLike[str]) -> None:
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        data = {"type": self.name, "chars": "".join(self.chars)}
-        (folder / SAVE_FILE).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        write_marker(Path(path), {"type": self.name, "chars": "".join(self.chars)})
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> CharTokenizer:
-        file = Path(path)
-        if file.is_dir():
-            file = file / SAVE_FILE
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-            return cls(data["chars"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise TokenizerError(f"{file}: not a saved char tokenizer: {exc}") from None
+        meta = read_marker(Path(path))
+        chars = meta.get("chars")
+        if not isinstance(chars, str):
+            raise TokenizerError(f"{path}: not a saved char tokenizer: 'chars' is missing")
+        return cls(chars)
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"

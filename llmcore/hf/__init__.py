@@ -25,7 +25,13 @@ from llmcore.hf.loading import (
     resolve_dtype,
     weight_files,
 )
-from llmcore.hf.tokenizer import TOKENIZER_FILE, load_hf_tokenizer, save_hf_tokenizer
+from llmcore.tokenizers import (
+    BYTE_LEVEL_BPE,
+    TOKENIZER_FILE,
+    load_hf_tokenizer,
+    save_hf_tokenizer,
+    tokenizer_class_for,
+)
 
 
 def load_hf(
@@ -59,7 +65,8 @@ def load_hf(
     cfg = Config(model=archs.model_config(h))
     check_consistency(cfg, str(folder / CONFIG_FILE))
     if (folder / TOKENIZER_FILE).exists():
-        cfg.tokenizer = TokenizerConfig("bpe", {"path": str(folder / TOKENIZER_FILE)})
+        name = tokenizer_class_for(BYTE_LEVEL_BPE).name  # HF model folders are byte-level
+        cfg.tokenizer = TokenizerConfig(name, {"path": str(folder / TOKENIZER_FILE)})
     files = weight_files(folder)
     model = build_empty(cfg.model, resolve_dtype(dtype, files), device)
     load_weights(model, h, files)

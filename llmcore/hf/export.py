@@ -72,7 +72,7 @@ def save_hf(
     Returns:
         Notes for the user, e.g. why a tokenizer could not be exported (empty when all went).
     """
-    from llmcore.hf.tokenizer import save_hf_tokenizer
+    from llmcore.tokenizers import save_hf_tokenizer
 
     out = Path(out_dir)
     weights = next(model.parameters())

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from llmcore import plugins
 from llmcore.config import Config
 from llmcore.errors import ConfigError, DataError
+from llmcore.tokenizers import tokenizer_from_config
 from llmcore.train.data import read_documents
 
 
@@ -55,10 +55,11 @@ def run_dir_of(cfg: Config, out_dir: str | Path | None) -> Path:
 
 
 def build_tokenizer(cfg: Config, files: list[Path] | None = None):
-    """The configured tokenizer. One that learns its vocabulary from the data (``char``) is
-    trained on ``files``; others are built from their params (for example a rank file)."""
-    cls = plugins.factory("tokenizer", cfg.tokenizer.name)
-    if getattr(cls, "learns_from_data", False) and not cfg.tokenizer.params:
+    """The configured tokenizer. One that learns its vocabulary from the data (``char``, or
+    ``bpe`` given a ``vocab_size``) is trained on ``files``; others are built from their
+    params (for example a rank file)."""
+
+    def texts() -> list[str]:
         if not files:
             raise ConfigError(
                 f"tokenizer: {cfg.tokenizer.name!r} learns its vocabulary from data, but there is none"
@@ -66,10 +67,6 @@ def build_tokenizer(cfg: Config, files: list[Path] | None = None):
         docs = read_documents(files, cfg.data.jsonl_field)
         if not any(docs):
             raise DataError(f"{', '.join(map(str, files))}: the training data is empty")
-        return cls.train(docs)
-    try:
-        return cls(**cfg.tokenizer.params)
-    except TypeError as exc:
-        raise ConfigError(
-            f"tokenizer: {cfg.tokenizer.name!r} rejected its params {cfg.tokenizer.params}: {exc}"
-        ) from None
+        return docs
+
+    return tokenizer_from_config(cfg.tokenizer.name, cfg.tokenizer.params, texts)

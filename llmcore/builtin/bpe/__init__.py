@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from llmcore.hookspecs import hookimpl
 
-from .encodings import ENCODINGS, PAT_STR
-from .tokenizer import BPETokenizer, split
+from .tokenizer import BPETokenizer
 
-__all__ = ["BPETokenizer", "ENCODINGS", "PAT_STR", "split", "register_tokenizers"]
+__all__ = ["BPETokenizer", "register_tokenizers"]
 
 
 @hookimpl

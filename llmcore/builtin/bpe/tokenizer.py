@@ -1,4 +1,4 @@
-"""BPETokenizer: byte-level BPE with tiktoken-identical ids, its hot loops in llmcore._C.bpe."""
+"""BPETokenizer: byte-level BPE with tiktoken-identical ids, its hot loops in llmcore.ops.bpe."""
 
 from __future__ import annotations
 
@@ -8,21 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from llmcore.errors import TokenizerError
-
-from . import loaders
-from .encodings import ENDOFTEXT, PAT_STR, pattern_family
-from .loaders import BPEData
-
-
-def _core_module():
-    try:
-        from llmcore import _C
-    except ImportError as exc:  # pragma: no cover - a broken build
-        raise TokenizerError(
-            f"the bpe tokenizer needs the native extension llmcore._C: {exc}"
-        ) from None
-    return _C.bpe
-
+from llmcore.ops import bpe as ops
+from llmcore.tokenizers import BYTE_LEVEL_BPE, Vocabulary, read_vocabulary
+from llmcore.tokenizers.saved import write_bpe
+from llmcore.tokenizers.tiktoken_ranks import ENDOFTEXT
 
 #: Encodings whose files ship with llmcore, so ``encoding=`` alone is enough.
 BUNDLED = ("gpt2", "r50k_base")
@@ -55,6 +44,8 @@ class BPETokenizer:
 
     name = "bpe"
     learns_from_data = True
+    #: the vocabulary kinds :meth:`from_vocabulary` builds from
+    reads = (BYTE_LEVEL_BPE,)
 
     def __init__(
         self,
@@ -63,7 +54,7 @@ class BPETokenizer:
         *,
         pattern: str | None = None,
         special_tokens: dict[str, int] | None = None,
-        _data: BPEData | None = None,
+        _data: Vocabulary | None = None,
     ) -> None:
         if _data is None:
             if path is None:
@@ -73,29 +64,22 @@ class BPETokenizer:
                     "bpe tokenizer: pass path= (a rank file, tokenizer.json or folder); "
                     f"encodings bundled with llmcore: {', '.join(BUNDLED)}"
                 )
-            _data = loaders.load_any(path, encoding, pattern, special_tokens)
-        self._init(_data)
-
-    def _init(self, data: BPEData) -> None:
-        specials = dict(data.special_tokens)
-        self.pattern = data.pattern
-        self.encoding = data.encoding
-        self._core = _core_module().Core(
-            data.tokens,
-            data.ranks,
-            data.ids or [],
-            sorted(specials.items(), key=lambda kv: kv[1]),
-            data.pattern,
-        )
+            _data = read_vocabulary(path, encoding, pattern, special_tokens)
+        if _data.kind != BYTE_LEVEL_BPE:
+            raise TokenizerError(
+                f"{_data.source}: a {_data.kind} vocabulary is not byte-level BPE; load it "
+                "with llmcore.load_tokenizer, which picks the tokenizer that reads it"
+            )
+        specials = dict(_data.special_tokens)
+        self.pattern = ops.pattern_family(str(_data.pattern))
+        self.encoding = _data.encoding
+        self._core = ops.new_core(_data.tokens, _data.ranks, _data.ids, specials, self.pattern)
         self._special_names = [k for k, _ in sorted(specials.items(), key=lambda kv: kv[1])]
         self._special = specials
-        self._meta = BPEData(
-            [], [], specials, data.pattern, encoding=data.encoding, source=data.source
+        # kept for vocabulary() and save(); the C++ core holds its own copy
+        self._vocab = Vocabulary(
+            _data.tokens, _data.ranks, specials, self.pattern, _data.ids, encoding=self.encoding
         )
-        # the token data is kept only as long as save() may need it: re-read from the core
-        self._n_tokens = len(data.tokens)
-        self._id_list = data.ids
-        self._ranks_data = (data.tokens, data.ranks)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -106,6 +90,11 @@ class BPETokenizer:
         return cls(path=path, encoding=encoding, **kw)
 
     @classmethod
+    def from_vocabulary(cls, vocab: Vocabulary) -> BPETokenizer:
+        """Build from a byte-level BPE vocabulary read by :mod:`llmcore.tokenizers`."""
+        return cls(_data=vocab)
+
+    @classmethod
     def from_ranks(
         cls,
         mergeable_ranks: dict[bytes, int],
@@ -113,8 +102,8 @@ class BPETokenizer:
         special_tokens: dict[str, int] | None = None,
     ) -> BPETokenizer:
         """Build from a tiktoken-style ``{token bytes: rank}`` mapping."""
-        fam = pattern_family(pattern)
-        data = BPEData(
+        fam = ops.pattern_family(pattern)
+        data = Vocabulary(
             list(mergeable_ranks), list(mergeable_ranks.values()), dict(special_tokens or {}), fam
         )
         return cls(_data=data)
@@ -211,26 +200,21 @@ class BPETokenizer:
             raise TokenizerError(f"token id {token_id} is out of range [0, {self.vocab_size})")
         return self._core.token_bytes(token_id)
 
+    def vocabulary(self) -> Vocabulary:
+        """Every ordinary token's bytes, merge rank and id, the special tokens and pattern."""
+        return self._vocab
+
     def save(self, path: str | PathLike[str]) -> None:
-        tokens, ranks = self._ranks_data
-        data = BPEData(
-            tokens, ranks, self._special, self.pattern, ids=self._id_list, encoding=self.encoding
-        )
-        loaders.save(data, Path(path))
+        write_bpe(Path(path), self.name, self._vocab)
 
     @property
     def pat_str(self) -> str:
         """The tiktoken regex equivalent to this tokenizer's pre-tokenizer."""
-        return PAT_STR[self.pattern]
+        return ops.PAT_STR[self.pattern]
 
     def __repr__(self) -> str:
         enc = f", encoding={self.encoding!r}" if self.encoding else ""
         return f"BPETokenizer(vocab_size={self.vocab_size}, pattern={self.pattern!r}{enc})"
 
 
-def split(text: str, pattern: str) -> list[str]:
-    """Pre-tokenize ``text`` (the C++ splitter), for inspection and tests."""
-    return _core_module().split(pattern_family(pattern), text)
-
-
-__all__ = ["BPETokenizer", "split"]
+__all__ = ["BPETokenizer"]

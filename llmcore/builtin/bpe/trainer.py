@@ -1,4 +1,4 @@
-"""Training wrapper: the merges are learned in C++ (llmcore._C.bpe.train)."""
+"""Training wrapper: the merges are learned in C++ (:func:`llmcore.ops.bpe.train`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from llmcore.errors import TokenizerError
-
-from .encodings import pattern_family
-from .loaders import BPEData
+from llmcore.ops import bpe as ops
+from llmcore.tokenizers import Vocabulary
 
 
 def _split_inputs(src: Any) -> tuple[list[str], list[str]]:
@@ -56,7 +55,7 @@ def train(
     progress: bool | None = None,
     out: str | PathLike[str] | None = None,
 ) -> Any:
-    fam = pattern_family(pattern)
+    fam = ops.pattern_family(pattern)
     specials = list(dict.fromkeys(special_tokens))
     if any(not isinstance(s, str) or not s for s in specials):
         raise TokenizerError("special tokens must be non-empty strings")
@@ -77,15 +76,13 @@ def train(
             bar.update(done - bar.n)
 
     try:
-        vocab, merges = cls.__module__ and __import__("llmcore._C", fromlist=["bpe"]).bpe.train(
-            texts, files, n_new, fam, num_threads, cb
-        )
+        vocab, merges = ops.train(texts, files, n_new, fam, num_threads, cb)
     finally:
         if bar is not None:
             bar.close()
     n = len(vocab)
     special_map = {s: n + i for i, s in enumerate(specials)}
-    data = BPEData(
+    data = Vocabulary(
         list(vocab),
         list(range(n)),
         special_map,

@@ -1,0 +1,262 @@
+"""Hugging Face ``tokenizer.json``: reading it into a :class:`Vocabulary` and writing one.
+
+Two shapes are read and written: byte-level BPE (GPT-2, Llama 3, Qwen2 style: a ByteLevel
+pre-tokenizer, or a Split regex followed by ByteLevel) and a vocabulary of whole characters
+(a BPE model with no merges, no pre-tokenizer and a ``Fuse`` decoder), which is how llmcore
+writes ``char`` vocabularies. ``tokenizer_config.json`` beside it tells transformers'
+``AutoTokenizer`` which class to use and the end-of-text token.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llmcore.errors import TokenizerError
+from llmcore.ops.bpe import PAT_STR, pattern_family
+
+from .bytelevel import merges_of_ranks, ranks_of_merges, to_text
+from .vocab import BYTE_LEVEL_BPE, CHARACTERS, Vocabulary
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SUPPORTED_MODELS = ("BPE",)
+
+# The regexes HF's (non-possessive) regex engine reads like the C++ pre-tokenizer families;
+# gpt2's is built into the ByteLevel pre-tokenizer. They are also what HF's own files carry.
+HF_SPLIT_REGEX = {
+    "cl100k_base": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
+}
+_GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def family_of_regex(regex: str) -> str | None:
+    """The pre-tokenizer family whose tiktoken or Hugging Face regex is ``regex``, if any."""
+    for fam, s in PAT_STR.items():
+        if regex == s:
+            return fam
+    if regex == _GPT2_REGEX:
+        return "gpt2"
+    return next((fam for fam, s in HF_SPLIT_REGEX.items() if regex == s), None)
+
+
+# ---- reading ----------------------------------------------------------------------------
+def read_json(file: Path) -> dict[str, Any]:
+    """The parsed ``tokenizer.json``; a missing file, bad JSON or no ``model`` is an error."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenizerError(f"{file}: no such tokenizer file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TokenizerError(f"{file}: not a valid tokenizer.json: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise TokenizerError(f"{file}: not a Hugging Face tokenizer.json (no 'model' object)")
+    kind = data["model"].get("type", "BPE")  # old files (GPT-2's) leave it out
+    if kind not in SUPPORTED_MODELS:
+        raise TokenizerError(
+            f"{file}: tokenizer model type {kind!r} is not supported; supported: "
+            f"{', '.join(SUPPORTED_MODELS)} (byte-level), and {kind} is not BPE"
+        )
+    return data
+
+
+def _is_char_vocab(data: dict[str, Any]) -> bool:
+    model = data["model"]
+    decoder = data.get("decoder") or {}
+    return (
+        not model.get("merges")
+        and data.get("pre_tokenizer") is None
+        and decoder.get("type") == "Fuse"
+        and all(len(k) == 1 for k in model.get("vocab", {}))
+    )
+
+
+def read_tokenizer_json(path: Path, pattern: str | None = None) -> Vocabulary:
+    """The vocabulary of a ``tokenizer.json`` file (or of the one in folder ``path``).
+
+    ``pattern`` overrides the pre-tokenizer of a byte-level BPE.
+
+    Raises:
+        TokenizerError: not a tokenizer.json, a model other than BPE, subword prefixes, bad
+            vocab or merges, or a pre-tokenizer none of the known families reproduces.
+    """
+    file = path / TOKENIZER_FILE if path.is_dir() else path
+    data = read_json(file)
+    if _is_char_vocab(data):
+        return _char_vocab(data["model"]["vocab"], file)
+    model = data["model"]
+    if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise TokenizerError(f"{file}: subword prefixes/suffixes are not byte-level BPE")
+    vocab = model.get("vocab")
+    raw_merges = model.get("merges")
+    if not isinstance(vocab, dict) or not isinstance(raw_merges, list):
+        raise TokenizerError(f"{file}: model.vocab / model.merges missing")
+    merges: list[tuple[str, str]] = []
+    for i, m in enumerate(raw_merges):
+        parts = m.split(" ") if isinstance(m, str) else list(m)
+        if len(parts) != 2:
+            raise TokenizerError(f"{file}: merge {i} {m!r} is not two symbols")
+        merges.append((parts[0], parts[1]))
+    specials = {
+        t["content"]: int(t["id"]) for t in data.get("added_tokens") or [] if t.get("special", True)
+    }
+    fam = pattern_family(pattern) if pattern else _family_of(data.get("pre_tokenizer"), file)
+    tokens, ranks, ids = ranks_of_merges(vocab, merges, specials, str(file))
+    return Vocabulary(tokens, ranks, specials, fam, ids=ids, source=str(file))
+
+
+def _char_vocab(vocab: dict[str, int], file: Path) -> Vocabulary:
+    chars = sorted(vocab, key=vocab.__getitem__)
+    if [vocab[c] for c in chars] != list(range(len(chars))):
+        raise TokenizerError(f"{file}: character vocabulary ids are not 0..{len(chars) - 1}")
+    n = len(chars)
+    tokens = [c.encode("utf-8") for c in chars]
+    return Vocabulary(tokens, list(range(n)), {}, None, kind=CHARACTERS, source=str(file))
+
+
+def _family_of(pre: dict | None, file: Path) -> str:
+    if not pre:
+        raise TokenizerError(f"{file}: no pre_tokenizer; pass pattern=")
+    kind = pre.get("type")
+    if kind == "ByteLevel":
+        if pre.get("add_prefix_space"):
+            raise TokenizerError(f"{file}: ByteLevel add_prefix_space=true is not supported")
+        if pre.get("use_regex", True):
+            return "gpt2"
+    if kind == "Sequence":
+        for p in pre.get("pretokenizers", []):
+            if p.get("type") == "Split":
+                regex = (p.get("pattern") or {}).get("Regex")
+                fam = family_of_regex(regex) if regex else None
+                if fam:
+                    return fam
+            if p.get("type") == "ByteLevel" and p.get("use_regex", True):
+                return "gpt2"
+    raise TokenizerError(
+        f"{file}: pre-tokenizer {kind!r} is not one of the known patterns; pass pattern="
+    )
+
+
+# ---- writing ----------------------------------------------------------------------------
+def tokenizer_json(
+    vocab: dict[str, int],
+    merges: list[list[str]],
+    *,
+    added_tokens: list[dict[str, Any]] = (),
+    pre_tokenizer: dict[str, Any] | None = None,
+    post_processor: dict[str, Any] | None = None,
+    decoder: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Hugging Face ``tokenizer.json`` of a BPE model with the given parts."""
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": list(added_tokens),
+        "normalizer": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor,
+        "decoder": decoder,
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": merges,
+        },
+    }
+
+
+def _pre_tokenizer(pattern: str | None) -> dict[str, Any] | None:
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
+    if pattern == "gpt2":
+        return {**byte_level, "use_regex": True}
+    regex = HF_SPLIT_REGEX.get(str(pattern)) or PAT_STR.get(str(pattern), "")
+    if not regex or "++" in regex or "?+" in regex:  # possessive: HF would split otherwise
+        return None
+    split = {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
+    return {"type": "Sequence", "pretokenizers": [split, {**byte_level, "use_regex": False}]}
+
+
+def _added(special_tokens: dict[str, int]) -> list[dict[str, Any]]:
+    flags = dict(single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+    return [
+        {"id": i, "content": s, **flags}
+        for s, i in sorted(special_tokens.items(), key=lambda kv: kv[1])
+    ]
+
+
+def to_tokenizer_json(vocab: Vocabulary) -> dict[str, Any] | None:
+    """The ``tokenizer.json`` of ``vocab``, or None when it cannot be expressed (a
+    pre-tokenizer HF's regex engine cannot reproduce, or an unknown kind)."""
+    if vocab.kind == CHARACTERS:
+        chars = {t.decode("utf-8"): i for t, i in zip(vocab.tokens, vocab.id_list())}
+        return tokenizer_json(chars, [], decoder={"type": "Fuse"})
+    pre = _pre_tokenizer(vocab.pattern)
+    if vocab.kind != BYTE_LEVEL_BPE or pre is None:
+        return None
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False}
+    return tokenizer_json(
+        {**{to_text(t): i for t, i in zip(vocab.tokens, vocab.id_list())}, **vocab.special_tokens},
+        merges_of_ranks(vocab.tokens, vocab.ranks),
+        added_tokens=_added(vocab.special_tokens),
+        pre_tokenizer=pre,
+        post_processor={**byte_level, "trim_offsets": False},
+        decoder={**byte_level, "trim_offsets": True},
+    )
+
+
+def write_tokenizer_json(out: Path, vocab: Vocabulary, eot_id: int | None = None) -> str | None:
+    """Write ``tokenizer.json`` and ``tokenizer_config.json`` into the folder ``out``.
+
+    Returns None when written, else a sentence saying why ``vocab`` cannot be written.
+    """
+    data = to_tokenizer_json(vocab)
+    if data is None:
+        return (
+            f"a {vocab.kind} vocabulary with pre-tokenizer {vocab.pattern!r} cannot be "
+            "written as a Hugging Face tokenizer.json"
+        )
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": int(1e30),
+        "clean_up_tokenization_spaces": False,
+    }
+    token = next((t for t, i in vocab.special_tokens.items() if i == eot_id), None)
+    if eot_id is not None and token is not None:
+        config.update(bos_token=token, eos_token=token)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / TOKENIZER_FILE).write_text(
+            json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+        (out / TOKENIZER_CONFIG_FILE).write_text(
+            json.dumps(config, indent=2) + "\n", encoding="utf-8"
+        )
+    except OSError as exc:
+        raise TokenizerError(f"{out}: cannot write the tokenizer: {exc}") from None
+    return None
+
+
+def save_hf_tokenizer(tokenizer: Any, out_dir: str | Path) -> str | None:
+    """Write ``tokenizer`` as ``tokenizer.json`` + ``tokenizer_config.json`` for transformers'
+    ``AutoTokenizer``, from its :meth:`~llmcore.contracts.Tokenizer.vocabulary`.
+
+    Returns None when written, else a sentence saying why this tokenizer cannot be exported
+    (the model weights are still usable with another tokenizer).
+    """
+    name = getattr(tokenizer, "name", type(tokenizer).__name__)
+    vocabulary = getattr(tokenizer, "vocabulary", None)  # a tokenizer outside the contract
+    if vocabulary is None:
+        return (
+            f"the {name!r} tokenizer cannot be written as a Hugging Face tokenizer.json "
+            "(it has no vocabulary()); only the model was exported"
+        )
+    note = write_tokenizer_json(Path(out_dir), vocabulary(), tokenizer.eot_id)
+    return None if note is None else f"the {name!r} tokenizer: {note}; only the model was exported"
