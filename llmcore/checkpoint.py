@@ -200,7 +200,8 @@ def resolve_checkpoint(path: str | Path, *, resumable: bool = False) -> Path:
                 f"{why}; using {folder}, the newest intact checkpoint", CheckpointWarning, 2
             )
             return folder
-    raise CheckpointError(f"{why}, and {ckpt_root} holds no older intact checkpoint")
+    older = "older " if before is not None else ""
+    raise CheckpointError(f"{why}, and {ckpt_root} holds no {older}intact checkpoint")
 
 
 def checkpoint_problem(folder: Path, *, resumable: bool = False) -> str | None:

@@ -289,8 +289,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
     if not data:  # most often a file saved before it was written: defaults would hide that
         raise ConfigError(
-            f"{path}: the config file is empty; give at least one section (model:, train:, ...) "
-            "or use a preset (--preset shakespeare-char)"
+            f"{path}: the config file is empty; give at least one section (model:, train:, "
+            "...), or name a shipped preset instead (e.g. --preset shakespeare-char)"
         )
     if not isinstance(data, dict):
         raise ConfigError(

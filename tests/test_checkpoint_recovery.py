@@ -120,6 +120,9 @@ def test_no_intact_checkpoint_left_is_an_error(tmp_path):
         _truncate(run / "ckpt" / step / ckpt.MODEL_FILE)
     with pytest.raises(CheckpointError, match="holds no older intact checkpoint"):
         ckpt.resolve_checkpoint(run)
+    (run / "ckpt" / "latest").unlink()
+    with pytest.raises(CheckpointError, match="latest is missing, and .* holds no intact"):
+        ckpt.resolve_checkpoint(run)
 
 
 def test_resuming_a_run_with_a_broken_newest_checkpoint_continues_from_the_one_before(tmp_path):
