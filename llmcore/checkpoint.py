@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from llmcore.config import Config, config_from_dict, dump_yaml, read_config_file
-from llmcore.errors import CheckpointError, LLMCoreError
+from llmcore.errors import CheckpointError, CheckpointWarning, LLMCoreError
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
@@ -164,24 +166,105 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int, protect: set[str] = f
         shutil.rmtree(p, ignore_errors=True)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path, *, resumable: bool = False) -> Path:
     """The checkpoint folder of ``path``: a checkpoint folder itself, or a run folder (its
-    ``ckpt/latest``)."""
+    ``ckpt/latest``).
+
+    A ``latest`` that is missing, empty, garbage or names a broken checkpoint (a truncated
+    weights file, a missing config or tokenizer, and with ``resumable`` a missing or truncated
+    trainer state) falls back to the newest intact checkpoint before it, with a
+    :class:`~llmcore.errors.CheckpointWarning` naming both. A ``latest`` that points outside
+    the run's ``ckpt/`` folder (``../``, an absolute path, a symlink) is refused."""
     p = Path(path)
     if (p / MODEL_FILE).exists():
         return p
-    latest = p / "ckpt" / LATEST
-    if latest.exists():
+    ckpt_root = p / "ckpt"
+    if not ckpt_root.is_dir():
+        if not p.exists():
+            raise CheckpointError(f"{p}: no such run or checkpoint folder")
+        raise CheckpointError(
+            f"{p}: not a run or checkpoint folder (no {MODEL_FILE} and no ckpt/{LATEST})"
+        )
+    target, why = _latest_target(ckpt_root)
+    if target is not None:
+        problem = checkpoint_problem(target, resumable=resumable)
+        if problem is None:
+            return target
+        why = f"{ckpt_root / LATEST} points at {target.name!r}, which {problem}"
+    before = int(target.name) if target is not None and target.name.isdigit() else None
+    for folder in _step_folders(ckpt_root):
+        if (before is None or int(folder.name) < before) and not checkpoint_problem(
+            folder, resumable=resumable
+        ):
+            warnings.warn(
+                f"{why}; using {folder}, the newest intact checkpoint", CheckpointWarning, 2
+            )
+            return folder
+    older = "older " if before is not None else ""
+    raise CheckpointError(f"{why}, and {ckpt_root} holds no {older}intact checkpoint")
+
+
+def checkpoint_problem(folder: Path, *, resumable: bool = False) -> str | None:
+    """Why ``folder`` is not a complete checkpoint (a phrase), or None when it is one.
+
+    Cheap: it reads the weights file's header (safetensors checks that the header covers the
+    whole file, so a truncated file fails) and a trainer state's zip directory, not the data."""
+    if not (folder / MODEL_FILE).is_file():
+        return f"holds no {MODEL_FILE}"
+    try:
+        _metadata(folder / MODEL_FILE)
+    except CheckpointError:
+        return f"has a corrupt or truncated {MODEL_FILE}"
+    for name, is_there in ((CONFIG_FILE, Path.is_file), (TOKENIZER_DIR, Path.is_dir)):
+        if not is_there(folder / name):
+            return f"holds no {name}"
+    if resumable:
+        state = folder / STATE_FILE
+        if not state.is_file():
+            return f"holds no {STATE_FILE} (it cannot be resumed)"
+        if not zipfile.is_zipfile(state):  # torch.save writes a zip; truncation cuts its index
+            return f"has a corrupt or truncated {STATE_FILE}"
+    return None
+
+
+def _latest_target(ckpt_root: Path) -> tuple[Path | None, str]:
+    """The folder ``ckpt/latest`` names, or None and why it names none. CheckpointError when
+    it points outside ``ckpt_root``: loading another run's weights silently is never right."""
+    latest = ckpt_root / LATEST
+    root = ckpt_root.resolve()
+    if latest.is_symlink() and not latest.resolve().is_relative_to(root):
+        raise CheckpointError(
+            f"{latest}: is a symlink to {os.readlink(latest)!r}, outside the run's checkpoint "
+            f"folder {root}; refusing it (it should hold a step folder name of {ckpt_root})"
+        )
+    try:
         name = latest.read_text(encoding="utf-8").strip()
-        target = p / "ckpt" / name
-        if not (target / MODEL_FILE).exists():
-            raise CheckpointError(f"{latest}: points at {name!r}, which holds no {MODEL_FILE}")
-        return target
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such run or checkpoint folder")
-    raise CheckpointError(
-        f"{p}: not a run or checkpoint folder (no {MODEL_FILE} and no ckpt/{LATEST})"
-    )
+    except FileNotFoundError:
+        return None, f"{latest} is missing"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{latest} is unreadable ({exc})"
+    if not name:
+        return None, f"{latest} is empty"
+    if "\0" in name or "\n" in name:
+        return None, f"{latest} holds {name[:40]!r}, not a checkpoint name"
+    target = ckpt_root / name
+    if not target.resolve().is_relative_to(root):
+        raise CheckpointError(
+            f"{latest}: points at {name!r} ({target.resolve()}), outside the run's checkpoint "
+            f"folder {root}; refusing it (it should hold a step folder name of {ckpt_root})"
+        )
+    return target, ""
+
+
+def _step_folders(ckpt_root: Path) -> list[Path]:
+    """The step folders of ``ckpt_root`` that lie inside it, newest first."""
+    root = ckpt_root.resolve()
+    steps = [
+        f
+        for f in ckpt_root.iterdir()
+        if f.name.isdigit() and f.is_dir() and f.resolve().is_relative_to(root)
+    ]
+    return sorted(steps, key=lambda f: int(f.name), reverse=True)
 
 
 @dataclass
@@ -279,6 +362,7 @@ __all__ = [
     "load_checkpoint",
     "load_trainer_state",
     "check_tokenizer",
+    "checkpoint_problem",
     "load_state_dict_strict",
     "prune_checkpoints",
     "resolve_checkpoint",

@@ -310,8 +310,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = _yaml_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
-    if data is None:
-        data = {}
+    if not data:  # most often a file saved before it was written: defaults would hide that
+        raise ConfigError(
+            f"{path}: the config file is empty; give at least one section (model:, train:, "
+            "...), or name a shipped preset instead (e.g. --preset shakespeare-char)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: the top level must be a mapping of sections, found {type(data).__name__}"

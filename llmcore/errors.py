@@ -37,3 +37,16 @@ class GenerationError(LLMCoreError, ValueError):
 
 class TrainingError(LLMCoreError):
     """Training cannot go on (for example the loss became NaN or infinite)."""
+
+
+class LLMCoreWarning(UserWarning):
+    """Base class of llmcore's warnings: something was recovered from or accepted on request,
+    and the user should know."""
+
+
+class CheckpointWarning(LLMCoreWarning):
+    """A broken checkpoint or ``ckpt/latest`` was skipped for an older intact checkpoint."""
+
+
+class TokenizerWarning(LLMCoreWarning):
+    """A tokenizer was accepted although it is not what was asked for (a smaller vocabulary)."""

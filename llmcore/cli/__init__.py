@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from llmcore import __version__
-from llmcore.errors import LLMCoreError
+from llmcore.errors import LLMCoreError, LLMCoreWarning
 
 #: Subcommand modules of this package, in the order ``--help`` lists them.
 COMMANDS = (
@@ -56,10 +57,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.formatwarning = _format_warning
+            return int(args.func(args) or 0)
     except LLMCoreError as exc:
         print(f"llmcore: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("llmcore: interrupted", file=sys.stderr)
         return 130
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """llmcore's own warnings as one ``llmcore: warning:`` line, like its errors."""
+    if issubclass(category, LLMCoreWarning):
+        return f"llmcore: warning: {message}\n"
+    return _PLAIN_FORMAT(message, category, filename, lineno, line)
+
+
+_PLAIN_FORMAT = warnings.formatwarning

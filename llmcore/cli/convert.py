@@ -5,7 +5,8 @@
 
 ``--from-hf`` writes a run folder (config.yaml, ckpt/00000000/, ckpt/latest) that
 ``llmcore generate`` and ``llmcore.load_checkpoint`` read; ``--to-hf`` writes config.json,
-model.safetensors and, when the tokenizer can be expressed, tokenizer.json.
+model.safetensors and, when the tokenizer can be expressed, tokenizer.json. An existing
+``--out`` is refused unless ``--force``; on any failure nothing is written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--from-hf", metavar="HF_DIR", help="a Hugging Face checkpoint folder")
     src.add_argument("--to-hf", metavar="RUN", help="an llmcore run or checkpoint folder")
     p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument(
         "--dtype", choices=DTYPE_CHOICES, default=None, help="dtype of the written weights"
     )
@@ -37,13 +39,18 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from llmcore.cli.output import check_free
+    from llmcore.errors import CheckpointError
+
+    check_free(Path(args.out), force=args.force, error=CheckpointError)  # before any loading
     if args.from_hf is not None:
         return _from_hf(args)
     return _to_hf(args)
 
 
 def _from_hf(args: argparse.Namespace) -> int:
-    from llmcore.checkpoint import save_checkpoint, write_atomic
+    from llmcore.checkpoint import save_checkpoint
+    from llmcore.cli.output import replacing
     from llmcore.config import TokenizerConfig, dump_yaml
     from llmcore.errors import CheckpointError
     from llmcore.hf import TOKENIZER_FILE, load_hf, load_hf_tokenizer
@@ -67,24 +74,24 @@ def _from_hf(args: argparse.Namespace) -> int:
     cfg.train.name = out.name
     if args.dtype == "bfloat16":
         cfg.train.dtype = "bfloat16"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.yaml", dump_yaml(cfg))
-    except OSError as exc:
-        raise CheckpointError(f"{out}: cannot write the run folder: {exc}") from None
-    ckpt = save_checkpoint(out, 0, model, cfg, tokenizer)
+    with replacing(out, force=args.force, error=CheckpointError) as tmp:
+        (tmp / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+        ckpt = out / "ckpt" / save_checkpoint(tmp, 0, model, cfg, tokenizer).name
     print(f"wrote {ckpt} ({cfg.model.n_layer} layers, {model.num_params() / 1e6:.2f}M params)")
     return 0
 
 
 def _to_hf(args: argparse.Namespace) -> int:
     from llmcore.checkpoint import load_checkpoint
+    from llmcore.cli.output import replacing
+    from llmcore.errors import CheckpointError
     from llmcore.hf import save_hf
     from llmcore.hf.loading import DTYPES
 
     loaded = load_checkpoint(args.to_hf)
     dtype = DTYPES[args.dtype] if args.dtype else None
-    notes = save_hf(loaded.model, args.out, loaded.tokenizer, dtype=dtype)
+    with replacing(args.out, force=args.force, error=CheckpointError) as tmp:
+        notes = save_hf(loaded.model, tmp, loaded.tokenizer, dtype=dtype)
     for note in notes:
         print(f"llmcore: note: {note}", file=sys.stderr)
     print(f"wrote {args.out} from {loaded.path}")

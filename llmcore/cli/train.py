@@ -26,17 +26,20 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from llmcore.config import load_config
 
-    if args.resume and not args.config and not args.preset:
+    resume = args.resume
+    if resume:  # resolved once, so a fallback from a broken checkpoint is reported once
         from llmcore.checkpoint import CONFIG_FILE, resolve_checkpoint
 
-        cfg = load_config(resolve_checkpoint(args.resume) / CONFIG_FILE, args.overrides)
+        resume = resolve_checkpoint(resume, resumable=True)
+    if resume and not args.config and not args.preset:
+        cfg = load_config(resume / CONFIG_FILE, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides, preset=args.preset)
         if args.config is None and args.preset:
             cfg.source = args.preset
     from llmcore.train import Trainer
 
-    trainer = Trainer(cfg, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    trainer = Trainer(cfg, out_dir=args.out, resume=resume, progress=not args.no_progress)
     run_dir = trainer.run()
     if not trainer.env.is_main:
         return 0

@@ -20,6 +20,22 @@ from llmcore.hf.tensors import tensor_map
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
+#: Attention plugins that compute plain ``softmax(q k^T * scale) v``, as every exported
+#: architecture does. Position, norm and MLP are matched to an architecture in ``archs``.
+PLAIN_ATTENTION = ("sdpa", "native", "math")
+
+
+def check_attention(model: torch.nn.Module) -> None:
+    """ConfigError naming the field when ``model``'s attention is not plain softmax attention:
+    written as GPT-2 or Llama anyway, it would load in transformers and compute another model."""
+    name = model.config.attention.name
+    if name not in PLAIN_ATTENTION:
+        raise ConfigError(
+            f"cannot export to Hugging Face: model.attention={name!r} is not plain softmax "
+            f"attention, which the exported architectures compute (exportable: "
+            f"{', '.join(PLAIN_ATTENTION)})"
+        )
+
 
 def hf_state_dict(model: torch.nn.Module, h: dict[str, Any], dtype: torch.dtype) -> dict:
     """HF tensor name -> tensor, for the normalized HF config ``h`` of ``model``.
@@ -81,6 +97,7 @@ def save_hf(
         raise ConfigError(
             f"dtype: {dtype} cannot be exported; use one of {list(DTYPE_NAMES.values())}"
         )
+    check_attention(model)
     eot = getattr(tokenizer, "eot_id", None) if tokenizer is not None else None
     raw = archs.hf_config(model, bos_id=eot, eos_id=eot)
     raw["torch_dtype"] = DTYPE_NAMES[dtype]

@@ -61,7 +61,7 @@ class Trainer:
         self.env, self.device = D.init_distributed(resolve_device(t.device), t.distributed)
         self.progress = progress and self.env.is_main
         torch.manual_seed(t.seed)
-        self.resume_from = ckpt.resolve_checkpoint(resume) if resume else None
+        self.resume_from = ckpt.resolve_checkpoint(resume, resumable=True) if resume else None
         if self.resume_from is not None:
             self.run_dir = self.resume_from.parent.parent
         else:
