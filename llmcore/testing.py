@@ -15,10 +15,13 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from llmcore.contracts import COMPONENT_KINDS
 
 
 class ConformanceError(AssertionError):
@@ -60,8 +63,9 @@ def check_mlp(factory: Callable[..., Any], dim: int = 16, **params: Any) -> None
 
 def check_attention(factory: Callable[..., Any], **params: Any) -> None:
     """Attention equals the textbook formula: causal and not, GQA, decode against a cache."""
-    from llmcore.builtin.attention import math_attention
+    from llmcore import plugins
 
+    math_attention = plugins.create("attention", "math")  # the reference, by its name
     attend = factory(**params)
     torch.manual_seed(0)
     for B, H, Hkv, Tq, Tk, D, causal in [
@@ -185,20 +189,50 @@ def check_tokenizer(
             )
 
 
-_CHECKS: dict[str, Callable[..., None]] = {
-    "norm": check_norm,
-    "mlp": check_mlp,
-    "attention": check_attention,
-    "position": check_position,
-    "sampler": check_sampler,
-    "decoder": check_decoder,
-    "optimizer": check_optimizer,
-    "schedule": check_schedule,
-}
+def check_tokenizer_class(factory: Callable[..., Any], **params: Any) -> None:
+    """A tokenizer built from ``params`` (or, without params, trained on sample text by
+    ``factory.train``) meets :func:`check_tokenizer`."""
+    samples = ("hello world", "", "a\nb  c")
+    if params or not hasattr(factory, "train"):
+        tokenizer = factory(**params)
+    else:
+        tokenizer = factory.train(list(samples))
+    check_tokenizer(tokenizer, samples)
+
+
+def check_logger(factory: Callable[..., Any], **params: Any) -> None:
+    """A logger built with ``run_dir`` takes metric rows (``nan`` included) and closes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        logger = factory(run_dir=Path(tmp), **params)
+        for name in ("log", "close"):
+            _require(callable(getattr(logger, name, None)), f"logger has no {name}() method")
+        logger.log({"step": 1, "train_loss": 2.5, "lr": 1e-3})
+        logger.log({"step": 2, "train_loss": float("nan")})
+        logger.close()
+
+
+def check_reward(factory: Callable[..., Any], **params: Any) -> None:
+    """A reward function returns one finite float per (prompt, response) pair."""
+    reward = factory(**params)
+    prompts, responses = ["Q: 1+1?", "Say hi", ""], ["2", "hi there", ""]
+    scores = list(reward(prompts, responses))
+    _require(
+        len(scores) == len(prompts),
+        f"reward returned {len(scores)} scores for {len(prompts)} pairs",
+    )
+    _require(
+        all(isinstance(x, (int, float)) and math.isfinite(x) for x in scores),
+        f"reward scores must be finite floats, got {scores}",
+    )
 
 
 def check_component(kind: str, factory: Callable[..., Any], **params: Any) -> None:
-    """Run the conformance check of ``kind`` on ``factory`` built with ``params``."""
+    """Run the conformance check of ``kind`` on ``factory`` built with ``params``.
+
+    The check of each kind is the one named in :data:`llmcore.contracts.COMPONENT_KINDS`;
+    the arguments llmcore itself passes to the factory (``dim`` for a norm, ...) are
+    supplied by the check, ``params`` are the component's own.
+    """
     if kind not in _CHECKS:
         raise ValueError(
             f"no conformance check for kind {kind!r}; checks exist for {', '.join(_CHECKS)}"
@@ -211,3 +245,10 @@ def check_registered(kind: str, name: str, **params: Any) -> None:
     from llmcore import plugins
 
     check_component(kind, plugins.factory(kind, name), **params)
+
+
+#: kind -> its conformance check, as the table of kinds names them (a name missing here
+#: fails at import).
+_CHECKS: dict[str, Callable[..., None]] = {
+    k.name: globals()[k.check] for k in COMPONENT_KINDS.values() if k.check is not None
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,10 +39,65 @@ torch.manual_seed(0)
         ("optimizer", "sgd"),
         ("schedule", "cosine"),
         ("schedule", "constant"),
+        ("tokenizer", "char"),
+        ("logger", "jsonl"),
+        ("reward", "format"),
+        ("reward", "target_length"),
     ],
 )
 def test_builtins_meet_their_contracts(kind, name):
     check_registered(kind, name)
+
+
+def test_components_built_from_params_meet_their_contracts():
+    check_registered("tokenizer", "bpe", encoding="gpt2")
+    check_registered("reward", "names_character", names=["ROMEO", "JULIET"])
+
+
+def test_every_check_named_by_the_table_of_kinds_exists():
+    from llmcore import testing
+    from llmcore.contracts import COMPONENT_KINDS
+
+    for kind in COMPONENT_KINDS.values():
+        if kind.check is not None:
+            assert callable(getattr(testing, kind.check)), kind.name
+    with pytest.raises(ValueError, match=r"no conformance check for kind 'adapter'; checks exist"):
+        testing.check_component("adapter", object)
+
+
+class _Unclosable:
+    def __init__(self, run_dir):
+        self.rows = []
+
+    def log(self, metrics):
+        self.rows.append(metrics)
+
+
+def test_the_new_checks_catch_what_breaks_the_contract():
+    from llmcore.testing import ConformanceError, check_component
+
+    with pytest.raises(ConformanceError, match=r"logger has no close\(\) method"):
+        check_component("logger", _Unclosable)
+    with pytest.raises(ConformanceError, match="reward returned 1 scores for 3 pairs"):
+        check_component("reward", lambda: lambda prompts, responses: [0.0])
+    with pytest.raises(ConformanceError, match="finite floats"):
+        check_component("reward", lambda: lambda prompts, responses: [0.0, float("nan"), 1.0])
+
+
+def test_the_conformance_checks_import_no_builtin_plugin():
+    import ast
+
+    from llmcore import components, contracts, hookspecs, plugins, testing
+
+    for module in (testing, components, contracts, hookspecs, plugins):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        imported = [
+            f"{node.module}.{alias.name}" if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        ]
+        assert not [m for m in imported if m.startswith("llmcore.builtin")], module.__name__
 
 
 @pytest.mark.parametrize("bias", [True, False])
