@@ -86,6 +86,13 @@ class Attention(Protocol):
 
     Returns:
         ``(B, H, Tq, D)`` in the dtype of ``q``.
+
+    Other score functions (linear, sigmoid, ... attention) meet the contract too: what it
+    fixes is the shapes, which keys and key/value heads each query reads, and that the last
+    queries against a cache give what the full pass gives. An implementation that computes
+    exactly the softmax formula above declares ``standard = True`` (an attribute of its
+    factory or of what the factory builds); :func:`llmcore.testing.check_attention` then also
+    compares its values with the formula.
     """
 
     def __call__(

@@ -338,3 +338,86 @@ def test_jsonl_logger(tmp_path):
     lg.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows == [{"step": 1, "train_loss": 2.5}, {"step": 2, "train_loss": None}]
+
+
+class SigmoidAttention:
+    """Attention by elementwise sigmoid scores: not softmax, but it reads what the contract
+    says (keys up to its own position, kv head h // (H // Hkv), no masked key)."""
+
+    top_left_causal = False  # the classic bug: causal aligned for Tq == Tk only
+    head_of = staticmethod(lambda h, H, Hkv: h // (H // Hkv))
+    honours_mask = True
+    adjust = staticmethod(lambda causal, window: (causal, window))
+
+    def __call__(self, q, k, v, *, causal=True, scale=None, mask=None, window=None):
+        causal, window = self.adjust(causal, window)
+        B, H, Tq, D = q.shape
+        Hkv, Tk = k.shape[1], k.shape[2]
+        heads = torch.tensor([self.head_of(h, H, Hkv) for h in range(H)])
+        k, v = k[:, heads], v[:, heads]  # (B, H, Tk, D)
+        scores = torch.sigmoid(q @ k.transpose(-2, -1) * (scale or D**-0.5))  # (B, H, Tq, Tk)
+        shift = 0 if self.top_left_causal else Tk - Tq
+        qpos = torch.arange(Tq)[:, None] + shift
+        kpos = torch.arange(Tk)[None, :]
+        ok = torch.ones(Tq, Tk, dtype=torch.bool)
+        if causal:
+            ok &= kpos <= qpos
+        if window is not None:
+            ok &= kpos > qpos - window
+        if mask is not None and self.honours_mask:
+            ok = ok & mask
+        return (scores * ok) @ v / Tk
+
+
+class TopLeftCausal(SigmoidAttention):
+    top_left_causal = True
+
+
+class ModuloHeads(SigmoidAttention):
+    head_of = staticmethod(lambda h, H, Hkv: h % Hkv)
+
+
+class NotCausal(SigmoidAttention):
+    adjust = staticmethod(lambda causal, window: (False, window))
+
+
+class IgnoresWindow(SigmoidAttention):
+    adjust = staticmethod(lambda causal, window: (causal, None))
+
+
+class IgnoresMask(SigmoidAttention):
+    honours_mask = False
+
+
+class ClaimsStandard(SigmoidAttention):
+    standard = True
+
+
+def test_a_non_standard_attention_that_keeps_the_contract_conforms():
+    from llmcore.testing import check_component
+
+    check_component("attention", SigmoidAttention)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (TopLeftCausal, "decode queries against a cache differ from the full pass"),
+        (ModuloHeads, r"must give query head h the key/value head h // \(H // Hkv\)"),
+        (NotCausal, "causal attention let a query read a key after its own position"),
+        (IgnoresWindow, "a query read a key outside its sliding window"),
+        (IgnoresMask, "attention read a key that the mask hides"),
+        (ClaimsStandard, "declares standard = True but differs from the softmax formula"),
+    ],
+)
+def test_the_attention_check_catches_each_breach_of_the_contract(factory, message):
+    from llmcore.testing import ConformanceError, check_component
+
+    with pytest.raises(ConformanceError, match=message):
+        check_component("attention", factory)
+
+
+def test_the_builtin_attentions_declare_themselves_standard():
+    for name in ("math", "sdpa", "native"):
+        factory = llmcore.available("attention")[name].factory
+        assert getattr(factory, "standard", False), name
