@@ -198,3 +198,15 @@ def test_every_kind_is_loaded_through_its_hook_from_the_table(plugin_dir):
     plugins.reload()
     info = {i.name: i for i in plugins.plugin_infos()}["fake_all"]
     assert info.components == {k: [f"fake_{k}"] for k in KINDS}
+
+
+def test_the_plugin_authors_table_of_hooks_matches_the_table_of_kinds():
+    readme = Path(__file__).parents[1] / "plugins" / "llmcore-example" / "README.md"
+    rows = [
+        [cell.strip(" `") for cell in line.strip("|").split("|")]
+        for line in readme.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ") and "`register_" in line
+    ]
+    assert {kind: hook for kind, hook, _ in rows} == hookspecs.HOOK_OF_KIND
+    for kind, _, call in rows:
+        assert all(arg in call for arg in COMPONENT_KINDS[kind].given), kind
