@@ -302,13 +302,11 @@ def test_each_config_entry_is_checked_once_from_config_to_objects(fresh_registry
 
 def test_building_an_unchecked_config_checks_each_entry_once(fresh_registry, param_checks):
     cfg = load_config("shakespeare-char", ["model.n_layer=3"])
-    llmcore.build_model(cfg, vocab_size=40)
-    assert sorted(param_checks) == [
-        ("attention", cfg.model.attention.name),
-        ("mlp", "gelu"),
-        ("norm", "layernorm"),
-        ("position", "learned"),
-    ]
+    llmcore.build_model(cfg, vocab_size=40)  # 7 norms, 3 MLPs, 3 attentions
+    assert {("attention", cfg.model.attention.name), ("mlp", "gelu"), ("norm", "layernorm")} <= set(
+        param_checks
+    )
+    assert len(param_checks) == len(set(param_checks))
 
 
 def test_a_checked_entry_still_fails_when_its_name_becomes_ambiguous(fresh_registry, capsys):
