@@ -4,11 +4,15 @@ llmcore's core never imports an implementation: it asks the plugin manager for a
 name and relies only on the protocols below. Tensors are ``torch.Tensor``; shapes use
 B = batch, T = sequence, C = model width, H = query heads, Hkv = key/value heads,
 D = head dim, V = vocabulary.
+
+:data:`COMPONENT_KINDS`, at the end, is the one table of kinds: the plugin hooks, config
+validation and the conformance checks of :mod:`llmcore.testing` are all derived from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -17,22 +21,6 @@ from torch import nn
 
 if TYPE_CHECKING:
     from llmcore.tokenizers.vocab import Vocabulary
-
-#: The component kinds, each with one hook in :mod:`llmcore.hookspecs`.
-KINDS: tuple[str, ...] = (
-    "tokenizer",
-    "attention",
-    "norm",
-    "mlp",
-    "position",
-    "optimizer",
-    "schedule",
-    "sampler",
-    "decoder",
-    "logger",
-    "reward",
-    "adapter",
-)
 
 
 @runtime_checkable
@@ -117,6 +105,13 @@ class Attention(Protocol):
 
     Returns:
         ``(B, H, Tq, D)`` in the dtype of ``q``.
+
+    Other score functions (linear, sigmoid, ... attention) meet the contract too: what it
+    fixes is the shapes, which keys and key/value heads each query reads, and that the last
+    queries against a cache give what the full pass gives. An implementation that computes
+    exactly the softmax formula above declares ``standard = True`` (an attribute of its
+    factory or of what the factory builds); :func:`llmcore.testing.check_attention` then also
+    compares its values with the formula.
     """
 
     def __call__(
@@ -255,3 +250,67 @@ class Adapter(Protocol):
     def apply(self, model: nn.Module) -> nn.Module: ...
 
     def merge(self, model: nn.Module) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class ComponentKind:
+    """One kind of component: how plugins register it and how llmcore builds it.
+
+    Attributes:
+        name: the kind, as ``llmcore.create(kind, ...)`` and error messages spell it.
+        hook: the hook of :mod:`llmcore.hookspecs` through which plugins register it.
+        protocol: the contract. For norm, mlp, optimizer and schedule, whose products are
+            plain torch objects, it is the contract of the factory; otherwise of what the
+            factory builds.
+        given: the keyword arguments llmcore itself passes to every factory of the kind
+            (the model's width, the parameters to optimise, ...). A config entry cannot set
+            them; everything else in the entry is passed on as the plugin's own params.
+        check: the name of the conformance check in :mod:`llmcore.testing` run by
+            ``check_component(kind, factory)``, or None where there is none. A name, not the
+            function, so that this module depends on torch only.
+    """
+
+    name: str
+    hook: str
+    protocol: type
+    given: tuple[str, ...] = ()
+    check: str | None = None
+
+
+#: The one table of component kinds, by name.
+COMPONENT_KINDS: dict[str, ComponentKind] = {
+    k.name: k
+    for k in (
+        ComponentKind("tokenizer", "register_tokenizers", Tokenizer, (), "check_tokenizer_class"),
+        ComponentKind("attention", "register_attentions", Attention, (), "check_attention"),
+        ComponentKind("norm", "register_norms", NormFactory, ("dim", "bias"), "check_norm"),
+        ComponentKind(
+            "mlp", "register_mlps", MLPFactory, ("dim", "hidden_dim", "bias"), "check_mlp"
+        ),
+        ComponentKind(
+            "position",
+            "register_positions",
+            Position,
+            ("dim", "head_dim", "max_seq_len"),
+            "check_position",
+        ),
+        ComponentKind(
+            "optimizer",
+            "register_optimizers",
+            OptimizerFactory,
+            ("named_params",),
+            "check_optimizer",
+        ),
+        ComponentKind(
+            "schedule", "register_schedules", ScheduleFactory, ("optimizer",), "check_schedule"
+        ),
+        ComponentKind("sampler", "register_samplers", Sampler, (), "check_sampler"),
+        ComponentKind("decoder", "register_decoders", Decoder, (), "check_decoder"),
+        ComponentKind("logger", "register_loggers", Logger, ("run_dir",), "check_logger"),
+        ComponentKind("reward", "register_rewards", RewardFunction, (), "check_reward"),
+        ComponentKind("adapter", "register_adapters", Adapter, ()),
+    )
+}
+
+#: The kind names, in the table's order.
+KINDS: tuple[str, ...] = tuple(COMPONENT_KINDS)

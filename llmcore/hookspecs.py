@@ -16,8 +16,11 @@ A plugin is a module (or object) that implements some of these hooks with
 
 Every hook is called once when the plugin manager loads, with a ``register(name, factory)``
 callback. ``name`` is the string users write in config files; ``factory`` is a class or a
-callable that builds the component from keyword params (the config's params). Registering a
-name that another plugin already registered for the same kind is an error naming both.
+callable that builds the component from keyword params (the config's params, plus the
+arguments llmcore itself passes, listed per kind in :data:`llmcore.contracts.COMPONENT_KINDS`).
+
+A name that two plugins register for the same kind belongs to neither: the clash is reported
+on stderr when the plugins load, and using the name is an error naming both plugins.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pluggy
+
+from llmcore.contracts import COMPONENT_KINDS
 
 hookspec = pluggy.HookspecMarker("llmcore")
 hookimpl = pluggy.HookimplMarker("llmcore")
@@ -71,7 +76,8 @@ def register_mlps(register: Register) -> None:
 
     Args:
         register: call ``register(name, factory)``; ``factory(dim, hidden_dim=None,
-            bias=..., **params)`` returns an ``nn.Module`` mapping ``(B, T, C)`` to itself.
+            bias=..., **params)`` returns an ``nn.Module`` mapping ``(B, T, C)`` to itself
+            (see :class:`llmcore.contracts.MLPFactory`).
     """
 
 
@@ -91,7 +97,8 @@ def register_optimizers(register: Register) -> None:
 
     Args:
         register: call ``register(name, factory)``; ``factory(named_params, **params)``
-            returns a ``torch.optim.Optimizer``.
+            returns a ``torch.optim.Optimizer`` (see
+            :class:`llmcore.contracts.OptimizerFactory`).
     """
 
 
@@ -101,7 +108,8 @@ def register_schedules(register: Register) -> None:
 
     Args:
         register: call ``register(name, factory)``; ``factory(optimizer, **params)`` returns
-            a ``torch.optim.lr_scheduler.LRScheduler`` stepped once per optimizer step.
+            a ``torch.optim.lr_scheduler.LRScheduler`` stepped once per optimizer step (see
+            :class:`llmcore.contracts.ScheduleFactory`).
     """
 
 
@@ -156,18 +164,6 @@ def register_adapters(register: Register) -> None:
     """
 
 
-#: kind -> name of its hook.
-HOOK_OF_KIND: dict[str, str] = {
-    "tokenizer": "register_tokenizers",
-    "attention": "register_attentions",
-    "norm": "register_norms",
-    "mlp": "register_mlps",
-    "position": "register_positions",
-    "optimizer": "register_optimizers",
-    "schedule": "register_schedules",
-    "sampler": "register_samplers",
-    "decoder": "register_decoders",
-    "logger": "register_loggers",
-    "reward": "register_rewards",
-    "adapter": "register_adapters",
-}
+#: kind -> name of its hook, from the table of kinds (``tests/test_plugins.py`` checks that
+#: every hook named there is a documented hookspec above, and no other is).
+HOOK_OF_KIND: dict[str, str] = {kind.name: kind.hook for kind in COMPONENT_KINDS.values()}

@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from llmcore import hookspecs
-from llmcore.contracts import KINDS
+from llmcore.contracts import COMPONENT_KINDS, KINDS, ComponentKind
 from llmcore.errors import PluginError
 
 GROUP = "llmcore"
@@ -57,6 +57,9 @@ class PluginRegistry:
         self.providers: dict[str, dict[str, Provider]] = {kind: {} for kind in KINDS}
         self.conflicts: dict[tuple[str, str], str] = {}  # (kind, name) -> why it is ambiguous
         self.plugins: dict[str, PluginInfo] = {}
+        # (kind, name, param names) of config entries whose params were checked against
+        # their factory (see llmcore.components.check_entry), so each is checked once.
+        self.accepted_entries: set[tuple[str, str, frozenset[str]]] = set()
 
     # -- loading ---------------------------------------------------------------------------
     def load_entry_points(self) -> None:
@@ -97,13 +100,13 @@ class PluginRegistry:
         except ValueError as exc:
             info.error = _describe(exc)
             raise PluginError(f"plugin {name!r} could not be registered: {exc}") from exc
-        for kind in KINDS:
-            hook = getattr(self.manager.hook, hookspecs.HOOK_OF_KIND[kind])
+        for kind in COMPONENT_KINDS.values():
+            hook = getattr(self.manager.hook, kind.hook)
             for impl in hook.get_hookimpls():
                 if impl.plugin_name != name:
                     continue
                 try:
-                    impl.function(register=self._register_callback(kind, info))
+                    impl.function(register=self._register_callback(kind.name, info))
                 except Exception as exc:  # a hook that raises only loses its own plugin
                     info.error = f"{impl.function.__name__} raised {_describe(exc)}"
                     print(
@@ -144,8 +147,7 @@ class PluginRegistry:
     # -- lookup ----------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> Provider:
         """The provider of ``name`` for ``kind``; the error lists the registered names."""
-        if kind not in self.providers:
-            raise PluginError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        component_kind(kind)
         if (kind, name) in self.conflicts:
             raise PluginError(
                 self.conflicts[(kind, name)] + "; uninstall one of them or narrow LLMCORE_PLUGINS"
@@ -161,6 +163,16 @@ class PluginRegistry:
                     f"{p.name} ({p.error})" for p in failed
                 )
             raise PluginError(msg) from None
+
+
+def component_kind(kind: str) -> ComponentKind:
+    """The entry of ``kind`` in the table of kinds; the error lists the kinds."""
+    try:
+        return COMPONENT_KINDS[kind]
+    except KeyError:
+        raise PluginError(
+            f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}"
+        ) from None
 
 
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
@@ -204,10 +216,8 @@ def reload() -> PluginRegistry:
 
 def available(kind: str) -> dict[str, Provider]:
     """``name -> Provider`` of every registered component of ``kind``."""
-    reg = registry()
-    if kind not in reg.providers:
-        raise PluginError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
-    return dict(reg.providers[kind])
+    component_kind(kind)
+    return dict(registry().providers[kind])
 
 
 def create(kind: str, name: str, /, **params: Any) -> Any:

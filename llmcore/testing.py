@@ -15,10 +15,13 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from llmcore.contracts import COMPONENT_KINDS
 
 
 class ConformanceError(AssertionError):
@@ -58,30 +61,108 @@ def check_mlp(factory: Callable[..., Any], dim: int = 16, **params: Any) -> None
         _require(y.shape == x.shape, f"mlp changed the shape {tuple(x.shape)} -> {tuple(y.shape)}")
 
 
-def check_attention(factory: Callable[..., Any], **params: Any) -> None:
-    """Attention equals the textbook formula: causal and not, GQA, decode against a cache."""
-    from llmcore.builtin.attention import math_attention
+_ATTENTION_CASES = [  # B, H, Hkv, Tq, Tk, D, causal
+    (2, 4, 4, 7, 7, 16, True),
+    (1, 4, 2, 5, 5, 8, False),
+    (2, 4, 1, 1, 9, 16, True),
+    (1, 2, 2, 3, 8, 8, True),
+]
 
+
+def check_attention(factory: Callable[..., Any], **params: Any) -> None:
+    """Attention meets :class:`llmcore.contracts.Attention`.
+
+    Every implementation must keep the shapes and dtype; let query ``i`` read no key after
+    ``i + (Tk - Tq)``; give query head ``h`` the key/value head ``h // (H // Hkv)``; ignore
+    keys that the mask or the window hides; and answer the last queries against a cache
+    exactly as the full pass does. One that declares ``standard = True`` (on its factory or
+    on what the factory builds) must also equal the textbook softmax formula.
+    """
     attend = factory(**params)
-    torch.manual_seed(0)
-    for B, H, Hkv, Tq, Tk, D, causal in [
-        (2, 4, 4, 7, 7, 16, True),
-        (1, 4, 2, 5, 5, 8, False),
-        (2, 4, 1, 1, 9, 16, True),
-        (1, 2, 2, 3, 8, 8, True),
-    ]:
-        q, k, v = torch.randn(B, H, Tq, D), torch.randn(B, Hkv, Tk, D), torch.randn(B, Hkv, Tk, D)
-        got = attend(q, k, v, causal=causal)
-        want = math_attention(q, k, v, causal=causal)
-        _require(
-            got.shape == want.shape,
-            f"attention output shape {tuple(got.shape)}, expected {tuple(want.shape)}",
+    gen = torch.Generator().manual_seed(0)
+    for B, H, Hkv, Tq, Tk, D, causal in _ATTENTION_CASES:
+        q, k, v = (
+            torch.randn(B, h, t, D, generator=gen) for h, t in ((H, Tq), (Hkv, Tk), (Hkv, Tk))
         )
-        err = (got - want).abs().max().item()
+        out = attend(q, k, v, causal=causal)
+        _require(
+            isinstance(out, torch.Tensor) and out.shape == q.shape and out.dtype == q.dtype,
+            f"attention must return {tuple(q.shape)} {q.dtype}, got "
+            f"{tuple(getattr(out, 'shape', ()))} {getattr(out, 'dtype', type(out))}",
+        )
+        _require(bool(torch.isfinite(out).all()), "attention produced non-finite values")
+    _check_attention_reads(attend, gen)
+    if getattr(attend, "standard", False) or getattr(factory, "standard", False):
+        _check_attention_formula(attend, gen)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5))
+
+
+def _check_attention_reads(attend: Callable[..., Any], gen: torch.Generator) -> None:
+    """Which keys and heads each query reads, shown by changing what it must not read."""
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=gen) for _ in range(3))
+    kv = (k[:, ::2].contiguous(), v[:, ::2].contiguous())  # 2 key/value heads for 4 queries
+    later = [t.clone() for t in kv]
+    for t in later:
+        t[:, :, -1] += torch.randn(t[:, :, -1].shape, generator=gen)
+    full = attend(q, *kv, causal=True)  # (B, H, T, D)
+    _require(
+        _close(attend(q, *later, causal=True)[:, :, :-1], full[:, :, :-1]),
+        "causal attention let a query read a key after its own position",
+    )
+    grouped = [t.repeat_interleave(2, dim=1) for t in kv]  # head h reads kv head h // 2
+    _require(
+        _close(attend(q, *grouped, causal=True), full),
+        "grouped-query attention must give query head h the key/value head h // (H // Hkv)",
+    )
+    for m in (1, 3):  # the last m queries against the whole cache
+        _require(
+            _close(attend(q[:, :, -m:], *kv, causal=True), full[:, :, -m:]),
+            f"{m} decode queries against a cache differ from the full pass: causal masking "
+            "must be bottom-right aligned",
+        )
+    _require(
+        _close(attend(q, *kv, causal=True, mask=torch.ones(1, 1, 6, 6, dtype=torch.bool)), full),
+        "an all-true mask changed the result",
+    )
+    hidden = torch.ones(1, 1, 6, 6, dtype=torch.bool)
+    hidden[..., 0] = False  # no query may read key 0
+    first = [t.clone() for t in kv]
+    for t in first:
+        t[:, :, 0] += torch.randn(t[:, :, 0].shape, generator=gen)
+    _require(
+        _close(
+            attend(q, *first, causal=False, mask=hidden), attend(q, *kv, causal=False, mask=hidden)
+        ),
+        "attention read a key that the mask hides",
+    )
+    _require(
+        _close(
+            attend(q, *first, causal=True, window=3)[:, :, 3:],
+            attend(q, *kv, causal=True, window=3)[:, :, 3:],
+        ),
+        "a query read a key outside its sliding window",
+    )
+
+
+def _check_attention_formula(attend: Callable[..., Any], gen: torch.Generator) -> None:
+    """A standard attention equals the textbook formula (the registered ``math`` plugin)."""
+    from llmcore import plugins
+
+    reference = plugins.create("attention", "math")
+    for B, H, Hkv, Tq, Tk, D, causal in _ATTENTION_CASES:
+        q, k, v = (
+            torch.randn(B, h, t, D, generator=gen) for h, t in ((H, Tq), (Hkv, Tk), (Hkv, Tk))
+        )
+        err = (
+            (attend(q, k, v, causal=causal) - reference(q, k, v, causal=causal)).abs().max().item()
+        )
         _require(
             err < 1e-4,
-            f"attention differs from the reference by {err:.2e} for B={B} H={H} Hkv={Hkv} "
-            f"Tq={Tq} Tk={Tk} D={D} causal={causal}",
+            f"attention declares standard = True but differs from the softmax formula by "
+            f"{err:.2e} for B={B} H={H} Hkv={Hkv} Tq={Tq} Tk={Tk} D={D} causal={causal}",
         )
 
 
@@ -185,20 +266,50 @@ def check_tokenizer(
             )
 
 
-_CHECKS: dict[str, Callable[..., None]] = {
-    "norm": check_norm,
-    "mlp": check_mlp,
-    "attention": check_attention,
-    "position": check_position,
-    "sampler": check_sampler,
-    "decoder": check_decoder,
-    "optimizer": check_optimizer,
-    "schedule": check_schedule,
-}
+def check_tokenizer_class(factory: Callable[..., Any], **params: Any) -> None:
+    """A tokenizer built from ``params`` (or, without params, trained on sample text by
+    ``factory.train``) meets :func:`check_tokenizer`."""
+    samples = ("hello world", "", "a\nb  c")
+    if params or not hasattr(factory, "train"):
+        tokenizer = factory(**params)
+    else:
+        tokenizer = factory.train(list(samples))
+    check_tokenizer(tokenizer, samples)
+
+
+def check_logger(factory: Callable[..., Any], **params: Any) -> None:
+    """A logger built with ``run_dir`` takes metric rows (``nan`` included) and closes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        logger = factory(run_dir=Path(tmp), **params)
+        for name in ("log", "close"):
+            _require(callable(getattr(logger, name, None)), f"logger has no {name}() method")
+        logger.log({"step": 1, "train_loss": 2.5, "lr": 1e-3})
+        logger.log({"step": 2, "train_loss": float("nan")})
+        logger.close()
+
+
+def check_reward(factory: Callable[..., Any], **params: Any) -> None:
+    """A reward function returns one finite float per (prompt, response) pair."""
+    reward = factory(**params)
+    prompts, responses = ["Q: 1+1?", "Say hi", ""], ["2", "hi there", ""]
+    scores = list(reward(prompts, responses))
+    _require(
+        len(scores) == len(prompts),
+        f"reward returned {len(scores)} scores for {len(prompts)} pairs",
+    )
+    _require(
+        all(isinstance(x, (int, float)) and math.isfinite(x) for x in scores),
+        f"reward scores must be finite floats, got {scores}",
+    )
 
 
 def check_component(kind: str, factory: Callable[..., Any], **params: Any) -> None:
-    """Run the conformance check of ``kind`` on ``factory`` built with ``params``."""
+    """Run the conformance check of ``kind`` on ``factory`` built with ``params``.
+
+    The check of each kind is the one named in :data:`llmcore.contracts.COMPONENT_KINDS`;
+    the arguments llmcore itself passes to the factory (``dim`` for a norm, ...) are
+    supplied by the check, ``params`` are the component's own.
+    """
     if kind not in _CHECKS:
         raise ValueError(
             f"no conformance check for kind {kind!r}; checks exist for {', '.join(_CHECKS)}"
@@ -211,3 +322,10 @@ def check_registered(kind: str, name: str, **params: Any) -> None:
     from llmcore import plugins
 
     check_component(kind, plugins.factory(kind, name), **params)
+
+
+#: kind -> its conformance check, as the table of kinds names them (a name missing here
+#: fails at import).
+_CHECKS: dict[str, Callable[..., None]] = {
+    k.name: globals()[k.check] for k in COMPONENT_KINDS.values() if k.check is not None
+}

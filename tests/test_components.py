@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,10 +39,65 @@ torch.manual_seed(0)
         ("optimizer", "sgd"),
         ("schedule", "cosine"),
         ("schedule", "constant"),
+        ("tokenizer", "char"),
+        ("logger", "jsonl"),
+        ("reward", "format"),
+        ("reward", "target_length"),
     ],
 )
 def test_builtins_meet_their_contracts(kind, name):
     check_registered(kind, name)
+
+
+def test_components_built_from_params_meet_their_contracts():
+    check_registered("tokenizer", "bpe", encoding="gpt2")
+    check_registered("reward", "names_character", names=["ROMEO", "JULIET"])
+
+
+def test_every_check_named_by_the_table_of_kinds_exists():
+    from llmcore import testing
+    from llmcore.contracts import COMPONENT_KINDS
+
+    for kind in COMPONENT_KINDS.values():
+        if kind.check is not None:
+            assert callable(getattr(testing, kind.check)), kind.name
+    with pytest.raises(ValueError, match=r"no conformance check for kind 'adapter'; checks exist"):
+        testing.check_component("adapter", object)
+
+
+class _Unclosable:
+    def __init__(self, run_dir):
+        self.rows = []
+
+    def log(self, metrics):
+        self.rows.append(metrics)
+
+
+def test_the_new_checks_catch_what_breaks_the_contract():
+    from llmcore.testing import ConformanceError, check_component
+
+    with pytest.raises(ConformanceError, match=r"logger has no close\(\) method"):
+        check_component("logger", _Unclosable)
+    with pytest.raises(ConformanceError, match="reward returned 1 scores for 3 pairs"):
+        check_component("reward", lambda: lambda prompts, responses: [0.0])
+    with pytest.raises(ConformanceError, match="finite floats"):
+        check_component("reward", lambda: lambda prompts, responses: [0.0, float("nan"), 1.0])
+
+
+def test_the_conformance_checks_import_no_builtin_plugin():
+    import ast
+
+    from llmcore import components, contracts, hookspecs, plugins, testing
+
+    for module in (testing, components, contracts, hookspecs, plugins):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        imported = [
+            f"{node.module}.{alias.name}" if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        ]
+        assert not [m for m in imported if m.startswith("llmcore.builtin")], module.__name__
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -282,3 +338,86 @@ def test_jsonl_logger(tmp_path):
     lg.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows == [{"step": 1, "train_loss": 2.5}, {"step": 2, "train_loss": None}]
+
+
+class SigmoidAttention:
+    """Attention by elementwise sigmoid scores: not softmax, but it reads what the contract
+    says (keys up to its own position, kv head h // (H // Hkv), no masked key)."""
+
+    top_left_causal = False  # the classic bug: causal aligned for Tq == Tk only
+    head_of = staticmethod(lambda h, H, Hkv: h // (H // Hkv))
+    honours_mask = True
+    adjust = staticmethod(lambda causal, window: (causal, window))
+
+    def __call__(self, q, k, v, *, causal=True, scale=None, mask=None, window=None):
+        causal, window = self.adjust(causal, window)
+        B, H, Tq, D = q.shape
+        Hkv, Tk = k.shape[1], k.shape[2]
+        heads = torch.tensor([self.head_of(h, H, Hkv) for h in range(H)])
+        k, v = k[:, heads], v[:, heads]  # (B, H, Tk, D)
+        scores = torch.sigmoid(q @ k.transpose(-2, -1) * (scale or D**-0.5))  # (B, H, Tq, Tk)
+        shift = 0 if self.top_left_causal else Tk - Tq
+        qpos = torch.arange(Tq)[:, None] + shift
+        kpos = torch.arange(Tk)[None, :]
+        ok = torch.ones(Tq, Tk, dtype=torch.bool)
+        if causal:
+            ok &= kpos <= qpos
+        if window is not None:
+            ok &= kpos > qpos - window
+        if mask is not None and self.honours_mask:
+            ok = ok & mask
+        return (scores * ok) @ v / Tk
+
+
+class TopLeftCausal(SigmoidAttention):
+    top_left_causal = True
+
+
+class ModuloHeads(SigmoidAttention):
+    head_of = staticmethod(lambda h, H, Hkv: h % Hkv)
+
+
+class NotCausal(SigmoidAttention):
+    adjust = staticmethod(lambda causal, window: (False, window))
+
+
+class IgnoresWindow(SigmoidAttention):
+    adjust = staticmethod(lambda causal, window: (causal, None))
+
+
+class IgnoresMask(SigmoidAttention):
+    honours_mask = False
+
+
+class ClaimsStandard(SigmoidAttention):
+    standard = True
+
+
+def test_a_non_standard_attention_that_keeps_the_contract_conforms():
+    from llmcore.testing import check_component
+
+    check_component("attention", SigmoidAttention)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (TopLeftCausal, "decode queries against a cache differ from the full pass"),
+        (ModuloHeads, r"must give query head h the key/value head h // \(H // Hkv\)"),
+        (NotCausal, "causal attention let a query read a key after its own position"),
+        (IgnoresWindow, "a query read a key outside its sliding window"),
+        (IgnoresMask, "attention read a key that the mask hides"),
+        (ClaimsStandard, "declares standard = True but differs from the softmax formula"),
+    ],
+)
+def test_the_attention_check_catches_each_breach_of_the_contract(factory, message):
+    from llmcore.testing import ConformanceError, check_component
+
+    with pytest.raises(ConformanceError, match=message):
+        check_component("attention", factory)
+
+
+def test_the_builtin_attentions_declare_themselves_standard():
+    for name in ("math", "sdpa", "native"):
+        factory = llmcore.available("attention")[name].factory
+        assert getattr(factory, "standard", False), name

@@ -258,3 +258,111 @@ def test_changing_n_head_later_leaves_no_stale_derived_value(tmp_path):
 def test_head_dim_must_be_positive():
     with pytest.raises(ConfigError, match=r"model\.head_dim: must be a positive integer"):
         config_from_dict({"model": {"head_dim": 0}})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model:\n  norm: nonorm\n",
+            r"c\.yaml: model\.norm: unknown norm 'nonorm'; registered norms: layernorm, rmsnorm",
+        ),
+        (
+            "train:\n  optimizer: {name: adamw, lrr: 0.1}\n",
+            r"c\.yaml: train\.optimizer\.lrr: unknown param of optimizer 'adamw' "
+            r"\(plugin 'optimizers'\); its params: lr, betas",
+        ),
+        (
+            "model:\n  mlp: {name: gelu, hidden_dim: 8}\n",
+            r"c\.yaml: model\.mlp\.hidden_dim: set by llmcore for mlp 'gelu', not a config param "
+            r"\(plugin 'mlps'\); its params: approximate",
+        ),
+        (
+            "finetune:\n  adapter: {name: lora, rnk: 4}\n",
+            r"c\.yaml: finetune\.adapter\.rnk: unknown param of adapter 'lora' \(plugin 'lora'\)",
+        ),
+        (
+            "finetune:\n  metrics: [nope]\n",
+            r"c\.yaml: finetune\.metrics\[0\]: unknown reward 'nope'; registered rewards: format",
+        ),
+    ],
+)
+def test_component_errors_name_the_config_file(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        validate_components(load_config(path, preset="shakespeare-char"))
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """A newly loaded plugin registry, which has checked no config entry yet."""
+    from llmcore import plugins
+
+    reg = plugins.PluginRegistry()
+    reg.load_entry_points()
+    monkeypatch.setattr(plugins, "_registry", reg)
+    return reg
+
+
+@pytest.fixture
+def param_checks(monkeypatch):
+    """The (kind, name) of every param check of a config entry, in order."""
+    from llmcore import components
+
+    seen: list[tuple[str, str]] = []
+    real = components._check_params
+
+    def counting(provider, comp, where, factory):
+        seen.append((provider.kind, comp.name))
+        real(provider, comp, where, factory)
+
+    monkeypatch.setattr(components, "_check_params", counting)
+    return seen
+
+
+def test_each_config_entry_is_checked_once_from_config_to_objects(fresh_registry, param_checks):
+    from llmcore.components import config_entries
+
+    cfg = load_config("shakespeare-char", ["model.n_layer=3"])
+    validate_components(cfg)
+    want = sorted({(kind, comp.name) for _, kind, comp in config_entries(cfg)})
+    assert sorted(param_checks) == want
+    model = llmcore.build_model(cfg, vocab_size=40)  # 7 norms, 3 MLPs, 3 attentions
+    opt = llmcore.build_optimizer(cfg, model)
+    llmcore.build_schedule(cfg, opt)
+    llmcore.build_sampler(cfg)
+    assert sorted(param_checks) == want  # nothing was checked a second time
+
+
+def test_building_an_unchecked_config_checks_each_entry_once(fresh_registry, param_checks):
+    cfg = load_config("shakespeare-char", ["model.n_layer=3"])
+    llmcore.build_model(cfg, vocab_size=40)  # 7 norms, 3 MLPs, 3 attentions
+    assert {("attention", cfg.model.attention.name), ("mlp", "gelu"), ("norm", "layernorm")} <= set(
+        param_checks
+    )
+    assert len(param_checks) == len(set(param_checks))
+
+
+def test_a_checked_entry_still_fails_when_its_name_becomes_ambiguous(fresh_registry, capsys):
+    from llmcore.components import create
+
+    cfg = load_config("shakespeare-char")
+    validate_components(cfg)
+
+    class Clash:
+        @llmcore.hookimpl
+        def register_norms(self, register):
+            register("layernorm", object)
+
+    fresh_registry.add_plugin(Clash(), "clash")
+    assert "norm 'layernorm' is registered twice" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"model\.norm: norm 'layernorm' is registered twice"):
+        create("norm", cfg.model.norm, "model.norm", dim=4, bias=True)
+
+
+def test_create_accepts_only_the_arguments_the_table_lists():
+    from llmcore.components import create
+
+    with pytest.raises(TypeError, match=r"llmcore passes norm factories only \('dim', 'bias'\)"):
+        create("norm", Component("layernorm"), "model.norm", dim=4, bias=True, eps=1e-5)

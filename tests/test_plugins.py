@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import textwrap
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import llmcore
-from llmcore import plugins
+from llmcore import hookspecs, plugins
+from llmcore.contracts import COMPONENT_KINDS, KINDS
 from llmcore.errors import PluginError
 
 
@@ -168,3 +170,43 @@ def test_hookspecs_are_documented():
     for kind, hook in hookspecs.HOOK_OF_KIND.items():
         doc = getattr(hookspecs, hook).__doc__
         assert doc and "register" in doc and "Args:" in doc, f"hook of {kind} lacks a docstring"
+
+
+def test_the_table_of_kinds_and_the_hookspecs_agree():
+    """Every kind's hook is a documented hookspec naming the kind's protocol and the
+    arguments llmcore passes its factories; no hookspec lies outside the table."""
+    specs = {
+        name
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(fn, "llmcore_spec")
+    }
+    assert specs == {k.hook for k in COMPONENT_KINDS.values()}
+    assert tuple(COMPONENT_KINDS) == KINDS and all(n == k.name for n, k in COMPONENT_KINDS.items())
+    for kind in COMPONENT_KINDS.values():
+        doc = getattr(hookspecs, kind.hook).__doc__
+        assert f"llmcore.contracts.{kind.protocol.__name__}" in doc, kind.name
+        assert all(arg in doc for arg in kind.given), kind.name
+    assert set(plugins.registry().providers) == set(KINDS)
+
+
+def test_every_kind_is_loaded_through_its_hook_from_the_table(plugin_dir):
+    every_hook = "import llmcore\n" + "".join(
+        f"\n@llmcore.hookimpl\ndef {k.hook}(register):\n    register('fake_{k.name}', object)\n"
+        for k in COMPONENT_KINDS.values()
+    )
+    make_plugin(plugin_dir, "fake-all", "fake_all", every_hook)
+    plugins.reload()
+    info = {i.name: i for i in plugins.plugin_infos()}["fake_all"]
+    assert info.components == {k: [f"fake_{k}"] for k in KINDS}
+
+
+def test_the_plugin_authors_table_of_hooks_matches_the_table_of_kinds():
+    readme = Path(__file__).parents[1] / "plugins" / "llmcore-example" / "README.md"
+    rows = [
+        [cell.strip(" `") for cell in line.strip("|").split("|")]
+        for line in readme.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ") and "`register_" in line
+    ]
+    assert {kind: hook for kind, hook, _ in rows} == hookspecs.HOOK_OF_KIND
+    for kind, _, call in rows:
+        assert all(arg in call for arg in COMPONENT_KINDS[kind].given), kind

@@ -86,6 +86,9 @@ def _sdpa():
     return sdpa_attention
 
 
+_math.standard = _sdpa.standard = True  # exactly the softmax formula (see contracts.Attention)
+
+
 @hookimpl
 def register_attentions(register):
     register("math", _math)

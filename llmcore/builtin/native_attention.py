@@ -38,6 +38,8 @@ class NativeAttention:
     returns zeros (as the ``math`` plugin does).
     """
 
+    standard = True  # exactly the softmax formula (see contracts.Attention)
+
     def __init__(self, **params: object) -> None:
         if params:
             raise ConfigError(f"attention 'native' takes no params, got {sorted(params)}")

@@ -82,17 +82,17 @@ def _tokenizer_class(name: str) -> Any:
         raise ConfigError(f"tokenizer: {exc}") from None
 
 
-def validate_tokenizer(name: str, params: dict[str, Any]) -> None:
+def validate_tokenizer(name: str, params: dict[str, Any], where: str = "tokenizer") -> None:
     """ConfigError when the ``tokenizer`` section names an unknown plugin, an unknown param,
     or (for one trained on the data) leaves out a required train param."""
-    cls = _tokenizer_class(name)
-    if trains_on_data(cls, params):
-        check_train_params(name, cls, params)
-        return
-    from llmcore.components import check_params
+    from llmcore.components import check_entry
     from llmcore.config import Component
 
-    check_params("tokenizer", Component(name, params), "tokenizer")
+    cls = _tokenizer_class(name)
+    trains = trains_on_data(cls, params)
+    check_entry("tokenizer", Component(name, params), where, cls.train if trains else None)
+    if trains:
+        check_train_params(name, cls, params)
 
 
 def tokenizer_from_config(name: str, params: dict[str, Any], texts: Callable[[], list[str]]) -> Any:
