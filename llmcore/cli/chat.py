@@ -26,7 +26,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     from llmcore.cli.generate import load
     from llmcore.finetune.chat import Chat, chat_template_of
-    from llmcore.generate import stream
+    from llmcore.generation import stream
 
     stdin = stdin or sys.stdin
     out = stdout or sys.stdout

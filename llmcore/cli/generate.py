@@ -88,7 +88,7 @@ def load(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from llmcore.errors import GenerationError
-    from llmcore.generate import generate, stream
+    from llmcore.generation import generate, stream
 
     loaded, cfg = load(args)
     model, tok = loaded.model, loaded.tokenizer

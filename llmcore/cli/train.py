@@ -50,7 +50,7 @@ def _print_sample(cfg, trainer) -> None:
     """A short sample from the trained model, with the configured samplers (a top-k larger
     than the vocabulary is clamped to it)."""
     from llmcore.components import build_sampler
-    from llmcore.generate import generate
+    from llmcore.generation import generate
 
     vocab = trainer.tokenizer.vocab_size
     for comp in cfg.generate.samplers:

@@ -1,0 +1,146 @@
+"""Generation settings and prompts: keyword arguments and a config's ``generate`` section
+resolved into one :class:`Settings`, prompts turned into ids, and both checked against the
+model before the first token is asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llmcore.errors import GenerationError
+
+DEFAULT_MAX_NEW_TOKENS = 200
+
+
+@dataclass
+class Settings:
+    """Every setting of one :func:`~llmcore.generation.generate` call, resolved."""
+
+    max_new_tokens: int
+    samplers: list
+    decoder: object
+    seed: int | None
+    stop_ids: set[int]
+    stop: list[str]
+    logprobs: bool
+    sliding_context: bool = False
+    end_ids: list[int] = field(default_factory=list)
+
+
+def resolve_settings(
+    tokenizer,
+    *,
+    config=None,
+    max_new_tokens: int | None = None,
+    samplers: Sequence | None = None,
+    decoder=None,
+    seed: int | None = None,
+    stop_ids: Sequence[int] = (),
+    stop: str | Sequence[str] | None = None,
+    end_ids: Sequence[int] = (),
+    eot: bool = True,
+    logprobs: bool = False,
+    sliding_context: bool | None = None,
+) -> Settings:
+    """The settings of a call: the keyword arguments, then the config's ``generate``
+    section for any not given, then the defaults; checked."""
+    from llmcore.builtin.samplers import fuse
+
+    g = getattr(config, "generate", config)
+    if g is not None:
+        if samplers is None or decoder is None:
+            from llmcore.components import build_sampler
+
+            chain, dec = build_sampler(config if hasattr(config, "generate") else _Wrap(g))
+            samplers = chain if samplers is None else samplers
+            decoder = dec if decoder is None else decoder
+        max_new_tokens = g.max_new_tokens if max_new_tokens is None else max_new_tokens
+        seed = g.seed if seed is None else seed
+        stop = list(g.stop) if stop is None else stop
+        sliding_context = g.sliding_context if sliding_context is None else sliding_context
+    if decoder is None:
+        from llmcore.builtin.decoders import Greedy
+
+        decoder = Greedy()
+    max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise GenerationError(f"max_new_tokens must be an integer >= 0, found {max_new_tokens!r}")
+    stop = [stop] if isinstance(stop, str) else list(stop or ())
+    for s in stop:
+        if not isinstance(s, str) or not s:
+            raise GenerationError(f"stop strings must be non-empty strings, found {s!r}")
+    ids = {int(i) for i in stop_ids}
+    if eot and getattr(tokenizer, "eot_id", None) is not None:
+        ids.add(int(tokenizer.eot_id))
+    return Settings(
+        max_new_tokens,
+        fuse(list(samplers or ())),
+        decoder,
+        seed,
+        ids,
+        stop,
+        bool(logprobs),
+        bool(sliding_context),
+        [int(i) for i in end_ids],
+    )
+
+
+class _Wrap:
+    """A Config-like holder for a bare ``generate`` section."""
+
+    def __init__(self, g) -> None:
+        self.generate = g
+
+
+def prompt_ids(tokenizer, prompt) -> list[int]:
+    """The ids of one prompt (text, or ids already); an empty prompt starts from the
+    tokenizer's beginning-of-text token (``bos_id``, else ``eot_id``)."""
+    ids = list(prompt) if not isinstance(prompt, str) else tokenizer.encode(prompt)
+    if ids:
+        return [int(i) for i in ids]
+    start = getattr(tokenizer, "bos_id", None)
+    start = tokenizer.eot_id if start is None else start
+    if start is None:
+        raise GenerationError(
+            "the prompt is empty and the tokenizer has no beginning- or end-of-text token to start from"
+        )
+    return [int(start)]
+
+
+def check_settings(model, s: Settings, n_prompt: int) -> None:
+    """Settings against the model: samplers that know their limits, and the context."""
+    for proc in s.samplers:
+        if hasattr(proc, "check"):
+            proc.check(model.config.vocab_size)
+    check_length(model, n_prompt, s.max_new_tokens, s.sliding_context)
+
+
+def check_length(model, n_prompt: int, max_new_tokens: int, sliding: bool = False) -> None:
+    """Fail when ``n_prompt + max_new_tokens`` tokens do not fit the model's context."""
+    cfg = model.config
+    block, total = cfg.block_size, n_prompt + max_new_tokens
+    if total <= block or sliding:
+        return
+    if cfg.sliding_window:
+        # Attention only looks back `window` keys, but absolute-position tables end at
+        # block_size: only position plugins without a table can run past it.
+        if cfg.position.name in ("learned", "rope"):
+            raise GenerationError(
+                f"{n_prompt} prompt + {max_new_tokens} new tokens exceed block_size={block}: "
+                f"the sliding window allows longer contexts only with a position plugin "
+                f"without a table ({cfg.position.name!r} positions end at block_size)"
+            )
+        return
+    if n_prompt > block:
+        raise GenerationError(
+            f"the prompt has {n_prompt} tokens, longer than the model's context of {block} tokens"
+        )
+    raise GenerationError(
+        f"a prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} exceeds the "
+        f"model's context of {block} tokens; lower max_new_tokens to {max(block - n_prompt, 0)} "
+        "or set generate.sliding_context to keep only the last block_size tokens"
+    )
