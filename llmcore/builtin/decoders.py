@@ -1,11 +1,6 @@
-"""Decoder plugins: the final choice of the next token, ``greedy`` or ``multinomial``, and
-``beam`` search, a decoder of its own that drives the model itself.
-
-The generation engine calls an ordinary decoder once per step with the processed logits.
-A decoder with a ``search`` method (``beam``) is handed the model and a prompt instead:
-
-    search(model, prompt_ids, *, max_new_tokens, samplers, stop_ids, generator)
-        -> (new token ids, score)
+"""Decoder plugins: the final choice of the next token, ``greedy`` or ``multinomial``
+(step decoders), and ``beam`` search, a search decoder that drives the model itself
+(both forms are stated by :class:`llmcore.contracts.Decoder`).
 """
 
 from __future__ import annotations
@@ -21,6 +16,8 @@ from llmcore.hookspecs import hookimpl
 class Greedy:
     """The highest-scoring token (the first one on ties)."""
 
+    runs_search = False
+
     def __call__(
         self, logits: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -29,6 +26,8 @@ class Greedy:
 
 class Multinomial:
     """A draw from ``softmax(logits)``, reproducible with a seeded ``generator``."""
+
+    runs_search = False
 
     def __call__(
         self, logits: torch.Tensor, generator: torch.Generator | None = None
@@ -53,6 +52,8 @@ class Beam:
     Samplers process the log-probabilities before the beams are ranked, as in Hugging
     Face's ``generate``.
     """
+
+    runs_search = True  # the engine calls search() once per prompt
 
     def __init__(
         self, width: int = 4, length_penalty: float = 1.0, early_stopping: bool | str = False

@@ -13,8 +13,9 @@ Settings (keyword arguments of :func:`generate` and :func:`stream`):
 
 - ``max_new_tokens``: at most this many new tokens per prompt (default 200).
 - ``samplers``: logits processors ``(input_ids, logits) -> logits`` applied in order;
-  ``decoder``: the final choice (default greedy), or a decoder with a ``search`` method
-  (``beam``), which then runs the whole search itself.
+  ``decoder``: the final choice per step (default: the ``greedy`` decoder), or a search
+  decoder (``beam``) that runs the whole search itself (:class:`~llmcore.contracts.Decoder`
+  states both forms).
 - ``config``: a :class:`~llmcore.config.Config` (or its ``generate`` section) whose
   samplers, decoder, ``max_new_tokens``, ``seed`` and ``stop`` fill any setting not given.
 - ``seed``: seeds the sampling generator (same seed, same prompts -> same output).

@@ -25,6 +25,8 @@ class Settings:
     logprobs: bool
     sliding_context: bool = False
     end_ids: list[int] = field(default_factory=list)
+    #: the decoder runs the whole search itself (:class:`~llmcore.contracts.Decoder`)
+    search: bool = False
 
 
 def resolve_settings(
@@ -86,7 +88,30 @@ def resolve_settings(
         bool(logprobs),
         bool(sliding_context),
         [int(i) for i in end_ids],
+        runs_search(decoder),
     )
+
+
+def runs_search(decoder) -> bool:
+    """Which form of :class:`~llmcore.contracts.Decoder` ``decoder`` declares: True for a
+    search decoder, False for a step decoder (also when it declares nothing)."""
+    declared = getattr(decoder, "runs_search", False)
+    name = type(decoder).__name__
+    if not isinstance(declared, bool):
+        raise GenerationError(
+            f"decoder {name}: runs_search must be True or False, found {declared!r}"
+        )
+    if declared and not callable(getattr(decoder, "search", None)):
+        raise GenerationError(
+            f"decoder {name} declares runs_search = True but has no "
+            "search(model, prompt_ids, *, max_new_tokens, samplers, stop_ids, generator) method"
+        )
+    if not declared and not callable(decoder):
+        raise GenerationError(
+            f"decoder {name} is not callable: a step decoder is called as "
+            "decoder(logits, generator) -> ids; a search decoder declares runs_search = True"
+        )
+    return declared
 
 
 class _Wrap:

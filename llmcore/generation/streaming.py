@@ -25,7 +25,7 @@ class Batch:
         s, model = self.s, self.model
         for p in self.prompts:
             check_settings(model, s, len(p))
-        if hasattr(s.decoder, "search"):
+        if s.search:
             yield from self._search()
             return
         done = [False] * len(self.prompts)
