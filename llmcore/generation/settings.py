@@ -1,15 +1,28 @@
 """Generation settings and prompts: keyword arguments and a config's ``generate`` section
 resolved into one :class:`Settings`, prompts turned into ids, and both checked against the
-model before the first token is asked for."""
+model before the first token is asked for.
+
+The engine names no plugin class: the default decoder is the one registered as
+``greedy``, and it relies only on capabilities components declare:
+
+- a sampler may offer ``check(vocab_size)`` (fail before the first step) and
+  ``fused_with(following) -> sampler | None`` (one processor computing both, for speed);
+- a position component declares ``max_positions``: how many positions it can encode (its
+  table's length), or None when it has no table. A component that declares nothing is
+  taken to end at ``block_size``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from llmcore import plugins
 from llmcore.errors import GenerationError
 
 DEFAULT_MAX_NEW_TOKENS = 200
+#: The decoder registered under this name decodes when neither a call nor a config names one.
+DEFAULT_DECODER = "greedy"
 
 
 @dataclass
@@ -46,8 +59,6 @@ def resolve_settings(
 ) -> Settings:
     """The settings of a call: the keyword arguments, then the config's ``generate``
     section for any not given, then the defaults; checked."""
-    from llmcore.builtin.samplers import fuse
-
     g = getattr(config, "generate", config)
     if g is not None:
         if samplers is None or decoder is None:
@@ -61,9 +72,7 @@ def resolve_settings(
         stop = list(g.stop) if stop is None else stop
         sliding_context = g.sliding_context if sliding_context is None else sliding_context
     if decoder is None:
-        from llmcore.builtin.decoders import Greedy
-
-        decoder = Greedy()
+        decoder = plugins.create("decoder", DEFAULT_DECODER)
     max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
     if (
         isinstance(max_new_tokens, bool)
@@ -80,7 +89,7 @@ def resolve_settings(
         ids.add(int(tokenizer.eot_id))
     return Settings(
         max_new_tokens,
-        fuse(list(samplers or ())),
+        fuse_samplers(list(samplers or ())),
         decoder,
         seed,
         ids,
@@ -90,6 +99,20 @@ def resolve_settings(
         [int(i) for i in end_ids],
         runs_search(decoder),
     )
+
+
+def fuse_samplers(chain: Sequence) -> list:
+    """``chain`` with each processor merged with the one after it where it offers
+    ``fused_with`` and accepts (the same results, computed faster)."""
+    out: list = []
+    for proc in chain:
+        fuse = getattr(out[-1], "fused_with", None) if out else None
+        fused = fuse(proc) if fuse is not None else None
+        if fused is not None:
+            out[-1] = fused
+        else:
+            out.append(proc)
+    return out
 
 
 def runs_search(decoder) -> bool:
@@ -151,9 +174,10 @@ def check_length(model, n_prompt: int, max_new_tokens: int, sliding: bool = Fals
     if total <= block or sliding:
         return
     if cfg.sliding_window:
-        # Attention only looks back `window` keys, but absolute-position tables end at
-        # block_size: only position plugins without a table can run past it.
-        if cfg.position.name in ("learned", "rope"):
+        # Attention only looks back `window` keys, but position tables end where they end:
+        # only position components without a table can run past block_size.
+        limit = getattr(getattr(model, "position", None), "max_positions", block)
+        if limit is not None:
             raise GenerationError(
                 f"{n_prompt} prompt + {max_new_tokens} new tokens exceed block_size={block}: "
                 f"the sliding window allows longer contexts only with a position plugin "
