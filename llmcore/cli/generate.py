@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmcore.cli.options import add_set_option
+
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
     """The flags shared by ``generate`` and ``chat``."""
@@ -24,14 +26,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
         "--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)"
     )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, for example generate.samplers=[{name: typical, p: 0.9}]",
-    )
+    add_set_option(p, "'generate.samplers=[{name: typical, p: 0.9}]'")
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
