@@ -44,7 +44,7 @@ from llmcore.errors import (
     TokenizerError,
     TrainingError,
 )
-from llmcore.generate import generate, stream
+from llmcore.generation import Generation, Token, generate, stream
 from llmcore.hf import load_hf, load_hf_tokenizer
 from llmcore.hookspecs import hookimpl
 from llmcore.model import KVCache, Transformer, build_model
@@ -58,10 +58,12 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "Generation",
     "GenerationError",
     "KVCache",
     "LLMCoreError",
     "PluginError",
+    "Token",
     "TokenizerError",
     "TrainingError",
     "Transformer",

@@ -202,7 +202,11 @@ class Sampler(Protocol):
 
 
 class Decoder(Protocol):
-    """The final choice of the next token.
+    """The final choice of the next token, in one of two forms; a decoder declares its form
+    with the class attribute ``runs_search``.
+
+    **Step decoder** (``runs_search = False``; a decoder without the attribute, even a plain
+    function, is one): the engine runs the model and calls the decoder once per step.
 
     Args:
         logits: ``(B, V)`` processed scores.
@@ -210,11 +214,39 @@ class Decoder(Protocol):
 
     Returns:
         ``(B,)`` long ids.
+
+    **Search decoder** (``runs_search = True``, such as ``beam``): the decoder runs the whole
+    search for one prompt itself, so it may keep several hypotheses per prompt. The engine
+    calls :meth:`search` once per prompt, in eval mode under ``torch.inference_mode()``,
+    instead of calling the decoder per step; it still cuts the returned ids at stop strings
+    and end markers.
     """
+
+    runs_search: bool = False
 
     def __call__(
         self, logits: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor: ...
+
+    def search(
+        self,
+        model: nn.Module,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        samplers: Sequence[Sampler],
+        stop_ids: set[int],
+        generator: torch.Generator,
+    ) -> tuple[list[int], float | None]:
+        """Search decoders only: the new ids of the best continuation of ``prompt_ids``
+        (at most ``max_new_tokens``; a stop id ends it and is not included) and its score
+        (None when the search has none).
+
+        ``model`` is a :class:`~llmcore.model.Transformer` (``new_cache``,
+        ``hidden_states``, ``lm_head``); ``samplers`` process the scores before the choice,
+        as in the step loop.
+        """
+        ...
 
 
 class Logger(Protocol):

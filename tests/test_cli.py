@@ -135,3 +135,22 @@ def test_existing_run_is_not_overwritten(trained_run, tmp_path):
     proc = run_cli("train", "--set", "train.max_iters=5", "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 1 and "already holds checkpoints" in proc.stderr
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train"],
+        ["finetune", "sft", "cfg.yaml"],
+        ["generate", "run"],
+        ["chat", "run"],
+        ["config", "show"],
+    ],
+)
+def test_every_subcommand_with_a_config_takes_the_same_set_option(command):
+    from llmcore.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args([*command, "--set", "a.b=1", "--set", "c=[1, 2]"])
+    assert args.overrides == ["a.b=1", "c=[1, 2]"]
+    assert parser.parse_args(command).overrides == []

@@ -73,3 +73,74 @@ def test_beam_from_config_component():
     cfg.generate.decoder = Component("beam", {"width": 3, "length_penalty": 0.8})
     g = generate(_model(), TOK, "ab", config=cfg, max_new_tokens=6)[0]
     assert len(g.ids) == 6 and g.score is not None
+
+
+class FullRecomputeSearch:
+    """A search decoder as a third party would write one: greedy over full forward passes
+    (no KV cache), scored by the sum of the chosen tokens' log-probabilities."""
+
+    runs_search = True
+
+    def __init__(self) -> None:
+        self.prompts: list[list[int]] = []
+
+    def search(self, model, prompt_ids, *, max_new_tokens, samplers, stop_ids, generator):
+        self.prompts.append(list(prompt_ids))
+        ids, new, score = list(prompt_ids), [], 0.0
+        for _ in range(max_new_tokens):
+            logp = torch.log_softmax(model(torch.tensor([ids]))[0, -1].float(), -1)
+            t = int(logp.argmax())
+            if t in stop_ids:
+                break
+            ids.append(t)
+            new.append(t)
+            score += float(logp[t])
+        return new, score
+
+
+def test_a_declared_search_decoder_runs_the_whole_search_itself():
+    model = _model()
+    greedy = generate(model, TOK, ["abc", "j"], max_new_tokens=10, logprobs=True)
+    dec = FullRecomputeSearch()
+    found = generate(model, TOK, ["abc", "j"], max_new_tokens=10, decoder=dec)
+    assert dec.prompts == [TOK.encode("abc"), TOK.encode("j")]  # once per prompt
+    for g, s in zip(greedy, found):
+        assert s.ids == g.ids and s.text == g.text
+        assert s.score == pytest.approx(sum(g.logprobs), abs=1e-4)
+    # the engine still cuts the search's ids at a stop string
+    stop = greedy[0].text[3:5]
+    cut = generate(model, TOK, "abc", max_new_tokens=10, decoder=dec, stop=stop)[0]
+    assert cut.text == greedy[0].text[: greedy[0].text.index(stop)]
+    assert cut.finish_reason == "stop"
+
+
+def test_a_search_method_alone_does_not_make_a_search_decoder():
+    class StepWithSearch(Greedy):
+        def search(self, *args, **kwargs):
+            raise AssertionError("a step decoder's search must not be called")
+
+    model = _model()
+    plain = generate(model, TOK, "abc", max_new_tokens=8)[0]
+    assert (
+        generate(model, TOK, "abc", max_new_tokens=8, decoder=StepWithSearch())[0].ids == plain.ids
+    )
+
+
+def test_a_function_is_a_step_decoder():
+    model = _model()
+    plain = generate(model, TOK, "abc", max_new_tokens=8)[0]
+    first = generate(model, TOK, "abc", max_new_tokens=8, decoder=lambda x, g: x.argmax(-1))[0]
+    assert first.ids == plain.ids
+
+
+@pytest.mark.parametrize(
+    "decoder,match",
+    [
+        (type("NoSearch", (), {"runs_search": True})(), "has no search"),
+        (type("Vague", (), {"runs_search": "yes", "search": None})(), "True or False"),
+        (object(), "not callable"),
+    ],
+)
+def test_a_decoder_that_breaks_its_declared_form_is_refused(decoder, match):
+    with pytest.raises(GenerationError, match=match):
+        generate(_model(), TOK, "abc", max_new_tokens=2, decoder=decoder)

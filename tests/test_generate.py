@@ -15,6 +15,7 @@ from llmcore.builtin.decoders import Greedy, Multinomial
 from llmcore.builtin.samplers import Temperature, TopK, TopP
 from llmcore.config import Component, ModelConfig, load_config
 from llmcore.errors import GenerationError
+from llmcore.generation import steps
 
 TOK = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz ,.!?\n")))
 ATTENTIONS = sorted(a for a in plugins.available("attention") if a in ("math", "sdpa", "native"))
@@ -278,21 +279,18 @@ def test_model_mode_is_restored():
 @pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("norm,mlp", [("layernorm", "gelu"), ("rmsnorm", "swiglu")])
 def test_lean_decode_step_is_bit_identical_to_the_module_path(attention, norm, mlp, monkeypatch):
-    import sys
-
-    engine = sys.modules["llmcore.generate"]
     model = _model(
         attention, "rope", n_kv_head=2, norm=Component(norm), mlp=Component(mlp), bias=False
     )
     kw = dict(max_new_tokens=16, logprobs=True)
     lean = generate(model, TOK, PROMPTS, **kw)
-    monkeypatch.setattr(engine, "LEAN", False)
+    monkeypatch.setattr(steps, "LEAN", False)
     plain = generate(model, TOK, PROMPTS, **kw)
     assert [g.ids for g in lean] == [g.ids for g in plain]
     for a, b in zip(lean, plain):  # batched: the head's matmul rounds differently
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs))
     one = generate(model, TOK, PROMPTS[0], **kw)[0]  # one row: bit-identical
-    monkeypatch.setattr(engine, "LEAN", True)
+    monkeypatch.setattr(steps, "LEAN", True)
     assert generate(model, TOK, PROMPTS[0], **kw)[0].logprobs == one.logprobs
 
 

@@ -9,6 +9,7 @@ from transformers.generation import logits_process as hf
 from llmcore import plugins
 from llmcore.builtin import samplers as S
 from llmcore.errors import GenerationError
+from llmcore.generation.settings import fuse_samplers
 
 V = 97
 
@@ -70,7 +71,7 @@ def test_top_p(seed, p, keep):
 def test_fused_top_k_top_p_equals_hf_chain(seed, k, p):
     x, ids = _logits(seed), _history(seed)
     x[:, :] += torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * 1e-3
-    chain = S.fuse([S.TopK(k), S.TopP(p)])
+    chain = fuse_samplers([S.TopK(k), S.TopP(p)])
     assert len(chain) == 1 and isinstance(chain[0], S.TopKTopP)
     ref = hf.TopPLogitsWarper(p)(ids, hf.TopKLogitsWarper(k)(ids, x.clone()))
     _same(chain[0](ids, x.clone()), ref)

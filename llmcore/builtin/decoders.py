@@ -1,11 +1,6 @@
-"""Decoder plugins: the final choice of the next token, ``greedy`` or ``multinomial``, and
-``beam`` search, a decoder of its own that drives the model itself.
-
-The generation engine calls an ordinary decoder once per step with the processed logits.
-A decoder with a ``search`` method (``beam``) is handed the model and a prompt instead:
-
-    search(model, prompt_ids, *, max_new_tokens, samplers, stop_ids, generator)
-        -> (new token ids, score)
+"""Decoder plugins: the final choice of the next token, ``greedy`` or ``multinomial``
+(step decoders), and ``beam`` search, a search decoder that drives the model itself
+(both forms are stated by :class:`llmcore.contracts.Decoder`).
 """
 
 from __future__ import annotations
@@ -21,6 +16,8 @@ from llmcore.hookspecs import hookimpl
 class Greedy:
     """The highest-scoring token (the first one on ties)."""
 
+    runs_search = False
+
     def __call__(
         self, logits: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -29,6 +26,8 @@ class Greedy:
 
 class Multinomial:
     """A draw from ``softmax(logits)``, reproducible with a seeded ``generator``."""
+
+    runs_search = False
 
     def __call__(
         self, logits: torch.Tensor, generator: torch.Generator | None = None
@@ -53,6 +52,8 @@ class Beam:
     Samplers process the log-probabilities before the beams are ranked, as in Hugging
     Face's ``generate``.
     """
+
+    runs_search = True  # the engine calls search() once per prompt
 
     def __init__(
         self, width: int = 4, length_penalty: float = 1.0, early_stopping: bool | str = False
@@ -132,20 +133,14 @@ class Beam:
                 nxt_beams.append(nxt_beams[0])
                 nxt_tokens.append(nxt_tokens[0])
                 nxt_scores.append(-1e9)
-            order = torch.tensor(nxt_beams, device=dev)
-            seqs[:, :cur] = seqs[order, :cur]
-            seqs[:, cur] = torch.tensor(nxt_tokens, device=dev)
+            _reorder(seqs, cache, cur, nxt_beams, nxt_tokens)
             running = torch.tensor(nxt_scores, device=dev)
-            cache.k.copy_(cache.k.index_select(1, order))
-            cache.v.copy_(cache.v.index_select(1, order))
             if len(done) == nb:
                 if self.early_stopping is True:
                     break
-                # the longest a running beam could still get ("never"), else its length now
-                never = self.early_stopping == "never" and lp > 0
-                length = max_new_tokens if never else gen_len
-                best = nxt_scores[0] / length**lp
-                improvable = improvable and best > min(s for s, _ in done)
+                improvable = improvable and self._can_improve(
+                    nxt_scores[0], done, gen_len, max_new_tokens
+                )
                 if not improvable:
                     break
             x = model.hidden_states(seqs[:, cur : cur + 1], cache=cache)
@@ -154,6 +149,27 @@ class Beam:
             return [], None
         score, hyp = done[0]
         return hyp, score
+
+    def _can_improve(
+        self, best_running: float, done: list, gen_len: int, max_new_tokens: int
+    ) -> bool:
+        """Whether the best running beam can still beat the worst finished hypothesis,
+        judged at the longest length it could still reach (``"never"``), else at its
+        length now (Hugging Face's rule)."""
+        lp = self.length_penalty
+        never = self.early_stopping == "never" and lp > 0
+        length = max_new_tokens if never else gen_len
+        return best_running / length**lp > min(s for s, _ in done)
+
+
+def _reorder(seqs: torch.Tensor, cache, cur: int, beams: list[int], tokens: list[int]) -> None:
+    """Make row ``i`` of the sequences (nb, T) and of the KV cache beam ``beams[i]``'s, then
+    append ``tokens[i]`` at position ``cur``."""
+    order = torch.tensor(beams, device=seqs.device)
+    seqs[:, :cur] = seqs[order, :cur]
+    seqs[:, cur] = torch.tensor(tokens, device=seqs.device)
+    cache.k.copy_(cache.k.index_select(1, order))
+    cache.v.copy_(cache.v.index_select(1, order))
 
 
 @hookimpl

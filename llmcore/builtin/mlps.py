@@ -32,6 +32,18 @@ class GeluMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(gelu(self.fc(x), approximate=self.approximate))
 
+    def functional(self):
+        """``forward`` as a plain function of ``x`` with the weights bound, for the lean
+        decode step; None when a layer is wrapped (LoRA), which must run its own forward.
+
+        It calls torch's ``F.gelu``, not the native kernel ``forward`` takes for ``tanh``
+        (the same function, rounded differently in the last bits)."""
+        if not _plain_linear(self.fc, self.proj):
+            return None
+        fw, fb, pw, pb = self.fc.weight, self.fc.bias, self.proj.weight, self.proj.bias
+        approx = self.approximate
+        return lambda x: F.linear(F.gelu(F.linear(x, fw, fb), approximate=approx), pw, pb)
+
 
 class ReluMLP(nn.Module):
     """``fc -> ReLU -> proj``; hidden width 4x by default."""
@@ -44,6 +56,14 @@ class ReluMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(F.relu(self.fc(x)))
+
+    def functional(self):
+        """``forward`` as a plain function of ``x`` with the weights bound; None when a
+        layer is wrapped (LoRA)."""
+        if not _plain_linear(self.fc, self.proj):
+            return None
+        fw, fb, pw, pb = self.fc.weight, self.fc.bias, self.proj.weight, self.proj.bias
+        return lambda x: F.linear(F.relu(F.linear(x, fw, fb)), pw, pb)
 
 
 class SwiGLU(nn.Module):
@@ -63,6 +83,20 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.silu(self.gate(x)) * self.up(x))
+
+    def functional(self):
+        """``forward`` as a plain function of ``x`` with the weights bound; None when a
+        layer is wrapped (LoRA)."""
+        if not _plain_linear(self.gate, self.up, self.down):
+            return None
+        gw, gb, uw, ub = self.gate.weight, self.gate.bias, self.up.weight, self.up.bias
+        dw, db = self.down.weight, self.down.bias
+        return lambda x: F.linear(F.silu(F.linear(x, gw, gb)) * F.linear(x, uw, ub), dw, db)
+
+
+def _plain_linear(*layers: nn.Module) -> bool:
+    """Every layer is a plain ``nn.Linear``, not a subclass or a wrapper that adds to it."""
+    return all(type(layer) is nn.Linear for layer in layers)
 
 
 @hookimpl

@@ -1,6 +1,13 @@
-"""Norm plugins: ``layernorm`` and ``rmsnorm``."""
+"""Norm plugins: ``layernorm`` and ``rmsnorm``.
+
+Both offer ``functional()``: their ``forward`` as a plain function with the parameters
+bound, which the lean decode step (:mod:`llmcore.generation.lean`) calls instead of going
+through ``nn.Module`` dispatch.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +29,11 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
+    def functional(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``forward`` as a plain function of ``x`` with the parameters bound."""
+        shape, w, b, eps = self.weight.shape, self.weight, self.bias, self.eps
+        return lambda x: F.layer_norm(x, shape, w, b, eps)
+
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}, bias={self.bias is not None}"
 
@@ -37,6 +49,11 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x.float(), self.weight.shape, None, self.eps).to(x.dtype) * self.weight
+
+    def functional(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``forward`` as a plain function of ``x`` with the parameters bound."""
+        shape, w, eps = self.weight.shape, self.weight, self.eps
+        return lambda x: F.rms_norm(x.float(), shape, None, eps).to(x.dtype) * w
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

@@ -1,5 +1,10 @@
 """Position plugins: ``learned`` (GPT-2's absolute embeddings), ``rope`` (rotary, with
-Llama 3 frequency scaling) and ``none``."""
+Llama 3 frequency scaling) and ``none``.
+
+Each declares ``max_positions``, the number of positions it can encode: the length of its
+table (``learned``, ``rope``), or None when it has none (``none``), so that generation
+knows whether a sliding-window model may run past ``block_size``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from llmcore.hookspecs import hookimpl
 
 class NoPosition(nn.Module):
     """No position information (attention's causal mask is the only order signal)."""
+
+    max_positions: int | None = None  # no table: any position works
 
     def __init__(self, dim: int, head_dim: int, max_seq_len: int) -> None:
         super().__init__()
@@ -29,6 +36,7 @@ class LearnedPosition(NoPosition):
 
     def __init__(self, dim: int, head_dim: int, max_seq_len: int) -> None:
         super().__init__(dim, head_dim, max_seq_len)
+        self.max_positions = max_seq_len
         self.wpe = nn.Embedding(max_seq_len, dim)
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -59,6 +67,7 @@ class RotaryPosition(NoPosition):
             raise ValueError(f"rope needs an even head_dim, found {head_dim}")
         self.theta = theta
         self.scaling = dict(scaling) if scaling else None
+        self.max_positions = max_seq_len  # the cos/sin tables below end there
         # fp32 throughout, as the reference implementations compute it, so logits match.
         inv_freq = 1.0 / (
             theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)

@@ -8,13 +8,12 @@ Each one computes exactly what the Hugging Face processor of the same role compu
 the OpenAI definition. History ids equal to or above the vocabulary size (the engine's
 left padding) are ignored by every history-based processor.
 
-:func:`fuse` rewrites a chain for speed without changing its results: ``top_k`` followed
-by ``top_p`` becomes :class:`TopKTopP`, which sorts only the k survivors.
+``top_k`` offers ``fused_with``, which the generation engine uses to rewrite a chain for
+speed without changing its results: ``top_k`` followed by ``top_p`` becomes
+:class:`TopKTopP`, which sorts only the k survivors.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 
@@ -62,6 +61,14 @@ class TopK:
     def check(self, vocab: int) -> None:
         """Fail before generation starts when ``k`` exceeds the vocabulary."""
         self.k_for(vocab)
+
+    def fused_with(self, following: object) -> TopKTopP | None:
+        """One processor computing this ``top_k`` then ``following`` when that is a
+        ``top_p`` (:class:`TopKTopP`); None for anything else. Exact types only: a subclass
+        may compute something else."""
+        if type(self) is TopK and type(following) is TopP:
+            return TopKTopP(self, following)
+        return None
 
     def k_for(self, vocab: int) -> int:
         """``k``, checked against the vocabulary size of the logits."""
@@ -249,18 +256,6 @@ class NoRepeatNGram:
         last = windows[..., -1].clamp(min=0, max=vocab)
         banned.scatter_(1, torch.where(matches, last, vocab), True)
         return logits.masked_fill(banned[:, :vocab], NEG_INF)
-
-
-def fuse(chain: Sequence) -> list:
-    """``chain`` with each ``top_k`` immediately followed by ``top_p`` merged into one
-    :class:`TopKTopP` (same results, sorting k survivors instead of the vocabulary)."""
-    out: list = []
-    for proc in chain:
-        if type(proc) is TopP and out and type(out[-1]) is TopK:
-            out[-1] = TopKTopP(out[-1], proc)
-        else:
-            out.append(proc)
-    return out
 
 
 @hookimpl

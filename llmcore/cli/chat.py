@@ -3,7 +3,8 @@
 The template is the config's ``tokenizer.chat_template`` (the one fine-tuning trained
 with); a run without one uses the default plain-text template. Each answer streams as it
 is generated and ends at the template's end marker. The oldest turns are dropped when the
-conversation no longer fits the context. ``/reset`` starts over, ``/quit`` (or end of
+conversation no longer fits the context; a message the tokenizer cannot encode is reported
+and left out, and the conversation goes on. ``/reset`` starts over, ``/quit`` (or end of
 input) leaves.
 """
 
@@ -25,8 +26,9 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     from llmcore.cli.generate import load
+    from llmcore.errors import TokenizerError
     from llmcore.finetune.chat import Chat, chat_template_of
-    from llmcore.generate import stream
+    from llmcore.generation import stream
 
     stdin = stdin or sys.stdin
     out = stdout or sys.stdout
@@ -56,7 +58,12 @@ def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
         if not text.strip():
             continue
         messages.append({"role": "user", "content": text})
-        ids = chat.prompt(messages)
+        try:
+            ids = chat.prompt(messages)
+        except TokenizerError as exc:  # say, a character outside a char vocabulary
+            out.write(f"(the message cannot be encoded: {exc})\n")
+            messages.pop()
+            continue
         while len(ids) + 1 > block and len(messages) > len(opening) + 1:
             del messages[len(opening) : len(opening) + 2]  # the oldest exchange
             ids = chat.prompt(messages)

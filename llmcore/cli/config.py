@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from llmcore.cli.options import add_set_option
+
 
 def add_to(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="show configs and presets")
@@ -14,7 +16,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     show.add_argument(
         "source", nargs="?", default="shakespeare-char", help="preset name or config file"
     )
-    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_set_option(show, "model.n_layer=4")
     show.set_defaults(func=show_config)
     lst = csub.add_parser("presets", help="list the shipped presets")
     lst.set_defaults(func=list_presets)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from llmcore.cli.options import add_set_option
+
 METHODS = {
     "sft": "supervised fine-tuning on prompt/response or messages JSONL",
     "reward": "a reward model (scalar head, Bradley-Terry) on prompt/chosen/rejected JSONL",
@@ -19,14 +21,7 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     for name, text in METHODS.items():
         m = methods.add_parser(name, help=text)
         m.add_argument("config", help="fine-tuning config (YAML, TOML or JSON)")
-        m.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config value, e.g. --set finetune.dpo.beta=0.2",
-        )
+        add_set_option(m, "finetune.dpo.beta=0.2")
         m.add_argument("--out", help="run folder (default: runs/<name>)")
         m.add_argument("--no-progress", action="store_true", help="no per-step log lines")
         m.set_defaults(func=run)

@@ -3,12 +3,19 @@
 Sampling flags replace the config's sampler chain with, in this order, repetition
 penalty, temperature, top-k, top-p and min-p (Hugging Face's order); ``--temperature 0`` or
 ``--greedy`` decodes greedily. ``--prompt-file`` decodes every line of a file as one batch.
+
+Prompt text is plain text by default: ``<|endoftext|>`` typed into a prompt is encoded as
+those characters, the safe reading of user input. ``--allow-special`` encodes special-token
+text as the special id instead, as Hugging Face tokenizers do by default.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from llmcore.cli.options import add_set_option
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -24,14 +31,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
         "--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)"
     )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, for example generate.samplers=[{name: typical, p: 0.9}]",
-    )
+    add_set_option(p, "'generate.samplers=[{name: typical, p: 0.9}]'")
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +43,12 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument(
         "--prompt-file", default=None, help="a text file: each non-empty line is one prompt"
+    )
+    p.add_argument(
+        "--allow-special",
+        action="store_true",
+        help="encode special-token text in the prompt (such as <|endoftext|>) as the special "
+        "token's id; by default a prompt is plain text",
     )
     add_sampling_args(p)
     p.set_defaults(func=run)
@@ -87,24 +93,20 @@ def load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmcore.errors import GenerationError
-    from llmcore.generate import generate, stream
+    from llmcore.generation import generate, stream
 
     loaded, cfg = load(args)
     model, tok = loaded.model, loaded.tokenizer
+    allowed = "all" if args.allow_special else ()
     if args.prompt_file is not None:
-        try:
-            with open(args.prompt_file, encoding="utf-8") as f:
-                prompts = [line.rstrip("\n") for line in f if line.strip()]
-        except OSError as exc:
-            raise GenerationError(f"{args.prompt_file}: cannot read prompts: {exc}") from None
-        if not prompts:
-            raise GenerationError(f"{args.prompt_file}: no prompts (every line is empty)")
-        for i, (prompt, g) in enumerate(zip(prompts, generate(model, tok, prompts, config=cfg))):
+        prompts = _read_prompts(args.prompt_file)
+        ids = [tok.encode(p, allowed_special=allowed) for p in prompts]
+        for i, (prompt, g) in enumerate(zip(prompts, generate(model, tok, ids, config=cfg))):
             sys.stdout.write(("\n" if i else "") + f"--- {i + 1}\n{prompt}{g.text}\n")
         return 0
     prompt = cfg.generate.prompt if args.prompt is None else args.prompt
-    tokens = stream(model, tok, prompt, config=cfg)  # checks the settings first
+    ids = tok.encode(prompt, allowed_special=allowed)
+    tokens = stream(model, tok, ids, config=cfg)  # checks the settings first
     sys.stdout.write(prompt)
     sys.stdout.flush()
     for token in tokens:
@@ -113,3 +115,25 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
+
+
+def _read_prompts(path: str) -> list[str]:
+    """The non-empty lines of the UTF-8 text file ``path``."""
+    from llmcore.errors import GenerationError
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise GenerationError(f"{path}: cannot read prompts: {exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GenerationError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "--prompt-file takes a text file with one prompt per line"
+        ) from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # universal newlines
+    prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise GenerationError(f"{path}: no prompts (every line is empty)")
+    return prompts

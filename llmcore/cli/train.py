@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from llmcore.cli.options import add_set_option
+
 
 def add_to(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pretrain a model (default: the shakespeare-char preset)")
     p.add_argument("config", nargs="?", help="config file (YAML, TOML or JSON)")
     p.add_argument("--preset", help="a shipped preset; a config file given too is laid over it")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.max_iters=100",
-    )
+    add_set_option(p, "train.max_iters=100")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run (or checkpoint) in DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,7 +48,7 @@ def _print_sample(cfg, trainer) -> None:
     """A short sample from the trained model, with the configured samplers (a top-k larger
     than the vocabulary is clamped to it)."""
     from llmcore.components import build_sampler
-    from llmcore.generate import generate
+    from llmcore.generation import generate
 
     vocab = trainer.tokenizer.vocab_size
     for comp in cfg.generate.samplers:

@@ -25,7 +25,7 @@ from llmcore.errors import ConfigError, LLMCoreError, TrainingError
 from llmcore.finetune.chat import Chat, chat_template_of
 from llmcore.finetune.data import Record, Skipped, field_of, read_jsonl, split
 from llmcore.finetune.models import load_finetuned, read_run_config
-from llmcore.generate import generate
+from llmcore.generation import generate
 from llmcore.train.setup import resolve_device, run_dir_of
 
 #: sections a fine-tuning config may hold; the model and tokenizer come from the base run.

@@ -8,8 +8,11 @@ matmul is arranged for speed on CPU: the same sums, rounded differently in the l
 small heads with one row are bit-identical), but:
 
 - weights, the per-layer cache slices and the write index are looked up once, not per step;
-- known built-in components (the ``layernorm`` norm, the ``gelu`` MLP, ``nn.Linear``) run
-  as plain functional calls; any other norm or MLP plugin runs its own ``forward``;
+- a norm or MLP component that offers ``functional()`` (a plain function of ``x`` computing
+  its ``forward``, with its parameters bound; None when it cannot offer one now) runs as
+  that function; any other component runs its own ``forward``. A subclass that overrides
+  ``forward`` without overriding ``functional`` runs its ``forward``;
+- ``nn.Linear`` layers run as ``F.linear``;
 - the attention and position plugins are still called through their contract;
 - the new key and value are written in place with one ``index_copy_`` per tensor.
 
@@ -33,23 +36,20 @@ def _hooked(model: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-def _norm(module: nn.Module):
-    from llmcore.builtin.norms import LayerNorm
-
-    if type(module) is LayerNorm:
-        shape, w, b, eps = module.weight.shape, module.weight, module.bias, module.eps
-        return lambda x: F.layer_norm(x, shape, w, b, eps)
+def _plain_forward(module: nn.Module):
+    """The module's ``functional()`` when it offers one for its own ``forward``, else its
+    bound ``forward`` (no ``nn.Module.__call__`` dispatch either way)."""
+    owner = _defined_by(type(module), "functional")
+    if owner is not None and owner is _defined_by(type(module), "forward"):
+        fn = module.functional()
+        if fn is not None:
+            return fn
     return module.forward
 
 
-def _mlp(module: nn.Module):
-    from llmcore.builtin.mlps import GeluMLP
-
-    if type(module) is GeluMLP and type(module.fc) is nn.Linear and type(module.proj) is nn.Linear:
-        fw, fb, pw, pb = module.fc.weight, module.fc.bias, module.proj.weight, module.proj.bias
-        approx = module.approximate
-        return lambda x: F.linear(F.gelu(F.linear(x, fw, fb), approximate=approx), pw, pb)
-    return module.forward
+def _defined_by(cls: type, name: str) -> type | None:
+    """The class in ``cls``'s MRO that defines ``name``."""
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
 
 
 class LeanStep:
@@ -60,7 +60,7 @@ class LeanStep:
         self.cache = cache
         self.wte = model.wte.weight
         self.position = model.position
-        self.norm_f = _norm(model.norm_f)
+        self.norm_f = _plain_forward(model.norm_f)
         self.head = model.lm_head.weight
         self.head_bias = model.lm_head.bias
         self.head_t = _transposed_head(model.lm_head) if cache.k.shape[1] == 1 else None
@@ -70,7 +70,7 @@ class LeanStep:
             a = blk.attn
             self.layers.append(
                 (
-                    _norm(blk.norm1),
+                    _plain_forward(blk.norm1),
                     a.qkv.weight,
                     a.qkv.bias,
                     a.sizes,
@@ -81,8 +81,8 @@ class LeanStep:
                     a.window,
                     a.proj.weight,
                     a.proj.bias,
-                    _norm(blk.norm2),
-                    _mlp(blk.mlp),
+                    _plain_forward(blk.norm2),
+                    _plain_forward(blk.mlp),
                     cache.k[i],  # (B, Hkv, max_len, D) views written in place
                     cache.v[i],
                 )

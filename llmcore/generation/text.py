@@ -29,7 +29,8 @@ class RowText:
     ``end_ids`` (a sequence of ids) ends the row once its ids end with it, the marker kept.
 
     ``push`` returns the tokens released by one new id; ``finish`` flushes the rest.
-    ``ids``, ``text``, ``logprobs`` and ``finish_reason`` hold the row's result.
+    ``ids``, ``text``, ``logprobs``, ``finish_reason`` and ``score`` (a search decoder's
+    score of the row, else None) hold the row's result.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class RowText:
         self.logprobs: list[float] = []
         self.done = False
         self.finish_reason = "length"
+        self.score: float | None = None
         self.longest = max((len(x) for x in stop), default=0)
 
     def push(self, token: int, logprob: float | None) -> list[Token]:
