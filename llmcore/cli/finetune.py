@@ -50,10 +50,18 @@ def run(args: argparse.Namespace) -> int:
         cfg = finetune_config(args.config, args.overrides)
     else:
         raise ConfigError(f"finetune {args.method}: name a fine-tuning config (or --resume DIR)")
+    import sys
+
+    from llmcore.train.signals import TrainingInterrupted
+
     module = importlib.import_module(f"llmcore.finetune.{args.method}")
-    run_dir, metrics = getattr(module, f"run_{args.method}")(
-        cfg, out_dir=args.out, progress=not args.no_progress, resume=args.resume
-    )
+    try:
+        run_dir, metrics = getattr(module, f"run_{args.method}")(
+            cfg, out_dir=args.out, progress=not args.no_progress, resume=args.resume
+        )
+    except TrainingInterrupted as exc:
+        print(f"llmcore: {exc}", file=sys.stderr)
+        return exc.exit_code
     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
     print(f"run written to {run_dir}" + (f" ({shown})" if shown else ""))
     return 0

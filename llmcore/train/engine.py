@@ -26,7 +26,11 @@ from llmcore.train import distributed as D
 from llmcore.train.guards import FiniteGuard, grad_norm
 from llmcore.train.plot import plot_losses
 from llmcore.train.setup import autocast_dtype, resolve_device, run_dir_of
+from llmcore.train.signals import StopRequests, TrainingInterrupted
 from llmcore.train.workflow import Update, Workflow
+
+#: the jsonl logger's file, cut back to the checkpoint when a run is resumed
+METRICS = "metrics.jsonl"
 
 
 class Engine:
@@ -179,6 +183,7 @@ class Engine:
                 if val_loss is not None and val_loss < self.best_val:
                     self.best_val, self.best_step = val_loss, path.name
                     ckpt.write_atomic(self.run_dir / "ckpt" / "best", path.name + "\n")
+                backup_of(self.run_dir / METRICS).unlink(missing_ok=True)  # a newer checkpoint
                 ckpt.prune_checkpoints(
                     self.run_dir, self.cfg.train.keep_last, {self.best_step} - {None}
                 )
@@ -201,7 +206,7 @@ class Engine:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg), encoding="utf-8")
             if self.resume_from is not None:
-                truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+                rewind_metrics(self.run_dir / METRICS, self.step)
         except OSError as exc:
             raise LLMCoreError(f"{self.run_dir}: cannot write the run folder: {exc}") from None
 
@@ -213,6 +218,9 @@ class Engine:
         except BaseException:
             D.shutdown(self.env, wait=False)
             raise
+        finally:
+            if self.env.is_main and self.resume_from is not None:
+                restore_metrics(self.run_dir / METRICS)  # no newer checkpoint: undo the cut
         D.shutdown(self.env)
         return run_dir
 
@@ -240,7 +248,8 @@ class Engine:
             if self.resume_from is None:
                 for note in self.workflow.notes:
                     self.log(note)
-            self._loop(bar)
+            with StopRequests() as stop:
+                self._loop(bar, stop)
         finally:
             bar.close()
             for lg in self.loggers:
@@ -255,7 +264,7 @@ class Engine:
         for lg in self.loggers:
             lg.log(record)
 
-    def _loop(self, bar) -> None:
+    def _loop(self, bar, stop: StopRequests) -> None:
         t, wf = self.cfg.train, self.workflow
         ckpt_every = t.checkpoint_interval or t.eval_interval
         resumed_at = self.step if self.resume_from is not None else None
@@ -273,10 +282,16 @@ class Engine:
                     self.say(wf.describe(step, metrics))
                 val_loss = metrics.get("val_loss")
                 window_start, window_steps = time.perf_counter(), 0  # eval is not training
-            if step > 0 and step != resumed_at and (step % ckpt_every == 0 or last):
+            saved = step > 0 and step != resumed_at and (step % ckpt_every == 0 or last)
+            if saved:
                 self.save(val_loss)
             if last:
                 break
+            stopping = stop.requested
+            if self.env.enabled:  # every rank stops at the same step, or none does
+                stopping = not D.agree(not stopping, self.env)
+            if stopping:
+                self._stop(stop, saved or step == resumed_at)
             record = wf.train_step(self)
             self.step += 1
             window_steps += 1
@@ -297,6 +312,17 @@ class Engine:
                 bar.set_postfix(**shown)
                 window_start, window_steps = time.perf_counter(), 0
 
+    def _stop(self, stop: StopRequests, saved: bool) -> None:
+        """Checkpoint the step boundary reached (unless just done) and stop the run."""
+        if not saved:
+            self.save(None)
+        signum = stop.signum or 15  # another rank was signalled
+        raise TrainingInterrupted(
+            f"stopped by signal {signum} at step {self.step}; the checkpoint of that step is "
+            f"in {self.run_dir / 'ckpt'}: continue with --resume {self.run_dir}",
+            128 + signum,
+        )
+
     def _history_for_plot(self) -> list[dict[str, Any]]:
         """What the loggers wrote (the whole run, across resumes) when one of them can say,
         else what this process logged."""
@@ -311,12 +337,29 @@ def _quiet(*_: Any, **__: Any) -> None:
     return None
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the rows a killed run logged after the checkpoint it is resumed from."""
+def backup_of(path: Path) -> Path:
+    """Where a resumed run keeps ``path`` as it was until it writes a newer checkpoint."""
+    return path.with_name(f".{path.name}.before-resume")
+
+
+def restore_metrics(path: Path) -> None:
+    """Put back the metrics a resumed run cut, when it wrote no newer checkpoint."""
+    backup = backup_of(path)
+    if backup.exists():
+        backup.replace(path)
+
+
+def rewind_metrics(path: Path, step: int) -> None:
+    """Drop the rows logged after ``step`` (the checkpoint resumed from), keeping the file
+    as it was beside it until the resumed run writes a newer checkpoint: a rewind that
+    fails, or is killed, before that loses no line."""
+    restore_metrics(path)  # a previous resume that wrote no checkpoint: its cut is undone
     if not path.exists():
         return
+    text = path.read_text(encoding="utf-8")
+    ckpt.write_atomic(backup_of(path), text)
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by the kill
