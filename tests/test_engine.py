@@ -135,3 +135,16 @@ def test_a_second_signal_ends_the_process_at_once():
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert res.stdout == "first signal noted\n", res.stderr
     assert res.returncode == -signal.SIGTERM
+
+
+def test_training_starts_with_a_summary(tmp_path, capsys):
+    cfg = tiny(tmp_path, "train.max_iters=2", "train.grad_accum=2", "train.dtype=bfloat16")
+    trainer = Trainer(cfg, out_dir=tmp_path / "run", progress=False)
+    n = sum(p.numel() for p in trainer.model.parameters())
+    trainer.run()
+    first = capsys.readouterr().out.splitlines()[0]
+    threads = torch.get_num_threads()
+    assert first == (
+        f"pretrain: {n:,} parameters ({n:,} trainable), bfloat16 autocast, attention {cfg.model.attention.name}, "
+        f"{threads} threads, {4 * 2 * 16:,} tokens per step on cpu"
+    )

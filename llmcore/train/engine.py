@@ -244,6 +244,7 @@ class Engine:
             dynamic_ncols=True,
         )
         self.say = bar.write if self.progress else (print if self.env.is_main else _quiet)
+        self.say(self.summary())
         try:
             if self.resume_from is None:
                 for note in self.workflow.notes:
@@ -257,6 +258,24 @@ class Engine:
         if self.env.is_main:
             plot_losses(self.run_dir, self._history_for_plot(), self.say)
         return self.run_dir
+
+    def summary(self) -> str:
+        """The start-up line: what is trained, in which precision, on how many threads."""
+        t, wf = self.cfg.train, self.workflow
+        total = sum(p.numel() for p in wf.model.parameters())
+        trainable = sum(p.numel() for p in self.params)
+        dtype = "float32" if self.amp_dtype is None else f"{str(self.amp_dtype)[6:]} autocast"
+        per_step = (
+            f"{wf.tokens_per_step:,} tokens per step"
+            if wf.tokens_per_step is not None
+            else f"{t.batch_size * t.grad_accum:,} examples per step"
+        )
+        procs = f", {self.env.world_size} processes ({self.env.mode})" if self.env.enabled else ""
+        return (
+            f"{wf.name}: {total:,} parameters ({trainable:,} trainable), {dtype}, attention "
+            f"{self.cfg.model.attention.name}, {torch.get_num_threads()} threads{procs}, "
+            f"{per_step} on {self.device}"
+        )
 
     def log(self, record: dict[str, Any]) -> None:
         """Send ``record`` to every logger and remember it."""
