@@ -68,6 +68,9 @@ class Reward(FinetuneWorkflow):
                 f"{cfg.finetune.data}: no preference pair fits in {self.max_len} tokens"
             )
         rm = RewardModel(self.adapt(self.base.model), cfg.finetune.reward.head_init_std)
+        head = rm.backbone.lm_head.weight
+        if head is not rm.backbone.wte.weight:  # unused by the scalar head: DDP wants no idle
+            head.requires_grad_(False)  # trainable parameter (it gets no gradient anyway)
         self.model, self.saved = rm.to(self.device), rm.backbone
         self.loss_module = BradleyTerryLoss(rm)
         self.batches = self.shuffled(len(self.train_pairs))
