@@ -75,10 +75,13 @@ def save_checkpoint(
     tokenizer: Any,
     trainer_state: dict[str, Any] | None = None,
     keep: set[str] | None = None,
+    extra_files: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write a complete checkpoint for ``step`` and point ``latest`` at it.
 
-    ``model`` is a module or its tensors (tied weights once). Raises CheckpointError when the
+    ``model`` is a module or its tensors (tied weights once); ``extra_files`` are further
+    safetensors files of the same folder (a reward model's head), written before it is
+    renamed into place. Raises CheckpointError when the
     folder cannot be written (read-only, disk full); the previous checkpoint stays intact."""
     ckpt_root = Path(run_dir) / "ckpt"
     try:
@@ -98,6 +101,10 @@ def save_checkpoint(
         }
         save_file(weights, str(tmp / MODEL_FILE), metadata=meta)
         (tmp / CONFIG_FILE).write_text(dump_yaml(cfg), encoding="utf-8")
+        for name, tensors in (extra_files or {}).items():
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / name)
+            )
         if trainer_state is not None:
             torch.save(trainer_state, tmp / STATE_FILE)
         _fsync_tree(tmp)

@@ -1,4 +1,8 @@
-"""Logger plugins: metric sinks of a training run. ``jsonl`` writes ``metrics.jsonl``."""
+"""Logger plugins: metric sinks of a training run. ``jsonl`` writes ``metrics.jsonl``.
+
+Besides ``log`` and ``close``, a logger may offer ``records()``: every record it holds for
+the run (across resumes). The loss plot reads it from the first logger that has it, and
+otherwise from what the engine logged in this process."""
 
 from __future__ import annotations
 
@@ -25,6 +29,18 @@ class JsonlLogger:
         }
         self._file.write(json.dumps(clean) + "\n")
         self._file.flush()
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete record in the file (a line cut short by a kill is left out)."""
+        if not self._file.closed:
+            self._file.flush()
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
 
     def close(self) -> None:
         self._file.close()

@@ -32,10 +32,17 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides, preset=args.preset)
         if args.config is None and args.preset:
             cfg.source = args.preset
+    import sys
+
     from llmcore.train import Trainer
+    from llmcore.train.signals import TrainingInterrupted
 
     trainer = Trainer(cfg, out_dir=args.out, resume=resume, progress=not args.no_progress)
-    run_dir = trainer.run()
+    try:
+        run_dir = trainer.run()
+    except TrainingInterrupted as exc:
+        print(f"llmcore: {exc}", file=sys.stderr)
+        return exc.exit_code
     if not trainer.env.is_main:
         return 0
     print(f"run written to {run_dir}")

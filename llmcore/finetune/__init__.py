@@ -5,7 +5,10 @@
     dpo      direct preference optimisation, reference log-probs computed once
     ppo      PPO with a value head, a frozen reference, a reward model or reward plugin
 
-Each ``run_<method>(cfg, out_dir=...)`` takes the resolved config of
+Each method is a workflow (its batches and loss module) on the one training engine
+(:mod:`llmcore.train.engine`), so it honours ``grad_accum``, ``dtype``, ``compile`` and
+torchrun, and checkpoints and resumes as pretraining does. Each
+``run_<method>(cfg, out_dir=..., resume=...)`` takes the resolved config of
 :func:`finetune_config` (the base run's model and tokenizer plus the file's ``train``,
 ``generate`` and ``finetune`` sections) and returns ``(run_dir, last_metrics)``. The chat
 format (:class:`Chat`) comes from ``tokenizer.chat_template`` and is saved with every

@@ -6,13 +6,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from llmcore.config import Config
 from llmcore.errors import DataError
 from llmcore.finetune.data import PairExample, pad_responses, preference_examples
 from llmcore.finetune.losses import dpo_loss, token_logprobs
 from llmcore.finetune.models import check_same_architecture, freeze, load_finetuned
-from llmcore.finetune.session import Session
+from llmcore.finetune.session import FinetuneWorkflow, run_workflow
+from llmcore.train.workflow import Update
+
+
+def pair_tensors(pairs: list[PairExample]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and answer targets (2B, T) of the chosen then the rejected answers."""
+    prompts = [p.prompt for p in pairs] * 2
+    answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    x, y, _ = pad_responses(prompts, answers)
+    return x, y
+
+
+def logprobs_of(model, x: torch.Tensor, y: torch.Tensor, with_nll: bool = False):
+    """Summed log-probs (B,) of the chosen and of the rejected answers of ``pair_tensors``;
+    with ``with_nll`` also the mean token NLL of the chosen answers."""
+    tok = token_logprobs(model(x), y)  # (2B, T)
+    lp = tok.sum(-1)
+    n = x.shape[0] // 2
+    if not with_nll:
+        return lp[:n], lp[n:]
+    nll = -tok[:n].sum() / (y[:n] >= 0).sum().clamp(min=1)
+    return lp[:n], lp[n:], nll
 
 
 def pair_logprobs(
@@ -21,17 +43,8 @@ def pair_logprobs(
     """Summed log-probs (B,) of the chosen and of the rejected answers, in one forward;
     with ``with_nll`` also the mean token NLL of the chosen answers."""
     device = model.wte.weight.device
-    prompts = [p.prompt for p in pairs] * 2
-    answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    x, y, _ = pad_responses(prompts, answers)
-    y = y.to(device)
-    tok = token_logprobs(model(x.to(device)), y)  # (2B, T)
-    lp = tok.sum(-1)
-    n = len(pairs)
-    if not with_nll:
-        return lp[:n], lp[n:]
-    nll = -tok[:n].sum() / (y[:n] >= 0).sum().clamp(min=1)
-    return lp[:n], lp[n:], nll
+    x, y = pair_tensors(pairs)
+    return logprobs_of(model, x.to(device), y.to(device), with_nll)
 
 
 @torch.no_grad()
@@ -44,80 +57,108 @@ def reference_logprobs(model, pairs: list[PairExample], batch: int) -> torch.Ten
     return torch.cat(out)
 
 
-def load_reference(s: Session):
+def load_reference(wf: FinetuneWorkflow):
     """The frozen reference: ``finetune.reference`` or the base run; same architecture."""
-    path = s.cfg.finetune.reference
+    path = wf.cfg.finetune.reference
     if path is None:
-        ref = load_finetuned(s.cfg.finetune.base, device=s.device, merge=True)
+        ref = load_finetuned(wf.cfg.finetune.base, device=wf.device, merge=True)
     else:
-        ref = load_finetuned(path, device=s.device, merge=True)
+        ref = load_finetuned(path, device=wf.device, merge=True)
         check_same_architecture(
-            s.cfg, s.tokenizer, ref.config, ref.tokenizer, "reference", ref.path
+            wf.cfg, wf.tokenizer, ref.config, ref.tokenizer, "reference", ref.path
         )
     return freeze(ref.model)
 
 
+class DPOLoss(nn.Module):
+    """``forward(x, y, ref)``: the DPO loss of pairs (``pair_tensors``) against the
+    reference's log-probs ``ref`` (B, 2), plus ``rpo_alpha`` times the chosen answers' NLL."""
+
+    def __init__(self, model: nn.Module, beta: float, smoothing: float, rpo_alpha: float) -> None:
+        super().__init__()
+        self.model = model
+        self.beta, self.smoothing, self.rpo_alpha = beta, smoothing, rpo_alpha
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, ref: torch.Tensor):
+        c, r, nll = logprobs_of(self.model, x, y, with_nll=True)
+        loss, rc, rr = dpo_loss(c, r, ref[:, 0], ref[:, 1], self.beta, self.smoothing)
+        if self.rpo_alpha:  # keeps the chosen answers likely, not only likelier than rejected
+            loss = loss + self.rpo_alpha * nll
+        return loss, {
+            "reward_margin": (rc - rr).mean(),
+            "reward_accuracy": (rc > rr).float().mean(),
+        }
+
+
+class DPO(FinetuneWorkflow):
+    """DPO of ``finetune.base`` on the preference pairs of ``finetune.data``."""
+
+    name = "dpo"
+
+    def prepare(self, engine) -> None:
+        cfg, d, bs = self.cfg, self.cfg.finetune.dpo, self.cfg.train.batch_size
+        self.train_pairs = preference_examples(
+            self.train_records, self.chat, self.max_len, self.skipped
+        )
+        self.val_pairs = preference_examples(
+            self.val_records, self.chat, self.max_len, self.skipped
+        )
+        self.note_skipped()
+        if not self.train_pairs:
+            raise DataError(
+                f"{cfg.finetune.data}: no preference pair fits in {self.max_len} tokens"
+            )
+        reference = load_reference(self)
+        with engine.autocast():
+            self.ref_train = reference_logprobs(reference, self.train_pairs, bs)
+            self.ref_val = reference_logprobs(reference, self.val_pairs, bs)
+        del reference  # computed once: the reference is not needed any more
+        self.eval_prompts = self.answerable(self.prompt_texts(self.val_records), "eval_prompts")
+        self.model = self.saved = self.adapt(self.base.model)
+        self.loss_module = DPOLoss(self.model, d.beta, d.label_smoothing, d.rpo_alpha)
+        self.batches = self.shuffled(len(self.train_pairs))
+
+    def next_update(self, engine) -> Update:
+        idx = self.batches()
+        rows = list(zip(idx, (self.train_pairs[i] for i in idx)))
+
+        def collate(part):
+            x, y = pair_tensors([p for _, p in part])
+            ref = self.ref_train[[i for i, _ in part]]
+            return x.to(self.device), y.to(self.device), ref.to(self.device)
+
+        return self.micro_batches(rows, lambda _: 1, collate)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.batches.load_state_dict(state["batches"])
+
+    def evaluate(self, engine) -> dict[str, float]:
+        d, bs, val = self.cfg.finetune.dpo, self.cfg.train.batch_size, self.val_pairs
+        self.model.eval()
+        with torch.no_grad(), engine.autocast():
+            accs, losses = [], []
+            for i in range(0, len(val), bs):
+                c, r = pair_logprobs(self.model, val[i : i + bs])
+                ref = self.ref_val[i : i + bs].to(self.device)
+                loss, rc, rr = dpo_loss(c, r, ref[:, 0], ref[:, 1], d.beta, d.label_smoothing)
+                losses.append(float(loss) * len(c))
+                accs.append(float((rc > rr).float().sum()))
+        out = {"val_loss": sum(losses) / len(val), "val_reward_accuracy": sum(accs) / len(val)}
+        out.update(self.score_samples(self.model))
+        self.model.train()
+        return out
+
+
 def run_dpo(
-    cfg: Config, *, out_dir: str | Path | None = None, progress: bool = True
+    cfg: Config,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: str | Path | None = None,
 ) -> tuple[Path, dict]:
     """DPO of ``finetune.base`` on the preference pairs of ``finetune.data``."""
-    s = Session(cfg, "dpo", out_dir=out_dir, progress=progress)
-    try:
-        t, d = cfg.train, cfg.finetune.dpo
-        train = preference_examples(s.train_records, s.chat, s.max_len, s.skipped)
-        val = preference_examples(s.val_records, s.chat, s.max_len, s.skipped)
-        s.note_skipped()
-        if not train:
-            raise DataError(f"{cfg.finetune.data}: no preference pair fits in {s.max_len} tokens")
-        reference = load_reference(s)
-        ref_train = reference_logprobs(reference, train, t.batch_size)
-        ref_val = reference_logprobs(reference, val, t.batch_size)
-        del reference  # computed once: the reference is not needed any more
-        model = s.adapt(s.base.model)
-        opt, schedule = s.optimizer(model)
-        batches = s.batches(len(train), t.batch_size)
-        last: dict = {}
-        for step in range(t.max_iters + 1):
-            if step % t.eval_interval == 0 or step == t.max_iters:
-                model.eval()
-                with torch.no_grad():
-                    accs, losses = [], []
-                    for i in range(0, len(val), t.batch_size):
-                        c, r = pair_logprobs(model, val[i : i + t.batch_size])
-                        ref = ref_val[i : i + t.batch_size].to(s.device)
-                        loss, rc, rr = dpo_loss(
-                            c, r, ref[:, 0], ref[:, 1], d.beta, d.label_smoothing
-                        )
-                        losses.append(float(loss) * len(c))
-                        accs.append(float((rc > rr).float().sum()))
-                last = {
-                    "step": step,
-                    "val_loss": sum(losses) / len(val),
-                    "val_reward_accuracy": sum(accs) / len(val),
-                }
-                last.update(s.score_samples(model))
-                s.log(last)
-                model.train()
-            if step == t.max_iters:
-                break
-            idx = next(batches)
-            c, r, nll = pair_logprobs(model, [train[i] for i in idx], with_nll=True)
-            ref = ref_train[idx].to(s.device)
-            loss, rc, rr = dpo_loss(c, r, ref[:, 0], ref[:, 1], d.beta, d.label_smoothing)
-            if d.rpo_alpha:  # keeps the chosen answers likely, not only likelier than rejected
-                loss = loss + d.rpo_alpha * nll
-            value = s.step(loss, model, opt, schedule)
-            if (step + 1) % t.log_interval == 0:
-                s.log(
-                    {
-                        "step": step + 1,
-                        "train_loss": value,
-                        "reward_margin": float((rc - rr).mean()),
-                        "reward_accuracy": float((rc > rr).float().mean()),
-                        "lr": schedule.get_last_lr()[0],
-                    }
-                )
-        s.save(model, t.max_iters)
-    finally:
-        s.close()
-    return s.run_dir, last
+    return run_workflow(cfg, DPO(), out_dir=out_dir, progress=progress, resume=resume)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from llmcore import checkpoint as ckpt
@@ -108,12 +108,6 @@ class RewardModel(nn.Module):
         h = self.backbone.hidden_states(ids)  # (B, T, C)
         rows = torch.arange(ids.shape[0], device=ids.device)
         return self.head(h[rows, last])
-
-
-def save_reward_head(folder: Path, head: ScalarHead) -> None:
-    save_file(
-        {k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / REWARD_HEAD_FILE)
-    )
 
 
 def load_reward_model(path: str | Path, device: str | torch.device = "cpu"):

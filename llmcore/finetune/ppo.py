@@ -8,10 +8,11 @@ import math
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from llmcore.components import create
 from llmcore.config import Config
-from llmcore.errors import ConfigError, DataError
+from llmcore.errors import ConfigError, DataError, TrainingError
 from llmcore.finetune.chat import Chat, chat_template_of
 from llmcore.finetune.data import field_of, pad_responses, pad_sequences
 from llmcore.finetune.dpo import load_reference
@@ -26,7 +27,7 @@ from llmcore.finetune.losses import (
     token_logprobs,
 )
 from llmcore.finetune.models import PolicyWithValue, freeze, load_reward_model
-from llmcore.finetune.session import Session, check_scores
+from llmcore.finetune.session import FinetuneWorkflow, check_scores, run_workflow
 
 
 class RewardModelScorer:
@@ -74,8 +75,8 @@ def normalisation(scores: torch.Tensor) -> tuple[float, float]:
     return shift, (std if std > 1e-6 else 1.0)
 
 
-def _reward(s: Session):
-    p = s.cfg.finetune.ppo
+def _reward(wf: FinetuneWorkflow):
+    p = wf.cfg.finetune.ppo
     if (p.reward is None) == (p.reward_model is None):
         raise ConfigError(
             "finetune.ppo: set exactly one of reward (a reward plugin) and reward_model (a run)"
@@ -83,123 +84,164 @@ def _reward(s: Session):
     if p.reward is not None:
         fn = create("reward", p.reward, "finetune.ppo.reward")
         return p.reward.name, lambda prompts, texts, ended: fn(prompts, texts)
-    return "reward_model", RewardModelScorer(p.reward_model, s.device)
+    return "reward_model", RewardModelScorer(p.reward_model, wf.device)
+
+
+class PPOLoss(nn.Module):
+    """``forward(x, y, idx, mask, old_lp, old_v, adv, returns)`` on a minibatch of rollouts:
+    PPO's clipped policy loss plus ``value_coef`` times its value loss, and their stats.
+
+    ``idx`` (B, Ta) are the positions predicting each answer id, ``mask`` (B, Ta) marks the
+    answer tokens; the other tensors are (B, Ta) too."""
+
+    def __init__(self, policy: PolicyWithValue, p) -> None:
+        super().__init__()
+        self.model = policy
+        self.clip, self.value_clip, self.value_coef = p.clip, p.value_clip, p.value_coef
+
+    def forward(self, x, y, idx, mask, old_lp, old_v, adv, returns):
+        logits, values = self.model(x)
+        lp = token_logprobs(logits, y).gather(1, idx)
+        v = values.gather(1, idx)
+        out = ppo_losses(lp, old_lp, adv, v, old_v, returns, mask, self.clip, self.value_clip)
+        with torch.no_grad():
+            picked = logits.gather(1, idx[:, :, None].expand(-1, -1, logits.shape[-1]))
+            out["entropy"] = masked_mean(entropy_from_logits(picked), mask)
+        return out["policy_loss"] + self.value_coef * out["value_loss"], out
+
+
+class PPO(FinetuneWorkflow):
+    """PPO of ``finetune.base`` on the prompts of ``finetune.data``; ``train.max_iters`` is
+    the number of rollout batches, each followed by ``epochs`` passes of minibatch updates."""
+
+    name = "ppo"
+    log_first_step = True  # the first batch's scores show the reward's normalisation
+
+    def prepare(self, engine) -> None:
+        cfg, p = self.cfg, self.cfg.finetune.ppo
+        prompts = [field_of(r, "prompt") for r in self.train_records]
+        self.prompts = self.answerable(prompts, "prompts")
+        if not self.prompts:
+            raise DataError(f"{cfg.finetune.data}: no prompts that leave room for an answer")
+        self.reward_name, self.reward_fn = _reward(self)
+        self.reference = load_reference(self)
+        self.policy = PolicyWithValue(self.adapt(self.base.model)).to(self.device)
+        for param in self.policy.value_head.parameters():
+            param.requires_grad_(True)
+        self.model, self.saved = self.policy, self.policy.model
+        self.loss_module = PPOLoss(self.policy, p)
+        self.kl_ctl = AdaptiveKL(p.kl_coef, p.kl_target, p.kl_horizon)
+        self.eval_prompts = self.answerable(self.prompt_texts(self.val_records), "eval_prompts")
+
+    def train_step(self, engine) -> dict[str, float]:
+        p = self.cfg.finetune.ppo
+        pick = torch.randint(len(self.prompts), (p.rollout_batch,), generator=self.gen).tolist()
+        batch = [self.prompts[i] for i in pick]
+        answers, texts = self.sample(self.policy.model, batch, p.max_new_tokens)
+        ended = [self.chat.strip_end(a)[1] for a in answers]
+        # a bad score rejects the step before anything is updated
+        scores = self.reward_fn(batch, texts, ended)
+        scores = check_scores(scores, len(batch), self.reward_name, texts)
+        if p.missing_end_penalty is not None:  # a cut answer is out of the reward's domain
+            scores = [x if e else x - p.missing_end_penalty for x, e in zip(scores, ended)]
+        stats = ppo_step(self, engine, batch, answers, scores)
+        return {"mean_score": sum(scores) / len(scores), **stats}
+
+    def evaluate(self, engine) -> dict[str, float]:
+        return self.score_samples(self.policy.model)
+
+    def state_dict(self) -> dict:
+        state = {**super().state_dict(), "kl_coef": self.kl_ctl.value}
+        state["value_head"] = {
+            k: v.detach().cpu() for k, v in self.policy.value_head.state_dict().items()
+        }
+        if isinstance(self.reward_fn, RewardModelScorer) and self.reward_fn.shift is not None:
+            state["score_shift"] = self.reward_fn.shift
+            state["score_scale"] = self.reward_fn.scale
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.kl_ctl.value = float(state["kl_coef"])
+        self.policy.value_head.load_state_dict(state["value_head"])
+        if "score_shift" in state:
+            self.reward_fn.shift = float(state["score_shift"])
+            self.reward_fn.scale = float(state["score_scale"])
 
 
 def run_ppo(
-    cfg: Config, *, out_dir: str | Path | None = None, progress: bool = True
+    cfg: Config,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: str | Path | None = None,
 ) -> tuple[Path, dict]:
     """PPO of ``finetune.base`` on the prompts of ``finetune.data``; ``train.max_iters`` is
     the number of rollout batches."""
-    s = Session(cfg, "ppo", out_dir=out_dir, progress=progress)
-    try:
-        t, p = cfg.train, cfg.finetune.ppo
-        prompts = s.answerable([field_of(r, "prompt") for r in s.train_records], "prompts")
-        if not prompts:
-            raise DataError(f"{cfg.finetune.data}: no prompts that leave room for an answer")
-        reward_name, reward_fn = _reward(s)
-        reference = load_reference(s)
-        policy = PolicyWithValue(s.adapt(s.base.model)).to(s.device)
-        for param in policy.value_head.parameters():
-            param.requires_grad_(True)
-        opt, schedule = s.optimizer(policy)
-        kl_ctl = AdaptiveKL(p.kl_coef, p.kl_target, p.kl_horizon)
-        last: dict = {}
-        for step in range(t.max_iters + 1):
-            if step % t.eval_interval == 0 or step == t.max_iters:
-                evaluation = {"step": step, **s.score_samples(policy.model)}
-                if len(evaluation) > 1:
-                    s.log(evaluation)
-                last.update(evaluation)
-            if step == t.max_iters:
-                break
-            pick = torch.randint(len(prompts), (p.rollout_batch,), generator=s.gen).tolist()
-            batch = [prompts[i] for i in pick]
-            answers, texts = s.sample(policy.model, batch, p.max_new_tokens)
-            ended = [s.chat.strip_end(a)[1] for a in answers]
-            # a bad score rejects the step before anything is updated
-            scores = check_scores(reward_fn(batch, texts, ended), len(batch), reward_name, texts)
-            if p.missing_end_penalty is not None:  # a cut answer is out of the reward's domain
-                scores = [x if e else x - p.missing_end_penalty for x, e in zip(scores, ended)]
-            stats = ppo_step(s, policy, reference, opt, schedule, kl_ctl, batch, answers, scores)
-            record = {"step": step + 1, "mean_score": sum(scores) / len(scores), **stats}
-            if (step + 1) % t.log_interval == 0 or step == 0:
-                s.log(record)
-            last.update(record)
-        s.save(policy.model, t.max_iters)
-    finally:
-        s.close()
-    return s.run_dir, last
+    return run_workflow(cfg, PPO(), out_dir=out_dir, progress=progress, resume=resume)
 
 
-def ppo_step(s: Session, policy, reference, opt, schedule, kl_ctl, prompts, answers, scores):
-    """One PPO update on a rollout batch; returns its statistics."""
-    p = s.cfg.finetune.ppo
-    dev = s.device
-    prompt_ids = [s.chat.prompt_text(q) for q in prompts]
+@torch.no_grad()
+def rollout_targets(wf: PPO, prompts, answers, scores):
+    """Everything the updates of a rollout batch need, computed once without gradients:
+    inputs, targets, answer positions and mask, old log-probs and values, advantages and
+    returns (each (B, Ta) but ``x`` and ``y``), and the per-token KL."""
+    p, dev, policy = wf.cfg.finetune.ppo, wf.device, wf.policy
+    prompt_ids = [wf.chat.prompt_text(q) for q in prompts]
     x, y, _ = pad_responses(prompt_ids, answers)  # (B, T), answers marked in y
     x, y = x.to(dev), y.to(dev)
-    B, Ta = len(answers), max(len(a) for a in answers)
+    Ta = max(len(a) for a in answers)
     start = torch.tensor([len(q) - 1 for q in prompt_ids], device=dev)[:, None]
     ar = torch.arange(Ta, device=dev)[None, :]
     idx = (start + ar).clamp(max=x.shape[1] - 1)  # (B, Ta) positions predicting answer ids
     mask = (ar < torch.tensor([len(a) for a in answers], device=dev)[:, None]).float()
-
-    def gather(t: torch.Tensor) -> torch.Tensor:
-        return t.gather(1, idx)
-
-    with torch.no_grad():
-        policy.eval()
-        logits, values = policy(x)
-        old_lp = gather(token_logprobs(logits, y)) * mask
-        old_v = gather(values) * mask
-        ref_lp = gather(token_logprobs(reference(x), y)) * mask
-        score_t = torch.tensor(scores, device=dev)
-        if p.score_clip is not None:
-            score_t = score_t.clamp(-p.score_clip, p.score_clip)
-        rewards, kl = kl_penalised_rewards(score_t, old_lp, ref_lp, mask, kl_ctl.value)
-        adv, returns = gae(rewards, old_v, mask, p.gamma, p.lam)
-        if p.whiten_advantages:
-            adv = masked_whiten(adv, mask) * mask
+    policy.eval()
+    logits, values = policy(x)
+    old_lp = token_logprobs(logits, y).gather(1, idx) * mask
+    old_v = values.gather(1, idx) * mask
+    ref_lp = token_logprobs(wf.reference(x), y).gather(1, idx) * mask
+    score_t = torch.tensor(scores, device=dev)
+    if p.score_clip is not None:
+        score_t = score_t.clamp(-p.score_clip, p.score_clip)
+    rewards, kl = kl_penalised_rewards(score_t, old_lp, ref_lp, mask, wf.kl_ctl.value)
+    adv, returns = gae(rewards, old_v, mask, p.gamma, p.lam)
+    if p.whiten_advantages:
+        adv = masked_whiten(adv, mask) * mask
     policy.train()
-    sums = {
-        "policy_loss": 0.0,
-        "value_loss": 0.0,
-        "clip_frac": 0.0,
-        "approx_kl": 0.0,
-        "entropy": 0.0,
-    }
+    return (x, y, idx, mask, old_lp, old_v, adv, returns), kl
+
+
+def ppo_step(wf: PPO, engine, prompts, answers, scores) -> dict[str, float]:
+    """The updates of one rollout batch (``epochs`` passes of minibatches, each one optimizer
+    step of the engine); returns their mean statistics."""
+    p = wf.cfg.finetune.ppo
+    tensors, kl = rollout_targets(wf, prompts, answers, scores)
+    lengths = [len(a) for a in answers]  # answer tokens: the weight of each rollout
+    B = len(answers)
+    keys = ("train_loss", "policy_loss", "value_loss", "clip_frac", "approx_kl", "entropy")
+    sums = dict.fromkeys(keys, 0.0)
     n = 0
+    lr = 0.0
     for _ in range(p.epochs):
-        order = torch.randperm(B, generator=s.gen).tolist()
+        order = torch.randperm(B, generator=wf.gen).tolist()
         for i in range(0, B, p.minibatch):
-            mb = torch.tensor(order[i : i + p.minibatch], device=dev)
-            logits, values = policy(x[mb])
-            lp = token_logprobs(logits, y[mb]).gather(1, idx[mb])
-            v = values.gather(1, idx[mb])
-            out = ppo_losses(
-                lp, old_lp[mb], adv[mb], v, old_v[mb], returns[mb], mask[mb], p.clip, p.value_clip
-            )
-            s.step(out["policy_loss"] + p.value_coef * out["value_loss"], policy, opt, schedule)
-            with torch.no_grad():
-                ent = entropy_from_logits(
-                    logits.gather(1, idx[mb, :, None].expand(-1, -1, logits.shape[-1]))
-                )
-                out["entropy"] = masked_mean(ent, mask[mb])
-            for k in sums:
-                sums[k] += float(out[k].detach())
+            rows = order[i : i + p.minibatch]
+
+            def collate(part):
+                sel = torch.tensor(part, device=wf.device)
+                return tuple(t[sel] for t in tensors)
+
+            update = wf.micro_batches(rows, lambda r: lengths[r], collate)
+            record = engine.update(update)
+            for k in keys:
+                sums[k] += record[k]
+            lr = record["lr"]
             n += 1
     seq_kl = float(kl.sum(1).mean())
-    kl_coef = kl_ctl.value
-    kl_ctl.update(seq_kl, B)
+    kl_coef = wf.kl_ctl.value
+    wf.kl_ctl.update(seq_kl, B)
     stats = {k: v / n for k, v in sums.items()}
     if not math.isfinite(stats["policy_loss"]):
-        from llmcore.errors import TrainingError
-
         raise TrainingError("ppo: the policy loss became non-finite; lower the learning rate")
-    return {
-        "kl": seq_kl,
-        "kl_coef": kl_coef,
-        "answer_length": float(mask.sum(1).mean()),
-        **stats,
-    }
+    answer_length = sum(lengths) / B
+    return {"kl": seq_kl, "kl_coef": kl_coef, "answer_length": answer_length, **stats, "lr": lr}

@@ -1,32 +1,28 @@
-"""What every fine-tuning run shares: its resolved config, the run folder, the base model,
-the chat format, optimizer and schedule, metric loggers, checkpoints and sampled-answer
-scores."""
+"""What every fine-tuning workflow shares: its resolved config, the base model, the chat
+format, the records, and sampled-answer scores. The loop itself is the training engine's
+(:mod:`llmcore.train.engine`)."""
 
 from __future__ import annotations
 
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from llmcore import checkpoint as ckpt
-from llmcore.components import (
-    build_loggers,
-    build_optimizer,
-    build_sampler,
-    build_schedule,
-    create,
-    validate_components,
-)
-from llmcore.config import Config, dump_yaml, load_config, read_config_file
-from llmcore.errors import ConfigError, LLMCoreError, TrainingError
+from llmcore.components import build_sampler, create
+from llmcore.config import Config, load_config, read_config_file
+from llmcore.errors import ConfigError, TrainingError
 from llmcore.finetune.chat import Chat, chat_template_of
 from llmcore.finetune.data import Record, Skipped, field_of, read_jsonl, split
 from llmcore.finetune.models import load_finetuned, read_run_config
 from llmcore.generation import generate
-from llmcore.train.setup import resolve_device, run_dir_of
+from llmcore.train import distributed as D
+from llmcore.train.workflow import MicroBatch, Shuffled, Update, Workflow, split_rows
+
+if TYPE_CHECKING:
+    from llmcore.train.engine import Engine
 
 #: sections a fine-tuning config may hold; the model and tokenizer come from the base run.
 SECTIONS = ("tokenizer", "train", "generate", "finetune")
@@ -62,31 +58,28 @@ def finetune_config(path: str | Path | None, overrides: list[str] = ()) -> Confi
     return cfg
 
 
-class Session:
-    """One fine-tuning run of ``cfg``; ``kind`` is sft, reward, dpo or ppo."""
+class FinetuneWorkflow(Workflow):
+    """What the fine-tuning workflows share on the engine: the base model, its chat format,
+    the records and their split, samplers and the rewards that score sampled answers.
 
-    def __init__(
-        self, cfg: Config, kind: str, *, out_dir: str | Path | None = None, progress: bool = True
-    ) -> None:
-        validate_components(cfg)
-        self.cfg, self.kind, self.progress = cfg, kind, progress
+    Subclasses build their modules and data in :meth:`prepare`."""
+
+    name = "finetune"
+
+    def setup(self, engine: Engine) -> None:
+        cfg = engine.cfg
+        self.cfg, self.device, self.env = cfg, engine.device, engine.env
+        self.progress = engine.progress
         ft = cfg.finetune
-        self.device = resolve_device(cfg.train.device)
-        torch.manual_seed(cfg.train.seed)
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
         self.sample_gen = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1)
-        self.run_dir = run_dir_of(cfg, out_dir)
-        if (self.run_dir / "ckpt").exists():
-            raise LLMCoreError(
-                f"{self.run_dir}: the run folder already holds checkpoints; choose another --out"
-            )
         self.base = load_finetuned(ft.base, device=self.device, merge=True)
         self.tokenizer = self.base.tokenizer
         self.chat = Chat(chat_template_of(cfg), self.tokenizer)
         block = cfg.model.block_size
         self.max_len = min(ft.max_len or block, block)
         self.skipped = Skipped()
-        self.eval_prompts: list[str] | None = None  # held-out prompts that fit, on first use
+        self.eval_prompts: list[str] = []
         self.records: list[Record] = read_jsonl(ft.data) if ft.data else []
         self.train_records, self.val_records = split(self.records, ft.val_fraction)
         self.samplers, self.decoder = build_sampler(cfg)
@@ -94,11 +87,14 @@ class Session:
             (c.name, create("reward", c, f"finetune.metrics[{i}]"))
             for i, c in enumerate(ft.metrics)
         ]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-        self.loggers = build_loggers(cfg, self.run_dir)
+        D.local_batch(cfg.train.batch_size, self.env)  # the batch must split over the ranks
+        self.prepare(engine)
 
-    # -- model and optimisation -------------------------------------------------------------------
+    def prepare(self, engine: Engine) -> None:
+        """Build the method's modules and data (``model``, ``loss_module``, ``saved``)."""
+        raise NotImplementedError
+
+    # -- model and data ---------------------------------------------------------------------------
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         """Apply the configured adapter (if any): only its parameters stay trainable."""
         comp = self.cfg.finetune.adapter
@@ -106,62 +102,42 @@ class Session:
             return model
         return create("adapter", comp, "finetune.adapter").apply(model)
 
-    def optimizer(self, module: torch.nn.Module):
-        """Optimizer and schedule of ``train`` over the trainable parameters of ``module``."""
-        opt = build_optimizer(self.cfg, module)
-        return opt, build_schedule(self.cfg, opt)
+    def shuffled(self, n: int) -> Shuffled:
+        """Random batches of ``batch_size * grad_accum`` examples (one update's worth)."""
+        t = self.cfg.train
+        return Shuffled(n, t.batch_size * t.grad_accum, self.gen)
 
-    def step(self, loss: torch.Tensor, module: torch.nn.Module, opt, schedule) -> float:
-        """Backward, clip, optimizer and schedule step; returns the loss (finite or an error)."""
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingError(f"{self.kind}: the loss became {value}; lower the learning rate")
-        loss.backward()
-        clip = self.cfg.train.grad_clip
-        if clip > 0:
-            params = [p for p in module.parameters() if p.requires_grad]
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        schedule.step()
-        return value
+    def micro_batches(self, examples: list, weight_of, collate) -> Update:
+        """The update of a global batch of ``examples``: ``grad_accum`` micro-batches, each
+        this rank's share, collated to tensors on the device and weighted by ``weight_of``."""
+        t = self.cfg.train
+        parts = split_rows(examples, t.grad_accum, self.env.rank, self.env.world_size)
+        micro = [MicroBatch(collate(p), float(sum(map(weight_of, p)))) for p in parts if p]
+        return Update(micro, float(sum(map(weight_of, examples))))
 
-    def batches(self, n: int, batch_size: int):
-        """Endless random minibatches of indices into ``n`` examples (epoch by epoch)."""
-        while True:
-            order = torch.randperm(n, generator=self.gen).tolist()
-            for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-                yield order[i : i + batch_size]
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.gen.get_state(), "sample_generator": self.sample_gen.get_state()}
 
-    # -- logging, saving -----------------------------------------------------------------------
-    def log(self, record: dict[str, Any]) -> None:
-        for lg in self.loggers:
-            lg.log(record)
-        if self.progress:
-            shown = ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
-            )
-            print(f"{self.kind}: {shown}", file=sys.stderr)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["generator"])
+        self.sample_gen.set_state(state["sample_generator"])
+
+    # -- notes ------------------------------------------------------------------------------------
+    def note(self, record: dict[str, Any], message: str) -> None:
+        """A record logged at step 0 of a fresh run, and its message printed now."""
+        self.notes.append({"step": 0, **record})
+        if self.env.is_main:
+            print(f"{self.name}: {message}", file=sys.stderr)
 
     def note_skipped(self) -> None:
-        """Log how many examples truncation left without an answer (and where)."""
+        """Note how many examples truncation left without an answer (and where)."""
         if self.skipped.truncated:
             where = ", ".join(self.skipped.where)
-            self.log({"step": 0, "skipped_examples": self.skipped.truncated})
-            print(
-                f"{self.kind}: skipped {self.skipped.truncated} example(s) that truncation to "
+            self.note(
+                {"skipped_examples": self.skipped.truncated},
+                f"skipped {self.skipped.truncated} example(s) that truncation to "
                 f"{self.max_len} tokens leaves without an answer (first: {where})",
-                file=sys.stderr,
             )
-
-    def save(self, model: torch.nn.Module, step: int) -> Path:
-        path = ckpt.save_checkpoint(self.run_dir, step, model, self.cfg, self.tokenizer)
-        ckpt.prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
-        return path
-
-    def close(self) -> None:
-        for lg in self.loggers:
-            lg.close()
 
     # -- sampled answers -------------------------------------------------------------------------
     def prompt_texts(self, records: list[Record]) -> list[str]:
@@ -174,11 +150,9 @@ class Session:
         keep = [p for p in prompts if len(self.chat.prompt_text(p)) < limit]
         if len(keep) < len(prompts):
             dropped = len(prompts) - len(keep)
-            self.log({"step": 0, f"skipped_{what}": dropped})
-            print(
-                f"{self.kind}: skipped {dropped} {what} whose prompt fills the context of "
-                f"{limit} tokens",
-                file=sys.stderr,
+            self.note(
+                {f"skipped_{what}": dropped},
+                f"skipped {dropped} {what} whose prompt fills the context of {limit} tokens",
             )
         return keep
 
@@ -212,8 +186,6 @@ class Session:
     def score_samples(self, model) -> dict[str, float]:
         """Mean of each ``finetune.metrics`` reward over answers sampled for held-out prompts."""
         n = self.cfg.finetune.eval_samples
-        if self.eval_prompts is None:
-            self.eval_prompts = self.answerable(self.prompt_texts(self.val_records), "eval_prompts")
         if not self.metrics or n <= 0 or not self.eval_prompts:
             return {}
         prompts = [self.eval_prompts[i % len(self.eval_prompts)] for i in range(n)]
@@ -237,3 +209,20 @@ def check_scores(scores, n: int, name: str, responses: list[str]) -> list[float]
                 "the step is rejected and the model left unchanged"
             )
     return scores
+
+
+def run_workflow(
+    cfg: Config,
+    workflow: FinetuneWorkflow,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: str | Path | None = None,
+) -> tuple[Path, dict]:
+    """Run ``workflow`` on the training engine; returns the run folder and its last metrics
+    (the last evaluation's, over the last logged training step's)."""
+    from llmcore.train.engine import Engine
+
+    engine = Engine(cfg, workflow, out_dir=out_dir, resume=resume, progress=progress)
+    run_dir = engine.run()
+    return run_dir, engine.last_metrics

@@ -5,64 +5,107 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from llmcore.config import Config
+from llmcore.errors import DataError
 from llmcore.finetune.data import SFTExample, pack_sft, pad_sft, sft_examples
 from llmcore.finetune.losses import sft_loss
-from llmcore.finetune.session import Session
+from llmcore.finetune.session import FinetuneWorkflow, run_workflow
+from llmcore.train.workflow import Update
+
+
+class SFTLoss(nn.Module):
+    """``forward(x, y[, positions, mask])``: the mean cross-entropy over the answer tokens
+    (targets ``y`` other than -100) of a padded or packed batch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if positions is None:
+            return sft_loss(self.model(x), y)
+        return sft_loss(self.model(x, positions=positions, mask=mask), y)
+
+
+def sft_tensors(batch: list[SFTExample], packing: bool, block: int, device) -> tuple:
+    """The loss module's arguments for ``batch``, on ``device``."""
+    if packing:
+        return tuple(t.to(device) for t in pack_sft(batch, block))
+    return tuple(t.to(device) for t in pad_sft(batch))
+
+
+def targets_of(example: SFTExample) -> int:
+    """How many answer tokens of ``example`` are trained on (its weight in a batch)."""
+    return sum(example.train[1:])  # the first id is never predicted
 
 
 def sft_batch_loss(model, batch: list[SFTExample], packing: bool, block: int) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens of ``batch``."""
     device = model.wte.weight.device
-    if packing:
-        x, y, pos, mask = pack_sft(batch, block)
-        logits = model(x.to(device), positions=pos.to(device), mask=mask.to(device))
-    else:
-        x, y = pad_sft(batch)
-        logits = model(x.to(device))
-    return sft_loss(logits, y.to(device))
+    return SFTLoss(model)(*sft_tensors(batch, packing, block, device))
+
+
+class SFT(FinetuneWorkflow):
+    """Supervised fine-tuning of ``finetune.base`` on ``finetune.data``."""
+
+    name = "sft"
+
+    def prepare(self, engine) -> None:
+        self.model = self.saved = self.adapt(self.base.model)
+        self.loss_module = SFTLoss(self.model)
+        self.train_examples = sft_examples(
+            self.train_records, self.chat, self.max_len, self.skipped
+        )
+        self.val_examples = sft_examples(self.val_records, self.chat, self.max_len, self.skipped)
+        self.note_skipped()
+        if not self.train_examples:
+            raise DataError(f"{self.cfg.finetune.data}: no SFT example keeps an answer token")
+        self.eval_prompts = self.answerable(self.prompt_texts(self.val_records), "eval_prompts")
+        self.batches = self.shuffled(len(self.train_examples))
+
+    def next_update(self, engine) -> Update:
+        batch = [self.train_examples[i] for i in self.batches()]
+        packing, block = self.cfg.finetune.sft.packing, self.cfg.model.block_size
+        return self.micro_batches(
+            batch, targets_of, lambda part: sft_tensors(part, packing, block, self.device)
+        )
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.batches.load_state_dict(state["batches"])
+
+    def evaluate(self, engine) -> dict[str, float]:
+        bs, block, val = self.cfg.train.batch_size, self.cfg.model.block_size, self.val_examples
+        self.model.eval()
+        with torch.no_grad(), engine.autocast():
+            losses = [
+                float(sft_batch_loss(self.model, val[i : i + bs], False, block))
+                for i in range(0, len(val), bs)
+            ]
+        out = {"val_loss": sum(losses) / max(len(losses), 1)}
+        out.update(self.score_samples(self.model))
+        self.model.train()
+        return out
 
 
 def run_sft(
-    cfg: Config, *, out_dir: str | Path | None = None, progress: bool = True
+    cfg: Config,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: str | Path | None = None,
 ) -> tuple[Path, dict]:
     """Fine-tune ``finetune.base`` on ``finetune.data``; returns the run folder and the last
-    evaluation's metrics."""
-    s = Session(cfg, "sft", out_dir=out_dir, progress=progress)
-    try:
-        t = cfg.train
-        model = s.adapt(s.base.model)
-        train = sft_examples(s.train_records, s.chat, s.max_len, s.skipped)
-        val = sft_examples(s.val_records, s.chat, s.max_len, s.skipped)
-        s.note_skipped()
-        if not train:
-            from llmcore.errors import DataError
-
-            raise DataError(f"{cfg.finetune.data}: no SFT example keeps an answer token")
-        opt, schedule = s.optimizer(model)
-        packing, block = cfg.finetune.sft.packing, cfg.model.block_size
-        batches = s.batches(len(train), t.batch_size)
-        last: dict = {}
-        for step in range(t.max_iters + 1):
-            if step % t.eval_interval == 0 or step == t.max_iters:
-                model.eval()
-                with torch.no_grad():
-                    losses = [
-                        float(sft_batch_loss(model, val[i : i + t.batch_size], False, block))
-                        for i in range(0, len(val), t.batch_size)
-                    ]
-                last = {"step": step, "val_loss": sum(losses) / max(len(losses), 1)}
-                last.update(s.score_samples(model))
-                s.log(last)
-                model.train()
-            if step == t.max_iters:
-                break
-            batch = [train[i] for i in next(batches)]
-            loss = s.step(sft_batch_loss(model, batch, packing, block), model, opt, schedule)
-            if (step + 1) % t.log_interval == 0:
-                s.log({"step": step + 1, "train_loss": loss, "lr": schedule.get_last_lr()[0]})
-        s.save(model, t.max_iters)
-    finally:
-        s.close()
-    return s.run_dir, last
+    metrics (the last evaluation's among them)."""
+    return run_workflow(cfg, SFT(), out_dir=out_dir, progress=progress, resume=resume)

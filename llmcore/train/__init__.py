@@ -1,11 +1,15 @@
-"""Pretraining: data preparation, the training loop and its setup."""
+"""Training: the one engine (:mod:`llmcore.train.engine`) that pretraining and every
+fine-tuning workflow run on, the workflow contract, pretraining data and setup."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from llmcore.config import Config
-from llmcore.train.loop import Trainer
+from llmcore.train.engine import Engine
+from llmcore.train.loop import Pretraining, Trainer
+from llmcore.train.signals import TrainingInterrupted
+from llmcore.train.workflow import MicroBatch, Update, Workflow
 
 
 def train(
@@ -19,4 +23,13 @@ def train(
     return Trainer(cfg, out_dir=out_dir, resume=resume, progress=progress).run()
 
 
-__all__ = ["Trainer", "train"]
+__all__ = [
+    "Engine",
+    "MicroBatch",
+    "Pretraining",
+    "Trainer",
+    "TrainingInterrupted",
+    "Update",
+    "Workflow",
+    "train",
+]

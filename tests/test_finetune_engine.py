@@ -1,0 +1,286 @@
+"""Fine-tuning on the one training engine: gradient accumulation, bfloat16 autocast, exact
+resume after SIGKILL and two processes under torchrun, on a tiny char model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from llmcore import checkpoint as ckpt
+from llmcore.config import load_config
+from llmcore.datasets import tinyshakespeare_path
+from llmcore.finetune.demo import make_task
+from llmcore.finetune.dpo import run_dpo
+from llmcore.finetune.session import finetune_config
+from llmcore.finetune.sft import run_sft
+from llmcore.train import train
+from tests.test_resume import _cmd
+
+NAMES = ("MENENIUS", "MARCIUS", "COMINIUS")
+
+
+def loop(iters: int, batch: int = 8, **extra) -> dict:
+    return {
+        "max_iters": iters,
+        "batch_size": batch,
+        "eval_interval": iters,
+        "log_interval": 1,
+        "seed": 7,
+        "dtype": "float32",
+        "optimizer": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.0},
+        "schedule": {"name": "constant"},
+        **extra,
+    }
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TORCHELASTIC_ERROR_FILE": os.devnull}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny base run pretrained briefly on the start of Tiny Shakespeare, and SFT and
+    preference data about its characters."""
+    root = tmp_path_factory.mktemp("ft_engine")
+    # the whole alphabet, so the chat template's markers can be encoded
+    text = tinyshakespeare_path().read_text()[:60000] + "\n" + string.ascii_letters + "\n"
+    (root / "text.txt").write_text(text, encoding="utf-8")
+    cfg = load_config(
+        "shakespeare-char",
+        [
+            f"data.path={root / 'text.txt'}",
+            f"data.cache_dir={root / 'cache'}",
+            "model.block_size=64",
+            "model.n_layer=1",
+            "model.n_head=2",
+            "model.n_embd=32",
+            "model.dropout=0.0",
+            "train.max_iters=30",
+            "train.batch_size=8",
+            "train.eval_interval=30",
+            "train.eval_iters=1",
+            "train.sample_tokens=0",
+            "train.dtype=float32",
+        ],
+    )
+    train(cfg, out_dir=root / "base", progress=False)
+    files = make_task(text, root / "data", names=NAMES, n_sft=200, n_pairs=200, n_prompts=20)
+    return {"root": root, "files": files, "base": root / "base"}
+
+
+def sft_config(world, path: Path, train_section: dict, **finetune) -> Path:
+    return write(
+        path,
+        {
+            "finetune": {
+                "base": str(world["base"]),
+                "data": str(world["files"]["sft"]),
+                "eval_samples": 0,
+                **finetune,
+            },
+            "train": train_section,
+        },
+    )
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(ckpt.resolve_checkpoint(run) / ckpt.MODEL_FILE))
+
+
+def test_sft_grad_accum_at_half_the_batch_gives_the_same_update(world, tmp_path):
+    """Two micro-batches of 4 give the update of one batch of 8: each micro-batch's mean is
+    weighted by its share of the answer tokens (they differ from example to example)."""
+    runs = {}
+    for accum, batch in ((1, 8), (2, 4)):
+        path = sft_config(world, tmp_path / f"a{accum}.yaml", loop(3, batch, grad_accum=accum))
+        runs[accum], _ = run_sft(
+            finetune_config(path), out_dir=tmp_path / f"a{accum}", progress=False
+        )
+    one, two = weights(runs[1]), weights(runs[2])
+    base = weights(world["base"])
+    assert one.keys() == two.keys()
+    assert any(not torch.equal(one[k], base[k]) for k in one)  # the steps changed something
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-6)
+    losses = {a: [r["train_loss"] for r in records(runs[a]) if "train_loss" in r] for a in runs}
+    assert losses[2] == pytest.approx(losses[1], abs=1e-6)
+
+
+def test_sft_grad_accum_matches_a_plain_torch_step(world, tmp_path):
+    """The first SFT update with grad_accum=2 equals one SGD step on the mean loss over every
+    answer token of the whole batch, computed here with plain torch."""
+    from llmcore.finetune.data import IGNORE, pad_sft
+    from llmcore.finetune.sft import SFT
+    from llmcore.train.engine import Engine
+
+    section = loop(1, 4, grad_accum=2)
+    section["optimizer"] = {"name": "sgd", "lr": 0.5}
+    section["grad_clip"] = 0.0
+    cfg = finetune_config(sft_config(world, tmp_path / "sgd.yaml", section))
+    engine = Engine(cfg, SFT(), out_dir=tmp_path / "run", progress=False)
+    wf = engine.workflow
+    state = wf.batches.state_dict()
+    batch = [wf.train_examples[i] for i in wf.batches()]
+    wf.batches.load_state_dict(state)
+    before = {n: p.detach().clone() for n, p in wf.model.named_parameters()}
+    x, y = pad_sft(batch)
+    logits = wf.model(x)
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE
+    )
+    names = [n for n, p in wf.model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [dict(wf.model.named_parameters())[n] for n in names])
+    want = {n: before[n] - 0.5 * g for n, g in zip(names, grads)}
+    record = engine.update(wf.next_update(engine))
+    assert record["train_loss"] == pytest.approx(float(loss.detach()), abs=1e-6)
+    for n, p in wf.model.named_parameters():
+        torch.testing.assert_close(p.detach(), want[n], rtol=0, atol=1e-6)
+
+
+def test_sft_under_bf16_autocast_learns_like_float32(world, tmp_path):
+    curves = {}
+    for dtype in ("float32", "bfloat16"):
+        path = sft_config(world, tmp_path / f"{dtype}.yaml", loop(16, 8, dtype=dtype))
+        run, last = run_sft(finetune_config(path), out_dir=tmp_path / dtype, progress=False)
+        rows = records(run)
+        curves[dtype] = [r["train_loss"] for r in rows if "train_loss" in r]
+        vals = [r["val_loss"] for r in rows if "val_loss" in r]
+        assert all(math.isfinite(v) for v in curves[dtype])
+        assert vals[-1] < vals[0], (dtype, vals)
+    for a, b in zip(curves["bfloat16"], curves["float32"]):
+        assert a == pytest.approx(b, rel=0.05)
+
+
+def test_dpo_under_bf16_autocast_learns(world, tmp_path):
+    path = write(
+        tmp_path / "dpo.yaml",
+        {
+            "finetune": {
+                "base": str(world["base"]),
+                "data": str(world["files"]["pairs"]),
+                "eval_samples": 0,
+                "dpo": {"beta": 0.5},
+            },
+            "train": loop(12, 8, dtype="bfloat16"),
+        },
+    )
+    run, last = run_dpo(finetune_config(path), out_dir=tmp_path / "dpo", progress=False)
+    rows = records(run)
+    losses = [r["train_loss"] for r in rows if "train_loss" in r]
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert all(math.isfinite(v) for v in losses)
+    assert vals[0] == pytest.approx(math.log(2), abs=0.02)  # the policy starts as the reference
+    assert vals[-1] < vals[0]
+    assert math.isfinite(last["reward_margin"])
+
+
+def _steps_logged(run: Path) -> int:
+    try:
+        rows = (run / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return -1
+    steps = [json.loads(r)["step"] for r in rows[:-1] if r.strip()]  # last may be partial
+    return max(steps, default=-1)
+
+
+def test_sft_killed_and_resumed_writes_the_metrics_of_an_uninterrupted_run(world, tmp_path):
+    section = loop(60, 4, eval_interval=20, keep_last=1)
+    metrics = [{"name": "format"}]
+    cfg = sft_config(world, tmp_path / "sft.yaml", section, eval_samples=4, metrics=metrics)
+    ref = tmp_path / "ref"
+    subprocess.run(
+        _cmd("finetune", "sft", str(cfg), "--out", str(ref), "--no-progress"),
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        _cmd(
+            "finetune", "sft", str(cfg), "--out", str(cut), "--no-progress",
+            "--set", "train.max_iters=100000",
+        ),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while _steps_logged(cut) < 27 and time.monotonic() < deadline:  # past checkpoint 20
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert (cut / "ckpt" / "latest").read_text().strip() == "00000020"
+    assert _steps_logged(cut) < 40
+    subprocess.run(
+        _cmd(
+            "finetune", "sft", "--resume", str(cut), "--no-progress", "--set", "train.max_iters=60"
+        ),
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
+    assert records(cut) == records(ref)  # every record, the sampled scores too
+    assert (cut / "ckpt" / "latest").read_text().strip() == "00000060"
+
+
+def _curve(run: Path) -> dict[tuple, float]:
+    out = {}
+    for row in records(run):
+        for key in ("train_loss", "val_loss"):
+            if row.get(key) is not None:
+                out[(row["step"], key)] = row[key]
+    return out
+
+
+def test_sft_under_torchrun_follows_the_single_process_curve(world, tmp_path):
+    cfg = sft_config(world, tmp_path / "sft.yaml", loop(8, 4, eval_interval=4, grad_accum=2))
+    ref = tmp_path / "ref"
+    run_sft(finetune_config(cfg), out_dir=ref, progress=False)
+    run = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    res = subprocess.run(
+        [
+            *torchrun,
+            "-m",
+            "llmcore",
+            "finetune",
+            "sft",
+            str(cfg),
+            "--out",
+            str(run),
+            "--no-progress",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = _curve(run), _curve(ref)
+    assert a.keys() == b.keys()
+    assert max(abs(a[k] - b[k]) for k in a) < 2e-4
+    assert len(records(run)) == len(records(ref))  # only rank 0 writes
