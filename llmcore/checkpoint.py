@@ -283,6 +283,12 @@ class LoadedCheckpoint:
     model: torch.nn.Module
     tokenizer: Any
     step: int
+    #: the model's own Jinja chat template (HF folders, GGUF files); None for llmcore's runs,
+    #: which use llmcore's marker-based template
+    chat_template: str | None = None
+    #: ids that end the model's turn (eos, end-of-turn), from generation_config.json or GGUF
+    #: metadata; empty means the tokenizer's own end-of-text id
+    stop_ids: tuple[int, ...] = ()
 
 
 def load_state_dict_strict(model: torch.nn.Module, file: Path) -> None:
