@@ -17,7 +17,7 @@ import yaml
 
 from llmcore.config import load_config
 from llmcore.datasets import tinyshakespeare_path
-from llmcore.errors import CheckpointError, DataError, TrainingError
+from llmcore.errors import CheckpointError, ConfigError, DataError, TrainingError
 from llmcore.finetune.demo import NAMES, make_task
 from llmcore.finetune.dpo import run_dpo
 from llmcore.finetune.ppo import run_ppo
@@ -329,3 +329,44 @@ def test_cli_lora_sft_and_ppo_then_merge(world, tmp_path, capsys):
         torch.testing.assert_close(plain.model(ids), adapted.model(ids), rtol=1e-5, atol=1e-5)
     assert "merged weights written to" in capsys.readouterr().out
     assert main(["finetune", "dpo", str(tmp_path / "missing.yaml")]) == 1
+
+
+def test_sft_on_messages_records_samples_held_out_answers(world, tmp_path):
+    """The documented ``messages`` format trains and its held-out conversations are sampled
+    from (the turns before the answer) and scored on their last user turn."""
+    data = tmp_path / "chat.jsonl"
+    lines = []
+    for i, name in enumerate(NAMES * 10):
+        turns = [{"role": "user", "content": f"{name}, speak"}]
+        if i % 2:  # some conversations have an earlier exchange
+            turns = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+            turns += [{"role": "user", "content": f"{name}, speak"}]
+        turns.append({"role": "assistant", "content": f"{name}: good morrow"})
+        lines.append(json.dumps({"messages": turns}))
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = write(
+        tmp_path / "c.yaml",
+        {
+            "finetune": {
+                "base": str(world["root"] / "base"),
+                "data": str(data),
+                "val_fraction": 0.25,
+                "eval_samples": 8,
+                "metrics": METRICS,
+            },
+            "train": loop(4, 1e-3, 4, batch=4),
+        },
+    )
+    run, _ = run_sft(finetune_config(path), out_dir=tmp_path / "run", progress=False)
+    sampled = [r for r in records(run) if "sample_format" in r]
+    assert [r["step"] for r in sampled] == [0, 4]
+    assert all(0.0 <= r["sample_names_character"] <= 1.0 for r in sampled)
+
+
+def test_sft_without_data_names_the_setting(world, tmp_path):
+    path = write(
+        tmp_path / "c.yaml",
+        {"finetune": {"base": str(world["root"] / "base")}, "train": loop(1, 1e-3, 1)},
+    )
+    with pytest.raises(ConfigError, match=r"finetune\.data: not set; sft reads its records"):
+        run_sft(finetune_config(path), out_dir=tmp_path / "run", progress=False)

@@ -13,9 +13,9 @@ import torch
 
 from llmcore.components import build_sampler, create
 from llmcore.config import Config, load_config, read_config_file
-from llmcore.errors import ConfigError, TrainingError
+from llmcore.errors import ConfigError, DataError, TrainingError
 from llmcore.finetune.chat import Chat, chat_template_of
-from llmcore.finetune.data import Record, Skipped, field_of, read_jsonl, split
+from llmcore.finetune.data import Record, Skipped, field_of, messages_of, read_jsonl, split
 from llmcore.finetune.models import load_finetuned, read_run_config
 from llmcore.generation import generate
 from llmcore.train import distributed as D
@@ -23,6 +23,9 @@ from llmcore.train.workflow import MicroBatch, Shuffled, Update, Workflow, split
 
 if TYPE_CHECKING:
     from llmcore.train.engine import Engine
+
+#: what a held-out record asks: a prompt text, or the turns of a conversation before its answer
+Prompt = str | list[dict]
 
 #: sections a fine-tuning config may hold; the model and tokenizer come from the base run.
 SECTIONS = ("tokenizer", "train", "generate", "finetune")
@@ -80,7 +83,13 @@ class FinetuneWorkflow(Workflow):
         self.max_len = min(ft.max_len or block, block)
         self.skipped = Skipped()
         self.eval_prompts: list[str] = []
-        self.records: list[Record] = read_jsonl(ft.data) if ft.data else []
+        if not ft.data:
+            raise ConfigError(
+                f"finetune.data: not set; {self.name} reads its records from a JSONL file or a "
+                "folder of them (SFT: {prompt, response} or {messages}; reward model and DPO: "
+                "{prompt, chosen, rejected}; PPO: {prompt}), e.g. --set finetune.data=data.jsonl"
+            )
+        self.records: list[Record] = read_jsonl(ft.data)
         self.train_records, self.val_records = split(self.records, ft.val_fraction)
         self.samplers, self.decoder = build_sampler(cfg)
         self.metrics = [
@@ -140,14 +149,33 @@ class FinetuneWorkflow(Workflow):
             )
 
     # -- sampled answers -------------------------------------------------------------------------
-    def prompt_texts(self, records: list[Record]) -> list[str]:
-        return [field_of(r, "prompt") for r in records]
+    def prompt_texts(self, records: list[Record]) -> list[Prompt]:
+        """What each held-out record asks: its ``prompt`` text, or for a ``messages`` record
+        the conversation before its last assistant answer (which the model is to write)."""
+        out: list[Prompt] = []
+        for r in records:
+            if "messages" not in r.data:
+                out.append(field_of(r, "prompt"))
+                continue
+            history = list(messages_of(r))
+            while history and history[-1].get("role") == "assistant":
+                history.pop()
+            if not history:
+                raise DataError(f"{r.where}: field 'messages' holds no turn before the answer")
+            out.append(history)
+        return out
 
-    def answerable(self, prompts: list[str], what: str) -> list[str]:
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The ids an answer to ``prompt`` follows: the chat text up to the assistant marker."""
+        if isinstance(prompt, str):
+            return self.chat.prompt_text(prompt)
+        return self.chat.prompt(prompt)
+
+    def answerable(self, prompts: list[Prompt], what: str) -> list[Prompt]:
         """The prompts whose chat text leaves room in the context for an answer; the others
         are dropped, counted in the log as ``skipped_<what>``."""
         limit = self.cfg.model.block_size
-        keep = [p for p in prompts if len(self.chat.prompt_text(p)) < limit]
+        keep = [p for p in prompts if len(self.prompt_ids(p)) < limit]
         if len(keep) < len(prompts):
             dropped = len(prompts) - len(keep)
             self.note(
@@ -157,13 +185,13 @@ class FinetuneWorkflow(Workflow):
         return keep
 
     def sample(
-        self, model, prompts: list[str], max_new_tokens: int | None = None
+        self, model, prompts: list[Prompt], max_new_tokens: int | None = None
     ) -> tuple[list[list[int]], list[str]]:
         """Sampled answers (ids ending with the end marker unless cut at the token limit, text
         without it) to ``prompts``, by the generation engine with the configured samplers and
         decoder. Each call draws the engine's seed from the run's sampling generator, so
         successive calls differ and a run is reproducible."""
-        prompt_ids = [self.chat.prompt_text(p) for p in prompts]
+        prompt_ids = [self.prompt_ids(p) for p in prompts]
         room = self.cfg.model.block_size - max(len(p) for p in prompt_ids)
         n = max_new_tokens or self.cfg.finetune.ppo.max_new_tokens
         gen = self.sample_gen
@@ -190,11 +218,20 @@ class FinetuneWorkflow(Workflow):
             return {}
         prompts = [self.eval_prompts[i % len(self.eval_prompts)] for i in range(n)]
         _, texts = self.sample(model, prompts)
+        asked = [p if isinstance(p, str) else _last_user_text(p) for p in prompts]
         out = {}
         for name, fn in self.metrics:
-            scores = check_scores(fn(prompts, texts), len(texts), name, texts)
+            scores = check_scores(fn(asked, texts), len(texts), name, texts)
             out[f"sample_{name}"] = sum(scores) / len(scores)
         return out
+
+
+def _last_user_text(messages: list[dict]) -> str:
+    """What a conversation's last user turn says: the prompt a reward function is shown."""
+    for msg in reversed(messages):
+        if msg.get("role") == "user":
+            return str(msg.get("content", ""))
+    return ""
 
 
 def check_scores(scores, n: int, name: str, responses: list[str]) -> list[float]:
