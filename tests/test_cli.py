@@ -154,3 +154,18 @@ def test_every_subcommand_with_a_config_takes_the_same_set_option(command):
     args = parser.parse_args([*command, "--set", "a.b=1", "--set", "c=[1, 2]"])
     assert args.overrides == ["a.b=1", "c=[1, 2]"]
     assert parser.parse_args(command).overrides == []
+
+
+def test_the_end_of_training_sample_slides_past_the_context(tmp_path, capsys):
+    """``train.sample_tokens`` beyond ``block_size`` gives that many tokens (the context
+    slides, as in ``llmcore generate``), not a sample cut at the context's end."""
+    from tests.conftest import TINY_OVERRIDES
+
+    sets = [a for o in TINY_OVERRIDES for a in ("--set", o)]
+    sets += ["--set", "train.sample_tokens=75", "--set", "generate.prompt='ROMEO:'"]
+    assert main(["train", *sets, "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    sample = out.split("sample:\n", 1)[1]
+    assert sample.startswith("ROMEO:")
+    assert sample.endswith("\n")  # print's own
+    assert len(sample) - 1 == len("ROMEO:") + 75  # char-level: one character a token

@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_sample(cfg, trainer) -> None:
-    """A short sample from the trained model, with the configured samplers (a top-k larger
-    than the vocabulary is clamped to it)."""
+    """A sample of ``train.sample_tokens`` tokens from the trained model, with the configured
+    samplers (a top-k larger than the vocabulary is clamped to it). Past ``block_size`` it
+    conditions on the last ``block_size`` tokens, as ``llmcore generate`` does."""
     from llmcore.components import build_sampler
     from llmcore.generation import generate
 
@@ -62,17 +63,14 @@ def _print_sample(cfg, trainer) -> None:
         if comp.name == "top_k" and int(comp.params.get("k", 0)) > vocab:
             comp.params["k"] = vocab
     samplers, decoder = build_sampler(cfg)
-    n = min(
-        cfg.train.sample_tokens,
-        cfg.model.block_size - len(trainer.tokenizer.encode(cfg.generate.prompt)),
-    )
     out = generate(
         trainer.model,
         trainer.tokenizer,
         cfg.generate.prompt,
-        max_new_tokens=max(n, 0),
+        max_new_tokens=cfg.train.sample_tokens,
         samplers=samplers,
         decoder=decoder,
         seed=cfg.generate.seed,
+        sliding_context=True,
     )
     print("sample:\n" + cfg.generate.prompt + out[0].text)
