@@ -201,8 +201,13 @@ def check_sampler(factory: Callable[..., Any], vocab: int = 50, **params: Any) -
 
 
 def check_decoder(factory: Callable[..., Any], vocab: int = 50, **params: Any) -> None:
-    """A decoder returns ``(B,)`` long ids of tokens that are not ``-inf``."""
+    """A step decoder returns ``(B,)`` long ids of tokens that are not ``-inf``; a search
+    decoder (``runs_search = True``) returns at most ``max_new_tokens`` ids in the vocabulary,
+    without the stop id, and a float score or None, for a small model."""
     dec = factory(**params)
+    if getattr(dec, "runs_search", False) is True:
+        _check_search_decoder(dec, vocab)
+        return
     logits = torch.randn(4, vocab)
     logits[:, ::2] = float("-inf")
     ids = dec(logits, torch.Generator().manual_seed(0))
@@ -211,6 +216,32 @@ def check_decoder(factory: Callable[..., Any], vocab: int = 50, **params: Any) -
         f"decoder must return (B,) long ids, got {ids.shape} {ids.dtype}",
     )
     _require(bool((ids % 2 == 1).all()), "decoder chose a token whose score was -inf")
+
+
+def _check_search_decoder(dec: Any, vocab: int) -> None:
+    from llmcore.config import ModelConfig
+    from llmcore.model import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=vocab, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    model = build_model(cfg).eval()
+    with torch.inference_mode():
+        ids, score = dec.search(
+            model,
+            [1, 2, 3],
+            max_new_tokens=5,
+            samplers=[],
+            stop_ids={0},
+            generator=torch.Generator().manual_seed(0),
+        )
+    ids = list(ids)
+    _require(len(ids) <= 5, f"search returned {len(ids)} ids for max_new_tokens=5")
+    _require(
+        all(isinstance(i, int) and 0 <= i < vocab for i in ids),
+        f"search must return ids in [0, {vocab}), got {ids}",
+    )
+    _require(0 not in ids, "search returned the stop id (it ends the answer, unreturned)")
+    _require(score is None or isinstance(score, float), f"score must be a float or None: {score!r}")
 
 
 def check_optimizer(factory: Callable[..., Any], **params: Any) -> None:

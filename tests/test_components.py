@@ -35,6 +35,7 @@ torch.manual_seed(0)
         ("sampler", "top_p"),
         ("decoder", "greedy"),
         ("decoder", "multinomial"),
+        ("decoder", "beam"),
         ("optimizer", "adamw"),
         ("optimizer", "sgd"),
         ("schedule", "cosine"),
@@ -421,3 +422,16 @@ def test_the_builtin_attentions_declare_themselves_standard():
     for name in ("math", "sdpa", "native"):
         factory = llmcore.available("attention")[name].factory
         assert getattr(factory, "standard", False), name
+
+
+def test_a_search_decoder_that_returns_its_stop_id_fails_the_check():
+    from llmcore.testing import ConformanceError, check_component
+
+    class Broken:
+        runs_search = True
+
+        def search(self, model, prompt_ids, *, max_new_tokens, samplers, stop_ids, generator):
+            return [5, 0], None  # 0 is the stop id: it must end the answer, unreturned
+
+    with pytest.raises(ConformanceError, match="returned the stop id"):
+        check_component("decoder", Broken)
