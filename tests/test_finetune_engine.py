@@ -257,24 +257,24 @@ def _curve(run: Path) -> dict[tuple, float]:
     return out
 
 
-def test_sft_under_torchrun_follows_the_single_process_curve(world, tmp_path):
-    cfg = sft_config(world, tmp_path / "sft.yaml", loop(8, 4, eval_interval=4, grad_accum=2))
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def single_process(world):
+    """The single-process SFT run the torchrun runs follow."""
+    section = loop(8, 4, eval_interval=4, grad_accum=2)
+    cfg = sft_config(world, world["root"] / "sft_dist.yaml", section)
+    ref = world["root"] / "sft_dist_ref"
     run_sft(finetune_config(cfg), out_dir=ref, progress=False)
-    run = tmp_path / "ddp"
+    return cfg, ref
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_sft_under_torchrun_follows_the_single_process_curve(single_process, mode, tmp_path):
+    cfg, ref = single_process
+    run = tmp_path / mode
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = ["finetune", "sft", str(cfg), "--out", str(run), "--no-progress"]
     res = subprocess.run(
-        [
-            *torchrun,
-            "-m",
-            "llmcore",
-            "finetune",
-            "sft",
-            str(cfg),
-            "--out",
-            str(run),
-            "--no-progress",
-        ],
+        [*torchrun, "-m", "llmcore", *args, "--set", f"train.distributed={mode}"],
         env=_env(),
         capture_output=True,
         text=True,
