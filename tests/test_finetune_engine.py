@@ -257,24 +257,24 @@ def _curve(run: Path) -> dict[tuple, float]:
     return out
 
 
-def test_sft_under_torchrun_follows_the_single_process_curve(world, tmp_path):
-    cfg = sft_config(world, tmp_path / "sft.yaml", loop(8, 4, eval_interval=4, grad_accum=2))
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def single_process(world):
+    """The single-process SFT run the torchrun runs follow."""
+    section = loop(8, 4, eval_interval=4, grad_accum=2)
+    cfg = sft_config(world, world["root"] / "sft_dist.yaml", section)
+    ref = world["root"] / "sft_dist_ref"
     run_sft(finetune_config(cfg), out_dir=ref, progress=False)
-    run = tmp_path / "ddp"
+    return cfg, ref
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_sft_under_torchrun_follows_the_single_process_curve(single_process, mode, tmp_path):
+    cfg, ref = single_process
+    run = tmp_path / mode
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = ["finetune", "sft", str(cfg), "--out", str(run), "--no-progress"]
     res = subprocess.run(
-        [
-            *torchrun,
-            "-m",
-            "llmcore",
-            "finetune",
-            "sft",
-            str(cfg),
-            "--out",
-            str(run),
-            "--no-progress",
-        ],
+        [*torchrun, "-m", "llmcore", *args, "--set", f"train.distributed={mode}"],
         env=_env(),
         capture_output=True,
         text=True,
@@ -284,3 +284,31 @@ def test_sft_under_torchrun_follows_the_single_process_curve(world, tmp_path):
     assert a.keys() == b.keys()
     assert max(abs(a[k] - b[k]) for k in a) < 2e-4
     assert len(records(run)) == len(records(ref))  # only rank 0 writes
+
+
+def method_config(world, path: Path, method: str) -> Path:
+    finetune = {"base": str(world["base"]), "eval_samples": 4, "metrics": [{"name": "format"}]}
+    if method == "ppo":
+        finetune["data"] = str(world["files"]["prompts"])
+        finetune["ppo"] = {"reward": "format", "rollout_batch": 4, "max_new_tokens": 6}
+        finetune["ppo"].update({"minibatch": 2, "epochs": 1})
+    else:
+        finetune["data"] = str(world["files"]["pairs"])
+    return write(path, {"finetune": finetune, "train": loop(6, 4, eval_interval=3)})
+
+
+@pytest.mark.parametrize("method", ["reward", "dpo", "ppo"])
+def test_reward_dpo_and_ppo_resume_exactly(world, tmp_path, method):
+    """Stopped at a checkpoint and resumed, each method logs what an uninterrupted run logs
+    (its data order, sampling and, for PPO, value head and KL controller restored)."""
+    import importlib
+
+    run = getattr(importlib.import_module(f"llmcore.finetune.{method}"), f"run_{method}")
+    path = method_config(world, tmp_path / f"{method}.yaml", method)
+    ref, _ = run(finetune_config(path), out_dir=tmp_path / "ref", progress=False)
+    cut, _ = run(
+        finetune_config(path, ["train.max_iters=3"]), out_dir=tmp_path / "cut", progress=False
+    )
+    assert (cut / "ckpt" / "latest").read_text().strip() == "00000003"
+    run(finetune_config(path), resume=cut, progress=False)
+    assert records(cut) == records(ref)

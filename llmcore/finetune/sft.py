@@ -88,9 +88,9 @@ class SFT(FinetuneWorkflow):
     def evaluate(self, engine) -> dict[str, float]:
         bs, block, val = self.cfg.train.batch_size, self.cfg.model.block_size, self.val_examples
         self.model.eval()
-        with torch.no_grad(), engine.autocast():
+        with torch.no_grad(), engine.autocast():  # through the wrapped module, as FSDP needs
             losses = [
-                float(sft_batch_loss(self.model, val[i : i + bs], False, block))
+                float(engine.forward(*sft_tensors(val[i : i + bs], False, block, self.device)))
                 for i in range(0, len(val), bs)
             ]
         out = {"val_loss": sum(losses) / max(len(losses), 1)}

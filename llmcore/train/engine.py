@@ -5,6 +5,10 @@ evaluation; the engine owns the rest: micro-batching with ``train.grad_accum``, 
 ``train.dtype``, ``torch.compile`` per ``train.compile``, DDP/FSDP2 under torchrun, the
 finite-loss and gradient guard, clipping, the optimizer and schedule, the evaluation, log and
 checkpoint cadence, atomic checkpoints and exact resume (after SIGKILL too).
+
+Work is never lost: SIGINT/SIGTERM checkpoint at the next step boundary before the run stops
+(:mod:`llmcore.train.signals`), and a resumed run cuts ``metrics.jsonl`` back to its
+checkpoint only provisionally, putting the file back unless it writes a newer checkpoint.
 """
 
 from __future__ import annotations
