@@ -129,13 +129,6 @@ class DPO(FinetuneWorkflow):
 
         return self.micro_batches(rows, lambda _: 1, collate)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "batches": self.batches.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.batches.load_state_dict(state["batches"])
-
     def evaluate(self, engine) -> dict[str, float]:
         d, bs, val = self.cfg.finetune.dpo, self.cfg.train.batch_size, self.val_pairs
         self.model.eval()

@@ -81,13 +81,6 @@ class Reward(FinetuneWorkflow):
             batch, lambda _: 1, lambda part: tuple(t.to(self.device) for t in pair_ids(part))
         )
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "batches": self.batches.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.batches.load_state_dict(state["batches"])
-
     def extra_files(self) -> dict[str, dict[str, torch.Tensor]]:
         return {REWARD_HEAD_FILE: self.model.head.state_dict()}
 

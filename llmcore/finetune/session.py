@@ -82,6 +82,7 @@ class FinetuneWorkflow(Workflow):
         block = cfg.model.block_size
         self.max_len = min(ft.max_len or block, block)
         self.skipped = Skipped()
+        self.batches: Shuffled | None = None  # set by prepare() where examples are shuffled
         self.eval_prompts: list[str] = []
         if not ft.data:
             raise ConfigError(
@@ -125,11 +126,16 @@ class FinetuneWorkflow(Workflow):
         return Update(micro, float(sum(map(weight_of, examples))))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.gen.get_state(), "sample_generator": self.sample_gen.get_state()}
+        state = {"generator": self.gen.get_state(), "sample_generator": self.sample_gen.get_state()}
+        if self.batches is not None:  # the data order of the methods that shuffle examples
+            state["batches"] = self.batches.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["generator"])
         self.sample_gen.set_state(state["sample_generator"])
+        if self.batches is not None:
+            self.batches.load_state_dict(state["batches"])
 
     # -- notes ------------------------------------------------------------------------------------
     def note(self, record: dict[str, Any], message: str) -> None:

@@ -78,13 +78,6 @@ class SFT(FinetuneWorkflow):
             batch, targets_of, lambda part: sft_tensors(part, packing, block, self.device)
         )
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "batches": self.batches.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.batches.load_state_dict(state["batches"])
-
     def evaluate(self, engine) -> dict[str, float]:
         bs, block, val = self.cfg.train.batch_size, self.cfg.model.block_size, self.val_examples
         self.model.eval()
