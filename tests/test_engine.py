@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -15,7 +14,8 @@ import torch
 from llmcore import checkpoint as ckpt
 from llmcore.errors import TrainingError
 from llmcore.train import Trainer, train
-from tests.test_resume import _cmd, _env, _losses, _steps_logged, reference  # noqa: F401
+from tests.cli_runs import cli, cli_env, wait_until_logged
+from tests.test_resume import _losses, reference  # noqa: F401
 from tests.test_train import rows, tiny
 
 
@@ -79,26 +79,23 @@ def test_a_signal_saves_at_the_next_step_then_resume_equals_an_uninterrupted_run
     cfg = _setup(tmp_path)
     ref = tmp_path / "ref"
     subprocess.run(
-        _cmd("train", str(cfg), "--out", str(ref), "--no-progress"),
+        cli("train", str(cfg), "--out", str(ref), "--no-progress"),
         check=True,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
     )
     cut = tmp_path / "cut"
     proc = subprocess.Popen(
-        _cmd(
+        cli(
             "train", str(cfg), "--out", str(cut), "--no-progress", "--set", "train.max_iters=100000"
         ),
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while _steps_logged(cut) < 25 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert proc.poll() is None, "the run ended before it could be signalled"
+        wait_until_logged(proc, cut, 25)
         os.kill(proc.pid, sig)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -109,9 +106,9 @@ def test_a_signal_saves_at_the_next_step_then_resume_equals_an_uninterrupted_run
     stopped = int((cut / "ckpt" / "latest").read_text())
     assert stopped >= 25 and ckpt.load_checkpoint(cut).step == stopped
     subprocess.run(
-        _cmd("train", "--resume", str(cut), "--no-progress", "--set", "train.max_iters=60"),
+        cli("train", "--resume", str(cut), "--no-progress", "--set", "train.max_iters=60"),
         check=True,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
     )
     assert _losses(cut) == _losses(ref)

@@ -10,7 +10,6 @@ import signal
 import string
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from llmcore.finetune.dpo import run_dpo
 from llmcore.finetune.session import finetune_config
 from llmcore.finetune.sft import run_sft
 from llmcore.train import train
-from tests.test_resume import _cmd
+from tests.cli_runs import cli, cli_env, steps_logged, wait_until_logged
 
 NAMES = ("MENENIUS", "MARCIUS", "COMINIUS")
 
@@ -51,10 +50,6 @@ def write(path: Path, data: dict) -> Path:
 
 def records(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TORCHELASTIC_ERROR_FILE": os.devnull}
 
 
 @pytest.fixture(scope="module")
@@ -196,52 +191,40 @@ def test_dpo_under_bf16_autocast_learns(world, tmp_path):
     assert math.isfinite(last["reward_margin"])
 
 
-def _steps_logged(run: Path) -> int:
-    try:
-        rows = (run / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return -1
-    steps = [json.loads(r)["step"] for r in rows[:-1] if r.strip()]  # last may be partial
-    return max(steps, default=-1)
-
-
 def test_sft_killed_and_resumed_writes_the_metrics_of_an_uninterrupted_run(world, tmp_path):
     section = loop(60, 4, eval_interval=20, keep_last=1)
     metrics = [{"name": "format"}]
     cfg = sft_config(world, tmp_path / "sft.yaml", section, eval_samples=4, metrics=metrics)
     ref = tmp_path / "ref"
     subprocess.run(
-        _cmd("finetune", "sft", str(cfg), "--out", str(ref), "--no-progress"),
+        cli("finetune", "sft", str(cfg), "--out", str(ref), "--no-progress"),
         check=True,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
     )
     cut = tmp_path / "cut"
     proc = subprocess.Popen(
-        _cmd(
+        cli(
             "finetune", "sft", str(cfg), "--out", str(cut), "--no-progress",
             "--set", "train.max_iters=100000",
         ),
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while _steps_logged(cut) < 27 and time.monotonic() < deadline:  # past checkpoint 20
-            time.sleep(0.005)
-        assert proc.poll() is None, "the run ended before it could be killed"
+        wait_until_logged(proc, cut, 27)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
     assert (cut / "ckpt" / "latest").read_text().strip() == "00000020"
-    assert _steps_logged(cut) < 40
+    assert steps_logged(cut) < 40
     subprocess.run(
-        _cmd(
+        cli(
             "finetune", "sft", "--resume", str(cut), "--no-progress", "--set", "train.max_iters=60"
         ),
         check=True,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
     )
     assert records(cut) == records(ref)  # every record, the sampled scores too
@@ -275,7 +258,7 @@ def test_sft_under_torchrun_follows_the_single_process_curve(single_process, mod
     args = ["finetune", "sft", str(cfg), "--out", str(run), "--no-progress"]
     res = subprocess.run(
         [*torchrun, "-m", "llmcore", *args, "--set", f"train.distributed={mode}"],
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
     )

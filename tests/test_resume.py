@@ -8,12 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.cli_runs import cli, cli_env, steps_logged, wait_until_logged
 
 CONFIG = {
     "tokenizer": {"name": "char"},
@@ -73,26 +73,9 @@ def _setup(tmp_path: Path, **train) -> Path:
     return path
 
 
-def _cmd(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from llmcore.cli import main; raise SystemExit(main())", *args]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
 def _losses(run: Path) -> list[tuple]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in rows]
-
-
-def _steps_logged(run: Path) -> int:
-    try:
-        rows = (run / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return -1
-    steps = [json.loads(r)["step"] for r in rows[:-1] if r.strip()]  # last may be partial
-    return max(steps, default=-1)
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +85,9 @@ def reference(tmp_path_factory):
     cfg = _setup(tmp)
     ref = tmp / "ref"
     subprocess.run(
-        _cmd("train", str(cfg), "--out", str(ref), "--no-progress"),
+        cli("train", str(cfg), "--out", str(ref), "--no-progress"),
         check=True,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
     )
     return cfg, ref
@@ -116,29 +99,26 @@ def test_sigkill_then_resume_equals_uninterrupted_run(reference, tmp_path):
     # it is resumed with the reference's max_iters (the schedule does not depend on it)
     cut = tmp_path / "cut"
     proc = subprocess.Popen(
-        _cmd(
+        cli(
             "train", str(cfg), "--out", str(cut), "--no-progress", "--set", "train.max_iters=100000"
         ),
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while _steps_logged(cut) < 27 and time.monotonic() < deadline:  # past ckpt 20
-            time.sleep(0.005)
-        assert proc.poll() is None, "the run ended before it could be killed"
+        wait_until_logged(proc, cut, 27)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert (cut / "ckpt" / "latest").read_text().strip() == "00000020"
-    assert _steps_logged(cut) < 40
+    assert steps_logged(cut) < 40
 
     subprocess.run(
-        _cmd("train", "--resume", str(cut), "--no-progress", "--set", "train.max_iters=60"),
+        cli("train", "--resume", str(cut), "--no-progress", "--set", "train.max_iters=60"),
         check=True,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
     )
     assert _losses(cut) == _losses(ref)  # exactly equal, every step after the kill too
@@ -150,9 +130,9 @@ def test_resume_of_a_finished_run_adds_nothing(reference, tmp_path):
     shutil.copytree(ref, run)
     before = _losses(run)
     subprocess.run(
-        _cmd("train", "--resume", str(run), "--no-progress"),
+        cli("train", "--resume", str(run), "--no-progress"),
         check=True,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
     )
     assert _losses(run) == before
@@ -161,7 +141,7 @@ def test_resume_of_a_finished_run_adds_nothing(reference, tmp_path):
 def test_resume_with_another_tokenizer_is_an_error(reference):
     cfg, ref = reference
     res = subprocess.run(
-        _cmd(
+        cli(
             "train",
             str(cfg),
             "--resume",
@@ -172,7 +152,7 @@ def test_resume_with_another_tokenizer_is_an_error(reference):
             "--set",
             "tokenizer.encoding=gpt2",
         ),
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
     )
