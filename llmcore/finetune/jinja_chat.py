@@ -26,7 +26,7 @@ from llmcore.finetune.chat import Rendered
 from llmcore.tokenizers.chat_template import ChatTemplateRenderer
 
 OPEN, CLOSE = "\U000f0000", "\U000f0001"  # never in real text; stripped from contents first
-_PROBE = [{"role": "user", "content": "Hi"}]
+_PROBE = [{"role": "user", "content": ""}]  # the question an answer alone follows
 
 
 class TemplateChat:
@@ -40,7 +40,7 @@ class TemplateChat:
         specials = sorted(getattr(tokenizer, "special_tokens", None) or {}, key=len, reverse=True)
         self._special_ids = dict(getattr(tokenizer, "special_tokens", None) or {})
         self._special_re = re.compile("|".join(map(re.escape, specials))) if specials else None
-        self.end_ids = self._end_ids()
+        self._end: list[int] | None = None
 
     # -- the Chat interface ----------------------------------------------------------------------
     def render(self, messages: Sequence[dict], where: str = "<messages>") -> Rendered:
@@ -93,14 +93,16 @@ class TemplateChat:
         return ids, False
 
     # -- pieces -----------------------------------------------------------------------------------
-    def _end_ids(self) -> list[int]:
-        """The ids ending an answer: from the first special id after the answer's text."""
-        ids = self.answer("Hi")
-        specials = set(self._special_ids.values())
-        for k in range(len(ids)):
-            if ids[k] in specials:
-                return ids[k:]
-        return self.stop_ids[:1]
+    @property
+    def end_ids(self) -> list[int]:
+        """The ids ending an answer: what the template writes after an empty one, from its
+        first special id on (``<|im_end|>``, not the newline after it)."""
+        if self._end is None:
+            ids = self.answer("")
+            specials = set(self._special_ids.values())
+            first = next((k for k, i in enumerate(ids) if i in specials), 0)
+            self._end = ids[first:] or self.stop_ids[:1]
+        return self._end
 
     def _content_ranges(self, messages, gen: bool, text: str) -> list[tuple[int, int]]:
         """Character ranges of ``text`` that came from message contents (never special)."""
