@@ -269,3 +269,20 @@ def test_read_chat_template_from_the_places_transformers_saves_it(tmp_path, fold
     (plain / "tokenizer_config.json").write_text(json.dumps({"chat_template": named[:1]}))
     with pytest.raises(TokenizerError, match="tokenizer_config.json: chat_template.*default"):
         read_chat_template(plain)
+
+
+def test_the_environment_offers_what_transformers_offers(folder):
+    """tojson without HTML escaping, namespace, dict, loop controls, strftime_now and the
+    ``{% generation %}`` tags render as in transformers."""
+    template = (
+        "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}{{ m | tojson }}"
+        "{% if m['role'] == 'assistant' %}{% generation %}<{{ m['content'] }}>{% endgeneration %}"
+        "{% endif %}\n{% endfor %}{{ dict(a=ns.n) | tojson }} {{ strftime_now('%Y') }}"
+        "{{ tools is none }}{{ documents is none }}"
+    )
+    ref = hf_tokenizer(folder, "chatml")
+    ref.chat_template = template
+    messages = [SYSTEM, *TURNS[:2], {"role": "user", "content": "<b>&'\"é</b>"}]
+    want = ref.apply_chat_template(messages, tokenize=False)
+    assert ChatTemplateRenderer(template, "t").render(messages) == want
