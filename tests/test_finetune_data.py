@@ -117,3 +117,38 @@ def test_pad_responses_marks_the_answer_targets():
     assert x.tolist() == [[1, 2, 3, 5], [4, 7, 8, 0]]
     assert y.tolist() == [[-1, -1, 5, 6], [7, 8, 9, -1]]
     assert last.tolist() == [4, 3]
+
+
+MARKER_JINJA = (
+    "{% for m in messages %}{{ {'system': 'S: ', 'user': 'Q: ', 'assistant': 'A: '}[m['role']] }}"
+    "{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}A: {% endif %}"
+)
+
+
+def test_a_models_jinja_template_renders_messages_records_like_the_marker_template():
+    """A Jinja template writing llmcore's marker format gives the marker template's ids and
+    targets, through the same SFT and preference data path."""
+    from llmcore.checkpoint import LoadedCheckpoint
+    from llmcore.finetune.chat import chat_for
+    from llmcore.finetune.jinja_chat import TemplateChat
+
+    cfg = load_config(None)
+    loaded = LoadedCheckpoint("<model>", cfg, None, TOK, 0, chat_template=MARKER_JINJA)
+    jinja, marker = chat_for(loaded), chat(system="S: ")
+    assert isinstance(jinja, TemplateChat)
+    msgs = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "and"},
+        {"role": "assistant", "content": "no"},
+    ]
+    records = [Record({"messages": msgs}, "d:1"), Record({"prompt": "hi", "response": "yo"}, "d:2")]
+    got = sft_examples(records, jinja, 100, Skipped())
+    want = sft_examples(records, marker, 100, Skipped())
+    assert [(e.ids, e.train) for e in got] == [(e.ids, e.train) for e in want]
+    pair = [Record({"prompt": "hi", "chosen": "yes", "rejected": "no"}, "d:3")]
+    (a,) = preference_examples(pair, jinja, 100, Skipped())
+    (b,) = preference_examples(pair, marker, 100, Skipped())
+    assert (a.prompt, a.chosen, a.rejected) == (b.prompt, b.chosen, b.rejected)
+    assert jinja.end_ids == marker.end_ids == TOK.encode("\n")

@@ -1,8 +1,11 @@
 """``llmcore chat RUN``: an interactive conversation over the run's chat template.
 
-The template is the config's ``tokenizer.chat_template`` (the one fine-tuning trained
-with); a run without one uses the default plain-text template. Each answer streams as it
-is generated and ends at the template's end marker. The oldest turns are dropped when the
+The template is the model's own Jinja chat template when it has one (an HF folder or a
+GGUF file), else the config's ``tokenizer.chat_template`` (the one fine-tuning trained
+with), else the default plain-text template. Each answer streams as it is generated and
+ends at the model's end-of-turn and eos ids (a Jinja-templated model) or at the template's
+end marker. Message text is always plain text: ``<|im_start|>`` typed in a message is
+those characters, never the special token. The oldest turns are dropped when the
 conversation no longer fits the context; a message the tokenizer cannot encode is reported
 and left out, and the conversation goes on. ``/reset`` starts over, ``/quit`` (or end of
 input) leaves.
@@ -27,18 +30,21 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, stdin=None, stdout=None) -> int:
     from llmcore.cli.generate import load
     from llmcore.errors import TokenizerError
-    from llmcore.finetune.chat import Chat, chat_template_of
+    from llmcore.finetune.chat import chat_for, chat_template_of
     from llmcore.generation import stream
 
     stdin = stdin or sys.stdin
     out = stdout or sys.stdout
     loaded, cfg = load(args)
     model, tok = loaded.model, loaded.tokenizer
-    template = chat_template_of(cfg)
-    chat = Chat(template, tok)
-    end = chat.end_ids
-    # Answers end at the end marker: one special id, else its text as a stop string.
-    stop = {"stop_ids": end} if template.special and len(end) == 1 else {"stop": [template.end]}
+    chat = chat_for(loaded, cfg)
+    if loaded.chat_template:  # the model's own template: its end-of-turn and eos ids
+        stop = {"stop_ids": sorted({*loaded.stop_ids, *chat.end_ids[:1]})}
+    else:
+        template, end = chat_template_of(cfg), chat.end_ids
+        # Answers end at the end marker: one special id, else its text as a stop string.
+        special = template.special and len(end) == 1
+        stop = {"stop_ids": end} if special else {"stop": [template.end]}
     block = model.config.block_size
     budget = cfg.generate.max_new_tokens
     opening = [{"role": "system", "content": args.system}] if args.system else []

@@ -7,6 +7,9 @@ penalty, temperature, top-k, top-p and min-p (Hugging Face's order); ``--tempera
 Prompt text is plain text by default: ``<|endoftext|>`` typed into a prompt is encoded as
 those characters, the safe reading of user input. ``--allow-special`` encodes special-token
 text as the special id instead, as Hugging Face tokenizers do by default.
+
+Generation stops at the model's end-of-turn and eos ids (``stop_ids`` of an HF folder's
+generation_config.json or a GGUF file's metadata) and at the tokenizer's end-of-text id.
 """
 
 from __future__ import annotations
@@ -98,15 +101,17 @@ def run(args: argparse.Namespace) -> int:
     loaded, cfg = load(args)
     model, tok = loaded.model, loaded.tokenizer
     allowed = "all" if args.allow_special else ()
+    stop_ids = list(loaded.stop_ids)  # the model's own end of turn, where it names one
     if args.prompt_file is not None:
         prompts = _read_prompts(args.prompt_file)
         ids = [tok.encode(p, allowed_special=allowed) for p in prompts]
-        for i, (prompt, g) in enumerate(zip(prompts, generate(model, tok, ids, config=cfg))):
+        results = generate(model, tok, ids, config=cfg, stop_ids=stop_ids)
+        for i, (prompt, g) in enumerate(zip(prompts, results)):
             sys.stdout.write(("\n" if i else "") + f"--- {i + 1}\n{prompt}{g.text}\n")
         return 0
     prompt = cfg.generate.prompt if args.prompt is None else args.prompt
     ids = tok.encode(prompt, allowed_special=allowed)
-    tokens = stream(model, tok, ids, config=cfg)  # checks the settings first
+    tokens = stream(model, tok, ids, config=cfg, stop_ids=stop_ids)  # checks the settings first
     sys.stdout.write(prompt)
     sys.stdout.flush()
     for token in tokens:

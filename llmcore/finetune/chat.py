@@ -10,11 +10,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from llmcore.config import ChatTemplate, Config
 from llmcore.errors import ConfigError, DataError, LLMCoreError
 
 ROLES = ("system", "user", "assistant")
+
+
+def chat_for(loaded, cfg: Config | None = None):
+    """The chat format of a loaded model (a :class:`~llmcore.checkpoint.LoadedCheckpoint`):
+    its own Jinja ``chat_template`` when it has one (an HF folder, a GGUF file; see
+    :mod:`llmcore.finetune.jinja_chat`), else the config's marker template (llmcore's own
+    runs). ``cfg`` defaults to the checkpoint's config."""
+    cfg = loaded.config if cfg is None else cfg
+    if not loaded.chat_template:
+        return Chat(chat_template_of(cfg), loaded.tokenizer)
+    from llmcore.finetune.jinja_chat import TemplateChat
+    from llmcore.tokenizers.chat_template import (
+        ChatTemplateRenderer,
+        read_special_tokens_map,
+        special_tokens_of,
+    )
+
+    stop_ids = tuple(loaded.stop_ids)
+    specials = special_tokens_of(loaded.tokenizer, stop_ids)
+    path = Path(loaded.path)
+    if path.is_dir():  # an HF folder names its bos/eos text itself
+        specials.update(read_special_tokens_map(path))
+    renderer = ChatTemplateRenderer(loaded.chat_template, f"{path}: chat_template", specials)
+    return TemplateChat(renderer, loaded.tokenizer, stop_ids)
 
 
 def chat_template_of(cfg: Config) -> ChatTemplate:

@@ -13,7 +13,7 @@ from torch import nn
 from llmcore.components import create
 from llmcore.config import Config
 from llmcore.errors import ConfigError, DataError, TrainingError
-from llmcore.finetune.chat import Chat, chat_template_of
+from llmcore.finetune.chat import chat_for
 from llmcore.finetune.data import field_of, pad_responses, pad_sequences
 from llmcore.finetune.dpo import load_reference
 from llmcore.finetune.losses import (
@@ -48,7 +48,7 @@ class RewardModelScorer:
     def __init__(self, path: str, device) -> None:
         rm, loaded = load_reward_model(path, device)
         self.rm = freeze(rm)
-        self.chat = Chat(chat_template_of(loaded.config), loaded.tokenizer)
+        self.chat = chat_for(loaded)
         self.device = device
         self.shift: float | None = None
         self.scale = 1.0

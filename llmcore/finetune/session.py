@@ -14,7 +14,7 @@ import torch
 from llmcore.components import build_sampler, create
 from llmcore.config import Config, load_config, read_config_file
 from llmcore.errors import ConfigError, DataError, TrainingError
-from llmcore.finetune.chat import Chat, chat_template_of
+from llmcore.finetune.chat import chat_for, chat_template_of
 from llmcore.finetune.data import Record, Skipped, field_of, messages_of, read_jsonl, split
 from llmcore.finetune.models import load_finetuned, read_run_config
 from llmcore.generation import generate
@@ -78,7 +78,7 @@ class FinetuneWorkflow(Workflow):
         self.sample_gen = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1)
         self.base = load_finetuned(ft.base, device=self.device, merge=True)
         self.tokenizer = self.base.tokenizer
-        self.chat = Chat(chat_template_of(cfg), self.tokenizer)
+        self.chat = chat_for(self.base, cfg)
         block = cfg.model.block_size
         self.max_len = min(ft.max_len or block, block)
         self.skipped = Skipped()
