@@ -1,0 +1,70 @@
+"""A tiny model served on a free 127.0.0.1 port for the server tests."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+import torch
+
+from llmcore import build_model
+from llmcore.builtin.char_tokenizer import CharTokenizer
+from llmcore.config import load_config
+
+ALPHABET = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ,.:!?\n"))
+
+
+def tiny_model(vocab_size: int, *, block_size: int = 64, seed: int = 0):
+    """A 1-layer model with random weights spread wide enough that greedy choices are clear."""
+    cfg = load_config(
+        "shakespeare-char",
+        ["model.n_layer=2", "model.n_embd=32", "model.n_head=2", f"model.block_size={block_size}"],
+    )
+    cfg.model.init_std = 0.4
+    torch.manual_seed(seed)
+    return build_model(cfg, vocab_size=vocab_size).eval(), cfg
+
+
+def char_served(name: str = "tiny"):
+    from llmcore.serve import Served
+
+    tok = CharTokenizer(ALPHABET)
+    model, cfg = tiny_model(tok.vocab_size)
+    return Served(name, model, tok, cfg)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(served, **kw):
+    """Serve ``served`` on a free port in a thread; yield the base URL; always stop."""
+    import uvicorn
+
+    from llmcore.serve.app import Server
+    from llmcore.serve.engine import Engine
+
+    server_kw = {k: kw.pop(k) for k in ("api_key", "max_body") if k in kw}
+    engine = Engine(served, **kw).start()
+    app = Server(engine, **server_kw).app()
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", engine
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        engine.stop()
