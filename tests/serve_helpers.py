@@ -16,12 +16,15 @@ from llmcore.config import load_config
 ALPHABET = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ,.:!?\n"))
 
 
-def tiny_model(vocab_size: int, *, block_size: int = 64, seed: int = 0):
-    """A 1-layer model with random weights spread wide enough that greedy choices are clear."""
-    cfg = load_config(
-        "shakespeare-char",
-        ["model.n_layer=2", "model.n_embd=32", "model.n_head=2", f"model.block_size={block_size}"],
-    )
+def tiny_model(vocab_size: int, *, block_size: int = 64, seed: int = 0, tied: bool = True):
+    """A 2-layer model with random weights spread wide enough that greedy choices are clear."""
+    shape = [
+        "model.n_layer=2",
+        "model.n_embd=32",
+        "model.n_head=2",
+        f"model.block_size={block_size}",
+    ]
+    cfg = load_config("shakespeare-char", [*shape, f"model.tie_embeddings={str(tied).lower()}"])
     cfg.model.init_std = 0.4
     torch.manual_seed(seed)
     return build_model(cfg, vocab_size=vocab_size).eval(), cfg
@@ -68,3 +71,20 @@ def running_server(served, **kw):
         server.should_exit = True
         thread.join(timeout=20)
         engine.stop()
+
+
+def bigram_model(vocab_size: int, follows: dict[int, int]):
+    """A model whose greedy choice after token ``t`` is ``follows[t]``: the blocks add
+    nothing to the residual stream, positions are zero, and each head row ``v`` is the
+    final-norm state of the tokens that ``v`` follows."""
+    model, cfg = tiny_model(vocab_size, tied=False)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith(("attn.proj", "mlp.proj", "mlp.down")):
+                module.weight.zero_()
+        model.position.wpe.weight.zero_()
+        model.lm_head.weight.zero_()
+        for t, v in follows.items():
+            h = model.hidden_states(torch.tensor([[t]]))[0, 0]  # (C,): only token t's embedding
+            model.lm_head.weight[v] += h
+    return model, cfg

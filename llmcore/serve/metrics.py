@@ -18,6 +18,7 @@ class Metrics:
         self.lock = threading.Lock()
         self.queue_depth = 0
         self.running = 0
+        self.peak_running = 0  # the largest running batch seen
         self.tokens_total = 0
         self.requests_total = 0
         self.ttft_sum = 0.0
@@ -29,6 +30,7 @@ class Metrics:
         now = time.monotonic()
         with self.lock:
             self.queue_depth, self.running = waiting, running
+            self.peak_running = max(self.peak_running, running)
             self.tokens_total += tokens
             self._rate.append((now, tokens))
             while self._rate and self._rate[0][0] < now - RATE_WINDOW:
@@ -59,6 +61,8 @@ class Metrics:
                 f"llmcore_queue_depth {self.queue_depth}",
                 "# TYPE llmcore_running_batch gauge",
                 f"llmcore_running_batch {self.running}",
+                "# TYPE llmcore_running_batch_peak gauge",
+                f"llmcore_running_batch_peak {self.peak_running}",
                 "# TYPE llmcore_generated_tokens_total counter",
                 f"llmcore_generated_tokens_total {self.tokens_total}",
                 "# TYPE llmcore_tokens_per_second gauge",
