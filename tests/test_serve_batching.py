@@ -193,3 +193,24 @@ def test_user_content_never_becomes_a_special_token(euro_served):
     req = parse_request({"prompt": "<|endoftext|>"}, chat=False)
     seqs = build_sequences(euro_served, req, _collect([]), 64)
     assert eot not in seqs[0].prompt
+
+
+def test_long_prompt_prefilled_in_chunks_gives_the_same_text(monkeypatch):
+    import llmcore.serve.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PREFILL_CHUNK", 3)
+    served = char_served()
+    engine = Engine(served, max_batch=2)
+    prompt = "the quick brown fox jumps"
+    req = parse_request({"prompt": [prompt, "ab"], "max_tokens": 12, "temperature": 0}, chat=False)
+    out = []
+    seqs = build_sequences(served, req, _collect(out), engine.context)
+    engine.submit(seqs)
+    with torch.inference_mode():
+        engine.step()  # the first chunk of the long prompt, nothing decodes yet
+        assert seqs[0].filled == 3 and seqs[0].generated == 0
+        for _ in range(40):
+            engine.step()
+    for k, p in enumerate((prompt, "ab")):
+        text = "".join(t.text for d in out if d.index == k for t in d.tokens)
+        assert text == generate(served.model, served.tokenizer, p, max_new_tokens=12)[0].text

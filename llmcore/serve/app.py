@@ -29,6 +29,8 @@ log = logging.getLogger("llmcore.serve")
 
 #: the largest request body accepted (bytes)
 MAX_BODY = 1 << 20
+#: seconds between checks that a non-streaming client is still connected
+DISCONNECT_POLL = 0.25
 
 
 def _error(exc: ApiError) -> JSONResponse:
@@ -137,7 +139,7 @@ class Server:
         tok = self.served.tokenizer
         prompts = [(s.prompt, _prompt_text(tok, req, s.prompt)) for s in seqs]
         choices = Choices(chat, self.served.name, tok, req.n, prompts)
-        run = _Run(self, req, seqs, choices, queue, t0)
+        run = _Run(self, req, seqs, choices, queue, t0, request)
         if req.stream:
             return StreamingResponse(run.stream(), media_type="text/event-stream")
         return await run.whole()
@@ -150,9 +152,9 @@ def _prompt_text(tok, req: GenRequest, ids: list[int]) -> str:
 class _Run:
     """One request in flight: its sequences, what they produced, and how it is answered."""
 
-    def __init__(self, server: Server, req: GenRequest, seqs, choices: Choices, queue, t0):
+    def __init__(self, server: Server, req: GenRequest, seqs, choices: Choices, queue, t0, request):
         self.server, self.req, self.seqs, self.choices = server, req, seqs, choices
-        self.queue, self.t0 = queue, t0
+        self.queue, self.t0, self.request = queue, t0, request
 
     def _usage(self) -> dict:
         return self.choices.usage([s.generated for s in self.seqs])
@@ -160,7 +162,11 @@ class _Run:
     async def whole(self) -> Response:
         try:
             while not self.choices.done:
-                self.choices.add(await self.queue.get())
+                try:
+                    self.choices.add(await asyncio.wait_for(self.queue.get(), DISCONNECT_POLL))
+                except asyncio.TimeoutError:
+                    if await self.request.is_disconnected():  # nobody waits for the answer
+                        return Response(status_code=499)
         finally:
             self._end()
         return JSONResponse(
