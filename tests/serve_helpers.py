@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
-import time
 
 import torch
 
@@ -47,30 +45,16 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_server(served, **kw):
     """Serve ``served`` on a free port in a thread; yield the base URL; always stop."""
-    import uvicorn
-
-    from llmcore.serve.app import Server
+    from llmcore.serve.app import Running
     from llmcore.serve.engine import Engine
 
     server_kw = {k: kw.pop(k) for k in ("api_key", "max_body") if k in kw}
     engine = Engine(served, **kw).start()
-    app = Server(engine, **server_kw).app()
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
+    running = Running(engine, "127.0.0.1", free_port(), **server_kw).start()
     try:
-        yield f"http://127.0.0.1:{port}", engine
+        yield running.url, engine
     finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        engine.stop()
+        running.stop()
 
 
 def bigram_model(vocab_size: int, follows: dict[int, int]):

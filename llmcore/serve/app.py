@@ -205,3 +205,36 @@ class _Run:
             "-" if ttft is None else f"{ttft:.3f}s",
             time.perf_counter() - self.t0,
         )
+
+
+class Running:
+    """A server on a thread (tests, benchmarks): ``url``, and ``stop()`` that always ends it."""
+
+    def __init__(self, engine: Engine, host: str, port: int, **server_kw) -> None:
+        import threading
+
+        import uvicorn
+
+        self.engine = engine
+        app = Server(engine, **server_kw).app()
+        config = uvicorn.Config(app, host=host, port=port, log_level="error", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="llmcore-http", daemon=True)
+        self.url = f"http://{host}:{port}"
+
+    def start(self, timeout: float = 30.0) -> Running:
+        """Start serving and wait until the socket listens."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                self.stop()
+                raise RuntimeError(f"the server on {self.url} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+        self.engine.stop()
