@@ -111,7 +111,9 @@ class Choices:
 
     def chunk(self, d: Delta, want_lp: bool, first: bool, echo: bool) -> dict:
         text = "".join(t.text for t in d.tokens)
-        entries = [(t.id, t.logprob, tops) for t, tops in zip(d.tokens, d.tops or [[]] * 99)]
+        entries = [
+            (t.id, t.logprob, tops) for t, tops in zip(d.tokens, d.tops or [[]] * len(d.tokens))
+        ]
         if self.chat:
             delta = {"role": "assistant", "content": text} if first else {"content": text}
             choice = {"index": d.index, "delta": delta}
