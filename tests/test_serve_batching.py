@@ -214,3 +214,30 @@ def test_long_prompt_prefilled_in_chunks_gives_the_same_text(monkeypatch):
     for k, p in enumerate((prompt, "ab")):
         text = "".join(t.text for d in out if d.index == k for t in d.tokens)
         assert text == generate(served.model, served.tokenizer, p, max_new_tokens=12)[0].text
+
+
+def test_decode_across_gaps_in_the_slots_matches_the_full_forward():
+    served = char_served()
+    model, tok = served.model, served.tokenizer
+    cache = SlotCache(model, 6, 64)
+    prompts = {0: "hello", 2: "ab", 3: "the quick", 5: "xy"}  # slots 1 and 4 are gaps
+    with torch.no_grad():
+        for slot, text in prompts.items():
+            ids = tok.encode(text)
+            view = cache.batch([slot], len(ids))
+            model.hidden_states(
+                torch.tensor([ids]), positions=view.positions, cache=view, mask=view.mask
+            )
+            view.commit()
+        cache.lengths[4] = 64  # a full slot in a gap must not break the step
+        view = cache.decode_view([0, 2, 3, 5])
+        assert view.slots == [0, 1, 2, 3, 4, 5] and view.run
+        inp = torch.tensor([[tok.encode("q")[0]]] * 6)
+        x = model.hidden_states(inp, positions=view.positions, cache=view, mask=view.mask)
+        view.commit()
+        got = model.lm_head(x[:, -1])
+        for slot, text in prompts.items():
+            ref = model(torch.tensor([tok.encode(text + "q")]))[0, -1]
+            torch.testing.assert_close(got[slot], ref, atol=1e-5, rtol=1e-5)
+    assert cache.lengths == [6, 0, 3, 10, 64, 3]
+    assert cache.decode_rows([0, 9]) == [0, 9]  # mostly gaps: only the live rows

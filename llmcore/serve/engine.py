@@ -122,12 +122,14 @@ class Engine:
                 seq.logits = self.model.lm_head(x[0, -1])  # (V,)
 
     def _decode(self, rows: list[Sequence]) -> None:
-        rows = sorted(rows, key=lambda s: s.slot)  # neighbouring slots read as one view
-        view = self.cache.batch([s.slot for s in rows], 1)
+        by_slot = {s.slot: s for s in rows}
+        view = self.cache.decode_view(sorted(by_slot))  # neighbouring slots: one view
         dev = self.model.lm_head.weight.device
-        inp = torch.tensor([[s.history[-1]] for s in rows], device=dev)  # (B, 1)
+        tokens = [[by_slot[s].history[-1] if s in by_slot else 0] for s in view.slots]
+        inp = torch.tensor(tokens, device=dev)  # (B, 1), a gap's row reads token 0
         x = self.model.hidden_states(inp, positions=view.positions, cache=view, mask=view.mask)
         view.commit()
         logits = self.model.lm_head(x[:, -1])  # (B, V)
-        for b, s in enumerate(rows):
-            s.logits = logits[b]
+        for b, slot in enumerate(view.slots):
+            if slot in by_slot:
+                by_slot[slot].logits = logits[b]

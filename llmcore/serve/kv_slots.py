@@ -54,6 +54,22 @@ class SlotCache:
                 )
         return BatchView(self, slots, n_new)
 
+    def decode_view(self, slots: list[int]) -> BatchView:
+        """A one-token view of the sorted ``slots`` (see :meth:`decode_rows`)."""
+        rows = self.decode_rows(slots)
+        return BatchView(self, rows, 1, start=slots[0])
+
+    def decode_rows(self, slots: list[int]) -> list[int | None]:
+        """The rows of a one-token decode of the sorted ``slots``: their whole span when the
+        gaps are few (a gap is a row computed and thrown away, but the span reads the
+        cache as a view instead of copying every live row's keys), else just ``slots``.
+        None marks a gap."""
+        lo, hi = slots[0], slots[-1]
+        if hi - lo + 1 > 2 * len(slots):
+            return list(slots)
+        live = set(slots)
+        return [s if s in live else None for s in range(lo, hi + 1)]
+
 
 class BatchView:
     """The rows ``slots`` of a :class:`SlotCache` for one forward pass of ``T`` tokens.
@@ -64,13 +80,20 @@ class BatchView:
     :meth:`commit`.
     """
 
-    def __init__(self, cache: SlotCache, slots: list[int], T: int) -> None:
+    def __init__(self, cache: SlotCache, rows: list[int | None], T: int, start: int = 0) -> None:
+        # a None row is a gap in a span of slots: slot `start + b`, computed and ignored
+        slots = [start + b if s is None else s for b, s in enumerate(rows)]
         self.cache, self.slots, self.T = cache, slots, T
+        self.live = [s for s in rows if s is not None]
         dev = cache.k.device
         lens = [cache.lengths[s] for s in slots]
-        self.lens = torch.tensor(lens, device=dev)  # (B,)
+        # (B,) where each row writes; a finished row's slot may be full: its throw-away key
+        # goes to its last position
+        self.lens = torch.tensor(lens, device=dev).clamp(max=cache.max_len - 1)
         self.idx = torch.tensor(slots, device=dev)  # (B,)
-        self.Tk = max(lens) + T
+        # a gap writes one throw-away key at its slot's length: a free slot is refilled from
+        # 0, a slot being prefilled rewrites that position with its next chunk
+        self.Tk = max(cache.lengths[s] for s in self.live) + T
         # one contiguous run of slots reads as a view; otherwise gather the rows
         self.run = slots == list(range(slots[0], slots[0] + len(slots)))
         steps = torch.arange(T, device=dev)
@@ -78,6 +101,7 @@ class BatchView:
         keys = torch.arange(self.Tk, device=dev)
         # query t of row b sees the keys up to its own position (row b's length + t)
         self.mask = (keys[None, None, :] <= self.positions[:, :, None])[:, None]  # (B,1,T,Tk)
+        self.positions = self.positions.clamp(max=cache.max_len - 1)  # a gap's, past the end
         self.length = 0
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
@@ -97,6 +121,6 @@ class BatchView:
         return c.k[layer, self.idx, :, : self.Tk], c.v[layer, self.idx, :, : self.Tk]
 
     def commit(self) -> None:
-        """Advance every row's filled length by the ``T`` tokens just written."""
-        for s in self.slots:
+        """Advance every live row's filled length by the ``T`` tokens just written."""
+        for s in self.live:
             self.cache.lengths[s] += self.T
