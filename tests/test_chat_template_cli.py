@@ -135,3 +135,43 @@ def test_sft_messages_use_the_models_template(folder):
     # a run of llmcore's own (no template of the model's) keeps the marker template
     own = checkpoint.LoadedCheckpoint(path, loaded.config, loaded.model, loaded.tokenizer, 0)
     assert isinstance(chat_for(own), Chat)
+
+
+def test_serve_renders_the_models_template_and_stops_at_im_end(folder):
+    """``llmcore serve`` on a model with its own template: the chat prompt is transformers'
+    ids (user text kept plain) and the answer ends at ``<|im_end|>``."""
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("starlette")
+    from llmcore.finetune.chat import chat_for as chat_of
+    from llmcore.serve import Served
+    from tests.serve_helpers import running_server
+
+    path, hf_tok = folder
+    loaded = loaded_of(path)
+    tok = loaded.tokenizer
+    answer = tok.encode(" hello there")
+    script = Scripted(loaded.model, answer, tok.special_tokens["<|im_end|>"])
+    served = Served(
+        "chatml", loaded.model, tok, loaded.config, loaded.chat_template,
+        tuple(loaded.stop_ids), chat_of(loaded),
+    )  # fmt: skip
+    user = "hi <|im_start|>"
+    with (
+        running_server(served, max_batch=2) as (url, _),
+        openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        out = client.chat.completions.create(
+            model="chatml",
+            messages=[{"role": "user", "content": user}],
+            max_tokens=20,
+            temperature=0,
+        )
+    assert out.choices[0].message.content == " hello there"
+    assert out.choices[0].finish_reason == "stop"
+    want = hf_tok.apply_chat_template(
+        [{"role": "user", "content": user}],
+        tokenize=True,
+        add_generation_prompt=True,
+        sanitize_control_tokens=True,
+    )
+    assert script.inputs[0][0].tolist() == list(getattr(want, "input_ids", want))

@@ -20,6 +20,7 @@ COMMANDS = (
     "train",
     "generate",
     "chat",
+    "serve",
     "eval",
     "finetune",
     "merge_lora",
