@@ -27,6 +27,8 @@ COMMANDS = (
     "tokenizer",
     "config",
     "plugins",
+    "inspect",
+    "runs",
 )
 
 
