@@ -31,10 +31,10 @@ def page_data(tr: Trace, view: SamplerView | None, token_text, title: str = "") 
     ``token_text(id) -> str`` names the candidate tokens (the tokenizer's text of one id).
     """
     att = None
-    if tr.attention is not None:
+    if tr.attention is not None:  # causal: row q ends at key q, the rest is zeros (half the size)
         att = [
-            [_rounded(tr.attention[i, j]) for j in range(len(tr.heads))]
-            for i in range(len(tr.layers))
+            [[_rounded(row[: q + 1]) for q, row in enumerate(head)] for head in layer]
+            for layer in tr.attention
         ]
     ids = {int(i) for i in tr.top_ids.flatten().tolist()} | {
         int(i) for i in tr.lens.top_ids.flatten().tolist()

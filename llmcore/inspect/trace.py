@@ -17,7 +17,7 @@ says so instead of showing weights it does not use.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FunctionType
 
 import torch
@@ -63,7 +63,6 @@ class Trace:
     residual_norms: torch.Tensor  # (n_layer + 1, T): embeddings, then after each block
     n_layer: int = 0
     n_head: int = 0
-    meta: dict = field(default_factory=dict)
 
     @property
     def ids(self) -> list[int]:

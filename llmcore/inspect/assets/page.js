@@ -14,7 +14,7 @@ function el(tag, attrs, parent, text) {
   if (parent) parent.appendChild(e);
   return e;
 }
-const shown = (s) => JSON.stringify(s).slice(1, -1);  // newlines and tabs made visible
+const shown = (s) => JSON.stringify(s).slice(1, -1).replace(/ /g, "\u2423");  // ␣, \n, \t made visible
 const vocab = (id) => shown(D.vocab[String(id)] ?? ("#" + id));
 const fmt = (x, d) => (x === null || x === undefined ? "–" : Number(x).toFixed(d === undefined ? 4 : d));
 const hue = (id) => (id * 47) % 360;
@@ -66,7 +66,7 @@ function distView() {
 }
 
 function paint(canvas, m) {
-  const n = m.length, ctx = canvas.getContext("2d");
+  const n = m.length, ctx = canvas.getContext("2d");  // row r holds keys 0..r only
   canvas.width = n; canvas.height = n;
   const img = ctx.createImageData(n, n);
   for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) {
@@ -110,7 +110,7 @@ function attentionView() {
     const r = zoom.getBoundingClientRect();
     const q = Math.floor((ev.clientY - r.top) / r.height * T), k = Math.floor((ev.clientX - r.left) / r.width * T);
     if (q < 0 || k < 0 || q >= T || k >= T) return;
-    hover.textContent = `${vocab(D.tokens[q].id)} (${q}) → ${vocab(D.tokens[k].id)} (${k}): ${fmt(cur[q][k])}`;
+    hover.textContent = `${vocab(D.tokens[q].id)} (${q}) → ${vocab(D.tokens[k].id)} (${k}): ${fmt(cur[q][k] ?? 0)}`;
   });
   open(0, 0, grid.querySelector(".attn-cell"));
 }
