@@ -47,6 +47,7 @@ from llmcore.errors import (
 from llmcore.generation import Generation, Token, generate, stream
 from llmcore.hf import load_hf, load_hf_tokenizer
 from llmcore.hookspecs import hookimpl
+from llmcore.inspect import trace
 from llmcore.model import KVCache, Transformer, build_model
 from llmcore.plugins import available, create
 from llmcore.tokenizers import load_tokenizer, train_tokenizer
@@ -83,5 +84,6 @@ __all__ = [
     "load_hf_tokenizer",
     "load_tokenizer",
     "stream",
+    "trace",
     "train_tokenizer",
 ]

@@ -72,7 +72,14 @@ class CausalSelfAttention(nn.Module):
 
     ``attend(q, k, v, causal=, mask=, window=)`` is the attention plugin; this module owns
     the projections and the head layout. ``layer`` is its index into a :class:`KVCache`.
+
+    ``observer``, when set, is called as ``observer(layer, q, k, v, scale, window)`` with the
+    tensors the attention plugin receives (after the position rotation and the cache) so that
+    tracing (:mod:`llmcore.inspect`) can recompute attention weights that fused kernels never
+    materialise. It is None by default and costs nothing then.
     """
+
+    observer: Callable[..., None] | None = None
 
     def __init__(
         self,
@@ -108,6 +115,8 @@ class CausalSelfAttention(nn.Module):
         q, k = position.rotate(q, k, positions)  # rope turns q and k; learned returns them
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, Hkv, Tk, D): the past and the new
+        if self.observer is not None:
+            self.observer(self.layer, q, k, v, 1.0 / math.sqrt(self.head_dim), self.window)
         y = self.attend(q, k, v, causal=True, mask=mask, window=self.window)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, H*D)
         return self.dropout(self.proj(y))

@@ -34,16 +34,22 @@ class JsonlLogger:
         """Every complete record in the file (a line cut short by a kill is left out)."""
         if not self._file.closed:
             self._file.flush()
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
+        return read_jsonl(self.path)
 
     def close(self) -> None:
         self._file.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of a ``metrics.jsonl`` file (a line cut short by a kill is
+    left out)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 @hookimpl

@@ -28,6 +28,8 @@ COMMANDS = (
     "tokenizer",
     "config",
     "plugins",
+    "inspect",
+    "runs",
 )
 
 

@@ -1,5 +1,6 @@
 """The loss curves of a run, from the records its loggers wrote: ``loss.html`` always (an
-inline SVG, no optional dependency) and ``loss.png`` where matplotlib is installed."""
+inline SVG of train and val loss and, below it, the learning rate; no optional dependency)
+and ``loss.png`` where matplotlib is installed."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def plot_losses(run_dir: Path, records: list[dict[str, Any]], say: Callable[[str
     """Write ``loss.html`` (and ``loss.png`` with matplotlib) into ``run_dir``."""
     curves = {label: series(records, key) for key, label in CURVES.items()}
     curves = {k: v for k, v in curves.items() if v}
-    (run_dir / "loss.html").write_text(svg_page(curves), encoding="utf-8")
+    page = svg_page(curves, series(records, "lr"))
+    (run_dir / "loss.html").write_text(page, encoding="utf-8")
     try:
         import matplotlib
 
@@ -48,8 +50,11 @@ def plot_losses(run_dir: Path, records: list[dict[str, Any]], say: Callable[[str
     plt.close(fig)
 
 
-def svg_page(curves: dict[str, list[tuple[float, float]]]) -> str:
-    """A self-contained page with the curves as polylines on one pair of axes."""
+def svg_page(
+    curves: dict[str, list[tuple[float, float]]], lr: list[tuple[float, float]] = ()
+) -> str:
+    """A self-contained page with the loss curves as polylines on one pair of axes and the
+    learning rate ``lr`` (if any) as a path on its own axes below."""
     w, h, pad = 640, 360, 40
     pts = [p for c in curves.values() for p in c]
     x0, x1 = (min(p[0] for p in pts), max(p[0] for p in pts)) if pts else (0.0, 1.0)
@@ -73,4 +78,25 @@ def svg_page(curves: dict[str, list[tuple[float, float]]]) -> str:
         "<!doctype html><meta charset='utf-8'><title>loss</title>"
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
         f'font-family="sans-serif" font-size="12">{axes}{"".join(lines)}</svg>\n'
+        + (lr_svg(lr) if lr else "")
+    )
+
+
+def lr_svg(lr: list[tuple[float, float]]) -> str:
+    """The learning rate over the steps, as one path on its own axes."""
+    w, h, pad = 640, 160, 40
+    x0, x1 = min(p[0] for p in lr), max(p[0] for p in lr)
+    y0, y1 = min(0.0, min(p[1] for p in lr)), max(p[1] for p in lr)
+    sx = (w - 2 * pad) / ((x1 - x0) or 1.0)
+    sy = (h - 2 * pad) / ((y1 - y0) or 1.0)
+    d = " ".join(
+        f"{'M' if i == 0 else 'L'}{pad + (x - x0) * sx:.1f},{h - pad - (y - y0) * sy:.1f}"
+        for i, (x, y) in enumerate(lr)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        'font-family="sans-serif" font-size="12">'
+        f'<text x="4" y="{pad - 10}">learning rate {y0:.3g} to {y1:.3g}</text>'
+        f'<text x="{pad}" y="{h - 10}">step {x0:g} to {x1:g}</text>'
+        f'<path id="lr" fill="none" stroke="#2ca02c" d="{d}"/></svg>\n'
     )
