@@ -5,7 +5,7 @@
 from llmcore.inspect.lens import LogitLens, logit_lens
 from llmcore.inspect.page import page_html, write_page
 from llmcore.inspect.sampler_view import SamplerStage, SamplerView, sampler_chain, sampler_view
-from llmcore.inspect.trace import Trace, TracedToken, trace
+from llmcore.inspect.tracing import Trace, TracedToken, trace
 
 __all__ = [
     "LogitLens",

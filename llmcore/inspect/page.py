@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from llmcore.inspect.sampler_view import SamplerView
-from llmcore.inspect.trace import Trace, token_bytes
+from llmcore.inspect.tracing import Trace, token_bytes
 
 ASSETS = Path(__file__).parent / "assets"
 #: how many tokens each stage of the sampler view lists
