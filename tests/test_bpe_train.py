@@ -128,3 +128,12 @@ def test_bad_training_input(tmp_path):
         BPETokenizer.train(str(tmp_path / "missing.txt"), 300)
     tok = BPETokenizer.train([""], 300, progress=False)  # nothing to learn: bytes only
     assert tok.vocab_size == 256
+
+
+def test_one_long_line_of_text_trains_instead_of_failing_as_a_file_name():
+    """A text of one line longer than the OS's name limit is a text, not a missing file."""
+    from llmcore.builtin.bpe import BPETokenizer
+
+    line = "the quick brown fox jumps over the lazy dog " * 40  # ~1,800 characters, no newline
+    tok = BPETokenizer.train([line], vocab_size=270)
+    assert tok.decode(tok.encode(line)) == line

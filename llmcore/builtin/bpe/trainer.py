@@ -12,6 +12,17 @@ from llmcore.ops import bpe as ops
 from llmcore.tokenizers import Vocabulary
 
 
+def _names_a_file(text: str) -> bool:
+    """Whether ``text`` is the path of an existing file. A long line of text is not: the OS
+    refuses names over its limit (ENAMETOOLONG), which must not fail the training call."""
+    if len(text) >= 4096 or "\n" in text or "\0" in text:
+        return False
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _split_inputs(src: Any) -> tuple[list[str], list[str]]:
     """-> (texts, files). A path (str naming an existing file, or PathLike) is a file; a
     list whose items are all PathLike or all existing-file strings is a list of files;
@@ -19,7 +30,7 @@ def _split_inputs(src: Any) -> tuple[list[str], list[str]]:
     if isinstance(src, PathLike):
         return [], [fspath(src)]
     if isinstance(src, str):
-        if Path(src).is_file():
+        if _names_a_file(src):
             return [], [src]
         raise TokenizerError(f"{src}: no such training file (pass a list to train on texts)")
     items = list(src)
@@ -28,7 +39,7 @@ def _split_inputs(src: Any) -> tuple[list[str], list[str]]:
     elif (
         items
         and all(isinstance(x, str) for x in items)
-        and all(len(x) < 4096 and "\n" not in x and Path(x).is_file() for x in items)
+        and all(_names_a_file(x) for x in items)
     ):
         files = list(items)
     else:
