@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_resume import _cmd, _setup
+from tests.cli_runs import cli
+from tests.test_resume import _setup
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
@@ -49,7 +50,7 @@ def reference(tmp_path_factory):
     cfg = _setup(tmp, max_iters=30, eval_interval=10, grad_accum=2)
     ref = tmp / "ref"
     subprocess.run(
-        _cmd("train", str(cfg), "--out", str(ref), "--no-progress"),
+        cli("train", str(cfg), "--out", str(ref), "--no-progress"),
         check=True,
         env=_env(),
         capture_output=True,
