@@ -11,6 +11,7 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("has_openmp") = false;
 #endif
+  llmcore::register_isa(m);
   llmcore::register_bpe(m);
   llmcore::register_attention(m);
   llmcore::register_loss(m);

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 namespace llmcore {
+void register_isa(pybind11::module_& m);
 void register_bpe(pybind11::module_& m);
 void register_attention(pybind11::module_& m);
 void register_loss(pybind11::module_& m);

@@ -2,6 +2,20 @@
 
 has_openmp: bool
 
+# --- instruction-set levels of the CPU kernels (csrc/isa) -------------------------------
+# The kernels are compiled per level and the best one this CPU has runs; the environment
+# variable LLMCORE_ISA (read once, at import) or set_isa forces one. ValueError (ImportError
+# at import) for a level that is unknown or that this build or CPU lacks.
+
+def isa() -> str:
+    """The level the CPU kernels run at: scalar, avx2, avx512 (native for -march=native)."""
+
+def set_isa(name: str) -> None:
+    """Force the kernels' level (tests, debugging)."""
+
+def isa_levels() -> list[str]:
+    """The levels this build compiled that this CPU can run, lowest first."""
+
 # --- byte-level BPE tokenizer (csrc/bpe) ------------------------------------------------
 # The submodule llmcore._C.bpe, wrapped by llmcore.builtin.bpe.BPETokenizer. Written as a
 # class because a single stub file cannot declare a submodule. Invalid tokenizer data and
