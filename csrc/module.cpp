@@ -5,7 +5,7 @@
 #include "registers.hpp"
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "llmcore's native core: BPE tokenizer, attention, loss and activation kernels.";
+  m.doc() = "llmcore's native core: BPE tokenizer, attention, loss, activation and quant kernels.";
 #ifdef LLMCORE_OPENMP
   m.attr("has_openmp") = true;
 #else
@@ -16,4 +16,5 @@ PYBIND11_MODULE(_C, m) {
   llmcore::register_attention(m);
   llmcore::register_loss(m);
   llmcore::register_activation(m);
+  llmcore::register_quant(m);
 }

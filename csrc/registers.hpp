@@ -8,4 +8,5 @@ void register_bpe(pybind11::module_& m);
 void register_attention(pybind11::module_& m);
 void register_loss(pybind11::module_& m);
 void register_activation(pybind11::module_& m);
+void register_quant(pybind11::module_& m);
 }  // namespace llmcore

@@ -1,0 +1,1 @@
+"""The Python face of llmcore._C: one module per C++ concept."""
