@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from llmcore.checkpoint import CONFIG_FILE, LoadedCheckpoint, load_checkpoint
+from llmcore.config import Config
 from llmcore.errors import ConfigError
 from llmcore.gguf.reader import MAGIC
 
@@ -73,6 +74,30 @@ def load(
 
         loaded.model.to(resolve_dtype(dtype, {}))
     return loaded
+
+
+def read_config(path: str | Path) -> Config:
+    """The llmcore config of what :func:`load` would load, without reading any weight."""
+    kind = source_kind(path)
+    if kind == "gguf":
+        from llmcore.gguf import archs
+        from llmcore.gguf.reader import GGUFFile
+
+        with GGUFFile(path) as f:
+            return Config(model=archs.hf_archs.model_config(archs.normalized(f)))
+    if kind == "hf":
+        from llmcore.hf import archs
+        from llmcore.hf.loading import read_config as read_hf_config
+
+        folder = Path(path)
+        return Config(
+            model=archs.model_config(
+                archs.normalize(read_hf_config(folder), str(folder / HF_CONFIG))
+            )
+        )
+    from llmcore.finetune.models import read_run_config
+
+    return read_run_config(path)[1]
 
 
 def _load_hf(folder: Path, dtype: Any, device: Any) -> LoadedCheckpoint:

@@ -151,7 +151,7 @@ def _copy(f: GGUFFile, info: TensorInfo, entry: Any, params: dict, h: dict[str, 
             f"implies {tuple(target.shape)}"
         )
     t = read_tensor(f, info, param.dtype)
-    if h["model_type"] in PERMUTED_ARCHS and info.name.split(".")[2:3] in (["attn_q"], ["attn_k"]):
+    if h["model_type"] in PERMUTED_ARCHS and (".attn_q." in info.name or ".attn_k." in info.name):
         heads = h["num_attention_heads"] if ".attn_q." in info.name else h["num_key_value_heads"]
         t = unpermute(t, heads)
     target.copy_(t)

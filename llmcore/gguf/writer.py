@@ -62,7 +62,7 @@ def _tensors(model: torch.nn.Module, h: dict[str, Any]) -> Iterator[tuple[str, t
         w = params[entry.ours].detach().float().cpu()
         if entry.rows is not None:
             w = w[entry.rows[0] : entry.rows[1]]
-        if arch in PERMUTED_ARCHS and name.split(".")[2] in ("attn_q", "attn_k"):
+        if arch in PERMUTED_ARCHS and (".attn_q." in name or ".attn_k." in name):
             heads = h["num_attention_heads" if ".attn_q." in name else "num_key_value_heads"]
             w = permute(w, heads)
         yield name, w.contiguous()
