@@ -77,6 +77,7 @@ def weight_files(folder: Path) -> dict[str, Path]:
                     f"{index}: shard {shard!r} (holding {name!r}) is missing from {folder}"
                 )
             files[name] = file
+        _check_index(index, files)
         return files
     single = folder / WEIGHTS_FILE
     if single.exists():
@@ -89,6 +90,20 @@ def weight_files(folder: Path) -> dict[str, Path]:
         f"{folder}: no {WEIGHTS_FILE} or {INDEX_FILE}"
         + (f" (found {', '.join(found)}; only safetensors weights are read)" if found else "")
     )
+
+
+def _check_index(index: Path, files: dict[str, Path]) -> None:
+    """Every tensor the index places in a shard is in that shard (headers only, before any
+    parameter is allocated)."""
+    for file, names in _by_file(files):
+        with _open(file) as f:
+            have = set(f.keys())
+        lost = [n for n in names if n not in have]
+        if lost:
+            raise CheckpointError(
+                f"{index}: the index places tensor {lost[0]!r} in {file.name}, which does not "
+                f"hold it ({len(lost)} such tensors); the shards and the index disagree"
+            )
 
 
 def _open(file: Path):
