@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from llmcore.config import Config, check_consistency
+from llmcore.errors import CheckpointError
 from llmcore.gguf import archs, tokenizer
 from llmcore.gguf.reader import GGUFFile
 from llmcore.gguf.tensors import load_weights
+from llmcore.hf.archs import model_config
 
 
 def load_gguf(
@@ -50,12 +52,10 @@ def load_gguf(
     file = Path(path)
     with GGUFFile(file) as f:
         h = archs.normalized(f)
-        cfg = Config(model=archs.hf_archs.model_config(h))
+        cfg = Config(model=model_config(h))
         check_consistency(cfg, str(file))
         tok = tokenizer.load_tokenizer(f)
         if tok.vocab_size > cfg.model.vocab_size:
-            from llmcore.errors import CheckpointError
-
             raise CheckpointError(
                 f"{file}: the tokenizer has {tok.vocab_size} ids but token_embd.weight only "
                 f"{cfg.model.vocab_size} rows"
