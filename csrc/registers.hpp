@@ -3,8 +3,10 @@
 #include <pybind11/pybind11.h>
 
 namespace llmcore {
+void register_isa(pybind11::module_& m);
 void register_bpe(pybind11::module_& m);
 void register_attention(pybind11::module_& m);
 void register_loss(pybind11::module_& m);
 void register_activation(pybind11::module_& m);
+void register_quant(pybind11::module_& m);
 }  // namespace llmcore

@@ -2,6 +2,20 @@
 
 has_openmp: bool
 
+# --- instruction-set levels of the CPU kernels (csrc/isa) -------------------------------
+# The kernels are compiled per level and the best one this CPU has runs; the environment
+# variable LLMCORE_ISA (read once, at import) or set_isa forces one. ValueError (ImportError
+# at import) for a level that is unknown or that this build or CPU lacks.
+
+def isa() -> str:
+    """The level the CPU kernels run at: scalar, avx2, avx512 (native for -march=native)."""
+
+def set_isa(name: str) -> None:
+    """Force the kernels' level (tests, debugging)."""
+
+def isa_levels() -> list[str]:
+    """The levels this build compiled that this CPU can run, lowest first."""
+
 # --- byte-level BPE tokenizer (csrc/bpe) ------------------------------------------------
 # The submodule llmcore._C.bpe, wrapped by llmcore.ops.bpe. Written as a
 # class because a single stub file cannot declare a submodule. Invalid tokenizer data and
@@ -82,4 +96,34 @@ def attention_backward(
     cuda: bool = False, stream: int = 0,
 ) -> None:
     """Flash attention backward: writes ``dq``, ``dk``, ``dv`` from ``grad_out`` and ``lse``."""
+# fmt: on
+
+# --- quantized blocks (csrc/quant) ------------------------------------------------------
+# Raw-buffer entry points wrapped by llmcore.ops.quant. qtype is a GGML type id (2 q4_0,
+# 3 q4_1, 6 q5_0, 7 q5_1, 8 q8_0, 12 q4_k, 13 q5_k, 14 q6_k); sizes are checked before any
+# byte is read. Raise ValueError on bad sizes, unknown types, NaN/inf block scales (with
+# the block index) and, when quantizing, NaN/inf values or scales beyond fp16 (with the row).
+
+# fmt: off
+def quant_types() -> list[tuple[str, int, int, int]]:
+    """(name, GGML type id, elements per block, bytes per block) of each quantized type."""
+
+def quant_dequantize(
+    qtype: int, src: int, nbytes: int, rows: int, cols: int, dst: int, out_dtype: int,
+    threads: int,
+) -> None:
+    """dst (rows x cols; out_dtype 0 float32, 1 bfloat16) = the blocks at src."""
+
+def quant_quantize(
+    qtype: int, src: int, rows: int, cols: int, dst: int, nbytes: int, threads: int,
+) -> None:
+    """Blocks at dst = the float32 rows x cols values at src."""
+
+def quant_matmul(
+    qtype: int, x: int, M: int, K: int, w: int, nbytes: int, N: int, y: int, threads: int,
+) -> None:
+    """y (M x N float32) = x (M x K float32) . W^T, W (N x K) in blocks of qtype."""
+
+def quant_first_bad_scale(qtype: int, src: int, nbytes: int, rows: int, cols: int) -> int:
+    """Index of the first block whose fp16 scale or min is NaN or inf, or -1."""
 # fmt: on

@@ -48,6 +48,7 @@ from llmcore.generation import Generation, Token, generate, stream
 from llmcore.hf import load_hf, load_hf_tokenizer
 from llmcore.hookspecs import hookimpl
 from llmcore.inspect import trace
+from llmcore.loading import load
 from llmcore.model import KVCache, Transformer, build_model
 from llmcore.plugins import available, create
 from llmcore.tokenizers import load_tokenizer, train_tokenizer
@@ -78,6 +79,7 @@ __all__ = [
     "create",
     "generate",
     "hookimpl",
+    "load",
     "load_checkpoint",
     "load_config",
     "load_hf",

@@ -97,11 +97,11 @@ def evaluate(
     dtype: str = "float32",
 ) -> EvalResult:
     """Loss and perplexity of the run (or checkpoint) ``run`` on the text ``data``."""
-    from llmcore.checkpoint import load_checkpoint
+    from llmcore.loading import load
     from llmcore.train.setup import resolve_device
 
     dev = resolve_device(device)
-    loaded = load_checkpoint(run, device=dev)
+    loaded = load(run, device=dev)
     ids = token_ids(loaded.tokenizer, data, loaded.config.data.jsonl_field)
     loss, count = mean_loss(
         loaded.model,

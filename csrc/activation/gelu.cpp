@@ -9,7 +9,10 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-namespace llmcore::activation {
+namespace llmcore::activation::LLMCORE_ISA_NS {
+// The SIMD helpers of this instruction-set variant.
+namespace attn = ::llmcore::attn::LLMCORE_ISA_NS;
+
 namespace {
 
 using attn::bf16;
@@ -126,6 +129,6 @@ void gelu_tanh_backward(DType dtype, int64_t n, const void* dy, const void* x, v
              static_cast<float*>(dx), threads);
 }
 
-}  // namespace llmcore::activation
+}  // namespace llmcore::activation::LLMCORE_ISA_NS
 
 #pragma GCC diagnostic pop

@@ -10,9 +10,13 @@
 
 #include <cstdint>
 
+#include "isa/isa.hpp"
+
 namespace llmcore::activation {
 
 enum class DType : int { f32 = 0, bf16 = 1 };
+
+// The entry points run the variant of the active instruction-set level (gelu_dispatch.cpp).
 
 // y[i] = gelu(x[i]) for i < n. y may alias x.
 void gelu_tanh_forward(DType dtype, int64_t n, const void* x, void* y, int threads);
@@ -20,5 +24,11 @@ void gelu_tanh_forward(DType dtype, int64_t n, const void* x, void* y, int threa
 // dx[i] = dy[i] * gelu'(x[i]) for i < n. dx may alias dy.
 void gelu_tanh_backward(DType dtype, int64_t n, const void* dy, const void* x, void* dx,
                         int threads);
+
+// The kernels of each variant (gelu.cpp).
+LLMCORE_ISA_DECLARE(
+    void gelu_tanh_forward(DType dtype, int64_t n, const void* x, void* y, int threads);
+    void gelu_tanh_backward(DType dtype, int64_t n, const void* dy, const void* x, void* dx,
+                            int threads);)
 
 }  // namespace llmcore::activation

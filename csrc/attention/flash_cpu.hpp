@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "isa/isa.hpp"
+
 namespace llmcore::attn {
 
 // Storage type of q/k/v/o. bf16 and f32 accumulate in float, f64 in double; the mask
@@ -45,7 +47,12 @@ struct BwdBuffers {
 // Throw std::invalid_argument for shapes or options no kernel accepts.
 void check_problem(const AttnProblem& p);
 
+// Run the variant of the active instruction-set level (flash_cpu_dispatch.cpp).
 void flash_forward_cpu(const AttnProblem& p, const FwdBuffers& b);
 void flash_backward_cpu(const AttnProblem& p, const BwdBuffers& b);
+
+// The kernels of each variant (flash_cpu_fwd.cpp, flash_cpu_bwd.cpp).
+LLMCORE_ISA_DECLARE(void flash_forward_cpu(const AttnProblem& p, const FwdBuffers& b);
+                    void flash_backward_cpu(const AttnProblem& p, const BwdBuffers& b);)
 
 }  // namespace llmcore::attn

@@ -13,7 +13,6 @@
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
-#include <vector>
 
 #include "flash_cpu.hpp"
 #include "simd.hpp"
@@ -25,7 +24,7 @@
 
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-namespace llmcore::attn {
+namespace llmcore::attn::LLMCORE_ISA_NS {
 namespace {
 
 constexpr int64_t kBq = 64;
@@ -191,7 +190,7 @@ struct Backward {
       nchunks = std::min(nkb, (2 * nthreads + heads - 1) / heads);
     const int64_t ntasks = heads * nchunks;
     const int64_t dq_size = p.B * p.H * p.Tq * p.D;
-    std::vector<Acc> dq_parts(nchunks > 1 ? static_cast<size_t>(nthreads * dq_size) : 0);
+    Buffer<Acc> dq_parts(nchunks > 1 ? static_cast<size_t>(nthreads * dq_size) : 0);
     const size_t ws_size = workspace();
 #ifdef LLMCORE_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
@@ -243,4 +242,4 @@ void flash_backward_cpu(const AttnProblem& p, const BwdBuffers& b) {
   }
 }
 
-}  // namespace llmcore::attn
+}  // namespace llmcore::attn::LLMCORE_ISA_NS

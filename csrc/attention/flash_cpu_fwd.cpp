@@ -11,7 +11,6 @@
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
-#include <vector>
 
 #include "flash_cpu.hpp"
 #include "simd.hpp"
@@ -23,7 +22,7 @@
 
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-namespace llmcore::attn {
+namespace llmcore::attn::LLMCORE_ISA_NS {
 namespace {
 
 constexpr int64_t kBq = 64;  // queries per tile (a multiple of the vector width)
@@ -282,17 +281,6 @@ struct Forward {
 
 }  // namespace
 
-void check_problem(const AttnProblem& p) {
-  if (p.B < 0 || p.H < 1 || p.Hkv < 1 || p.Tq < 0 || p.Tk < 0 || p.D < 1)
-    throw std::invalid_argument("attention: sizes must be B, Tq, Tk >= 0 and H, Hkv, D >= 1");
-  if (p.H % p.Hkv != 0) throw std::invalid_argument("attention: heads must be a multiple of kv_heads");
-  if (p.D > 1024) throw std::invalid_argument("attention: head dim above 1024 is not supported");
-  if (p.window < 0) throw std::invalid_argument("attention: window must be >= 0 (0 = none)");
-  if (!(p.scale == p.scale)) throw std::invalid_argument("attention: scale is NaN");
-  const int d = static_cast<int>(p.dtype);
-  if (d < 0 || d > 3) throw std::invalid_argument("attention: unknown dtype code");
-}
-
 void flash_forward_cpu(const AttnProblem& p, const FwdBuffers& b) {
   check_problem(p);
   if (p.B == 0 || p.Tq == 0) return;
@@ -304,4 +292,4 @@ void flash_forward_cpu(const AttnProblem& p, const FwdBuffers& b) {
   }
 }
 
-}  // namespace llmcore::attn
+}  // namespace llmcore::attn::LLMCORE_ISA_NS

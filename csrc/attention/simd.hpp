@@ -10,10 +10,15 @@
 #include <cstring>
 #include <type_traits>
 
+#ifndef LLMCORE_ISA_NS
+#error "compiled once per instruction-set variant: the build defines LLMCORE_ISA_NS (csrc/isa/isa.hpp)"
+#endif
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-namespace llmcore::attn {
+// The inline helpers of one instruction-set variant (see csrc/isa/isa.hpp).
+namespace llmcore::attn::LLMCORE_ISA_NS {
 
 #if defined(__AVX512F__)
 inline constexpr int kVecBytes = 64;
@@ -217,6 +222,6 @@ inline Vec<double> vexp(Vec<double> x) {
   return x < lo ? V{} : res;
 }
 
-}  // namespace llmcore::attn
+}  // namespace llmcore::attn::LLMCORE_ISA_NS
 
 #pragma GCC diagnostic pop

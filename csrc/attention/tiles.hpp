@@ -7,15 +7,19 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
-#include <vector>
 
 #include "flash_cpu.hpp"
 #include "simd.hpp"
 
+#ifndef LLMCORE_ISA_NS
+#error "compiled once per instruction-set variant: the build defines LLMCORE_ISA_NS (csrc/isa/isa.hpp)"
+#endif
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-namespace llmcore::attn {
+// The inline helpers of one instruction-set variant (see csrc/isa/isa.hpp).
+namespace llmcore::attn::LLMCORE_ISA_NS {
 
 // C[MR x NV*L] += sum_k A(r, k) * Bm[k][:], with A(r, k) = a[r * ars + k * aks] broadcast
 // and Bm rows of NV full vectors. The accumulators stay in registers for the whole k loop.
@@ -79,13 +83,40 @@ inline int thread_count(const AttnProblem& p, int64_t ntasks) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.threads, ntasks)));
 }
 
+// A zero-initialised array that can only grow (dropping its contents). Used instead of
+// std::vector, whose out-of-line members would be weak symbols outside this variant's
+// namespace, shared with (and possibly resolved to) another variant's copy.
+template <class T>
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(size_t n) { grow(n); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { delete[] data_; }
+  void grow(size_t n) {
+    if (n <= size_) return;
+    T* fresh = new T[n]();
+    delete[] data_;
+    data_ = fresh;
+    size_ = n;
+  }
+  size_t size() const { return size_; }
+  T* data() { return data_; }
+  T& operator[](size_t i) { return data_[i]; }
+
+ private:
+  T* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Per-thread scratch that outlives the call: no allocation, page faults or trimming on
 // the hot path (a decode step is tens of microseconds). It only grows, to the largest
 // call's O(T) workspace. Every kernel initialises the parts it reads.
 template <class Acc>
 inline Acc* thread_scratch(size_t n) {
-  thread_local std::vector<Acc> buf;
-  if (buf.size() < n) buf.resize(n);
+  thread_local Buffer<Acc> buf;
+  buf.grow(n);
   return buf.data();
 }
 
@@ -141,6 +172,6 @@ inline void mask_tile(Acc* St, int64_t ld, int64_t nk, int64_t nq, int64_t j0, i
   }
 }
 
-}  // namespace llmcore::attn
+}  // namespace llmcore::attn::LLMCORE_ISA_NS
 
 #pragma GCC diagnostic pop

@@ -10,7 +10,10 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-namespace llmcore::loss {
+namespace llmcore::loss::LLMCORE_ISA_NS {
+// The SIMD helpers of this instruction-set variant.
+namespace attn = ::llmcore::attn::LLMCORE_ISA_NS;
+
 namespace {
 
 using attn::hsum;
@@ -91,24 +94,6 @@ void run(const XentProblem& p) {
 
 }  // namespace
 
-void check_problem(const XentProblem& p) {
-  if (p.dtype != DType::f32 && p.dtype != DType::bf16)
-    throw std::invalid_argument("cross entropy: dtype code must be 0 (float32) or 1 (bfloat16)");
-  if (!std::isfinite(p.grad_scale))
-    throw std::invalid_argument("cross entropy: grad_scale must be finite");
-  if (p.rows < 0 || p.vocab < 1 || p.ld < p.vocab)
-    throw std::invalid_argument("cross entropy: need rows >= 0, vocab >= 1 and a row stride >= vocab");
-  if (p.rows == 0) return;
-  if (!p.logits || !p.targets || !p.nll) throw std::invalid_argument("cross entropy: null buffer");
-  for (int64_t r = 0; r < p.rows; ++r) {
-    const int64_t t = p.targets[r];
-    if (t != p.ignore_index && (t < 0 || t >= p.vocab))
-      throw std::out_of_range("cross entropy: target " + std::to_string(t) + " (row " +
-                              std::to_string(r) + ") is outside the vocabulary of " +
-                              std::to_string(p.vocab) + " ids");
-  }
-}
-
 void softmax_cross_entropy(const XentProblem& p) {
   if (p.rows == 0) return;
   if (p.dtype == DType::bf16)
@@ -117,6 +102,6 @@ void softmax_cross_entropy(const XentProblem& p) {
     run<float>(p);
 }
 
-}  // namespace llmcore::loss
+}  // namespace llmcore::loss::LLMCORE_ISA_NS
 
 #pragma GCC diagnostic pop

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "isa/isa.hpp"
+
 namespace llmcore::loss {
 
 enum class DType : int { f32 = 0, bf16 = 1 };
@@ -32,6 +34,10 @@ struct XentProblem {
 // neither ignore_index nor a valid id, before touching any buffer.
 void check_problem(const XentProblem& p);
 
+// Run the variant of the active instruction-set level (cross_entropy_dispatch.cpp).
 void softmax_cross_entropy(const XentProblem& p);
+
+// The kernel of each variant (cross_entropy.cpp).
+LLMCORE_ISA_DECLARE(void softmax_cross_entropy(const XentProblem& p);)
 
 }  // namespace llmcore::loss

@@ -21,7 +21,7 @@ from llmcore.cli.generate import add_sampling_args
 
 def add_to(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat with a fine-tuned run")
-    p.add_argument("run", help="run folder or checkpoint folder")
+    p.add_argument("run", help="run or checkpoint folder, Hugging Face folder or .gguf file")
     p.add_argument("--system", default=None, help="a system message opening the conversation")
     add_sampling_args(p)
     p.set_defaults(func=run)

@@ -8,7 +8,7 @@ import json
 
 def add_to(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="loss and perplexity of a trained model on a text file")
-    p.add_argument("run", help="run folder or checkpoint folder")
+    p.add_argument("run", help="run or checkpoint folder, Hugging Face folder or .gguf file")
     p.add_argument("--data", required=True, help="text file, folder of files, or JSONL file")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

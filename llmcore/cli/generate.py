@@ -39,7 +39,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 def add_to(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate text from a trained run or checkpoint")
-    p.add_argument("run", help="run folder or checkpoint folder")
+    p.add_argument("run", help="run or checkpoint folder, Hugging Face folder or .gguf file")
     src = p.add_mutually_exclusive_group()
     src.add_argument(
         "--prompt", default=None, help="prompt text (default: the config's generate.prompt)"
@@ -59,10 +59,10 @@ def add_to(sub: argparse._SubParsersAction) -> None:
 
 def load(args: argparse.Namespace):
     """The checkpoint of ``args.run`` and its config with overrides and sampling flags."""
-    from llmcore.checkpoint import load_checkpoint
     from llmcore.config import Component, _apply_override, config_from_dict
+    from llmcore.loading import load as load_model
 
-    loaded = load_checkpoint(args.run)
+    loaded = load_model(args.run)
     raw = loaded.config.to_dict()
     for item in args.overrides:
         _apply_override(raw, item)

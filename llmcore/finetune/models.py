@@ -26,7 +26,12 @@ REWARD_HEAD_FILE = "reward_head.safetensors"
 
 
 def read_run_config(path: str | Path) -> tuple[Path, Config]:
-    """The checkpoint folder of a run or checkpoint and its resolved config."""
+    """The checkpoint folder of a run or checkpoint and its resolved config (an HF folder
+    or GGUF file: the path itself and the config of its model)."""
+    from llmcore.loading import read_config, source_kind
+
+    if source_kind(path) != "run":
+        return Path(path), read_config(path)
     folder = ckpt.resolve_checkpoint(path)
     file = folder / ckpt.CONFIG_FILE
     try:
@@ -43,7 +48,9 @@ def load_finetuned(
     Args:
         merge: fold the adapter into the base weights (a plain model comes back).
     """
-    loaded = ckpt.load_checkpoint(path, device=device)
+    from llmcore.loading import load  # a run, an HF folder or a GGUF file
+
+    loaded = load(path, device=device)
     if merge and loaded.config.finetune.adapter is not None:
         create("adapter", loaded.config.finetune.adapter, "finetune.adapter").merge(loaded.model)
         loaded.config.finetune.adapter = None

@@ -11,10 +11,12 @@ folders are read; nothing is downloaded.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from llmcore.config import Config, TokenizerConfig, check_consistency
+from llmcore.errors import TokenizerError
 from llmcore.hf import archs
 from llmcore.hf.export import save_hf
 from llmcore.hf.loading import (
@@ -57,20 +59,50 @@ def load_hf(
     Raises:
         CheckpointError: missing folder, config or weights; a missing shard; a tensor that is
             missing, unexpected or of the wrong shape.
+        TokenizerError: the folder's tokenizer.json cannot be loaded (before any weight is).
         ConfigError: config.json is not JSON, or names an unsupported model type or option.
+    """
+    model, cfg, _ = load_hf_parts(path, dtype, device=device, tokenizer=False)
+    return model, cfg
+
+
+def load_hf_parts(
+    path: str | Path,
+    dtype: torch.dtype | str | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    tokenizer: bool = True,
+) -> tuple[torch.nn.Module, Config, Any]:
+    """``(model, cfg, tokenizer)`` of an HF folder (see :func:`load_hf`).
+
+    The tokenizer the config points at (``tokenizer.json``) is loaded before any weight, so
+    one that cannot be read fails the load at once (:class:`TokenizerError` naming the file).
+    With ``tokenizer`` True the folder must have one (``load_hf_tokenizer`` reads it); with
+    False the third item is the tokenizer.json's tokenizer or None.
     """
     folder = Path(path)
     raw = read_config(folder)
     h = archs.normalize(raw, str(folder / CONFIG_FILE))
     cfg = Config(model=archs.model_config(h))
     check_consistency(cfg, str(folder / CONFIG_FILE))
+    tok = None
     if (folder / TOKENIZER_FILE).exists():
         name = tokenizer_class_for(BYTE_LEVEL_BPE).name  # HF model folders are byte-level
         cfg.tokenizer = TokenizerConfig(name, {"path": str(folder / TOKENIZER_FILE)})
+    if tokenizer or (folder / TOKENIZER_FILE).exists():
+        tok = _tokenizer(folder)
     files = weight_files(folder)
     model = build_empty(cfg.model, resolve_dtype(dtype, files), device)
     load_weights(model, h, files)
-    return model.eval(), cfg
+    return model.eval(), cfg, tok
 
 
-__all__ = ["load_hf", "load_hf_tokenizer", "save_hf", "save_hf_tokenizer"]
+def _tokenizer(folder: Path) -> Any:
+    try:
+        return load_hf_tokenizer(folder)
+    except TokenizerError as exc:
+        msg = str(exc)  # the readers name the file; say which folder when they do not
+        raise TokenizerError(msg if str(folder) in msg else f"{folder}: {msg}") from None
+
+
+__all__ = ["load_hf", "load_hf_parts", "load_hf_tokenizer", "save_hf", "save_hf_tokenizer"]

@@ -1,15 +1,14 @@
 """Load a Hugging Face checkpoint folder into llmcore's plugin-built Transformer.
 
-Weights are read one tensor at a time with ``safetensors.safe_open`` (memory-mapped) and
-copied into parameters that were allocated once, directly in the requested dtype: a bf16
-checkpoint loaded as bf16 never exists as an fp32 copy, and peak memory is the model plus one
-block of at most 16 MB.
+Each safetensors file is memory-mapped once (:mod:`llmcore.hf.safetensors_mmap`) and every
+tensor copied from a view of its pages into parameters that were allocated once, directly in
+the requested dtype: a bf16 checkpoint loaded as bf16 never exists as an fp32 copy, and peak
+memory is the model itself (the mapped pages are the page cache's, released as they go).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from llmcore.config import ModelConfig
 from llmcore.errors import CheckpointError, ConfigError
+from llmcore.hf.safetensors_mmap import SafetensorsMap
 from llmcore.hf.tensors import TensorMap, canonical_name, is_ignored, tensor_map
 
 CONFIG_FILE = "config.json"
@@ -34,8 +34,6 @@ DTYPES = {
     "fp16": torch.float16,
 }
 STORED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
-ITEM_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2}
-CHUNK_BYTES = 16 << 20  # the most memory one transient block of a tensor takes while copying
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -77,6 +75,7 @@ def weight_files(folder: Path) -> dict[str, Path]:
                     f"{index}: shard {shard!r} (holding {name!r}) is missing from {folder}"
                 )
             files[name] = file
+        _check_index(index, files)
         return files
     single = folder / WEIGHTS_FILE
     if single.exists():
@@ -89,6 +88,20 @@ def weight_files(folder: Path) -> dict[str, Path]:
         f"{folder}: no {WEIGHTS_FILE} or {INDEX_FILE}"
         + (f" (found {', '.join(found)}; only safetensors weights are read)" if found else "")
     )
+
+
+def _check_index(index: Path, files: dict[str, Path]) -> None:
+    """Every tensor the index places in a shard is in that shard (headers only, before any
+    parameter is allocated)."""
+    for file, names in _by_file(files):
+        with _open(file) as f:
+            have = set(f.keys())
+        lost = [n for n in names if n not in have]
+        if lost:
+            raise CheckpointError(
+                f"{index}: the index places tensor {lost[0]!r} in {file.name}, which does not "
+                f"hold it ({len(lost)} such tensors); the shards and the index disagree"
+            )
 
 
 def _open(file: Path):
@@ -184,7 +197,7 @@ def load_weights(model: torch.nn.Module, h: dict[str, Any], files: dict[str, Pat
                     p.zero_()
         seen: set[str] = set()
         for file, names in _by_file(files):
-            with _open(file) as f:
+            with SafetensorsMap(file) as f:
                 for raw in names:
                     name = canonical_name(raw, kind)
                     entry = mapping.get(name)
@@ -213,28 +226,15 @@ def _by_file(files: dict[str, Path]) -> Iterator[tuple[Path, list[str]]]:
     yield from groups.items()
 
 
-def _copy(param: torch.Tensor, entry: TensorMap, f: Any, raw: str, file: Path) -> None:
+def _copy(param: torch.Tensor, entry: TensorMap, f: SafetensorsMap, raw: str, file: Path) -> None:
     target = param if entry.rows is None else param[entry.rows[0] : entry.rows[1]]
     want = tuple(target.shape[::-1] if entry.transpose else target.shape)
-    try:
-        part = f.get_slice(raw)
-        got = tuple(part.get_shape())
-    except SafetensorError as exc:
-        raise CheckpointError(f"{file}: tensor {raw!r} is not in the file: {exc}") from None
+    got = f.shape(raw)
     if got != want:
         raise CheckpointError(
             f"{file}: tensor {raw!r} has shape {got}, but config.json implies {want}"
         )
-    if len(got) < 2:
-        target.copy_(f.get_tensor(raw))
-        return
-    # Copy in blocks of rows, so the transient copy is at most CHUNK_BYTES, not a whole
-    # (possibly vocabulary-sized) tensor; copy_ casts to the parameter's dtype.
-    row_bytes = math.prod(got[1:]) * ITEM_BYTES.get(part.get_dtype(), 4)
-    step = max(1, CHUNK_BYTES // max(1, row_bytes))
-    for start in range(0, got[0], step):
-        block = part[start : start + step]
-        if entry.transpose:
-            target[:, start : start + step].copy_(block.T)
-        else:
-            target[start : start + step].copy_(block)
+    # A view of the file's pages: copy_ reads them once and casts to the parameter's dtype,
+    # so no transient copy of the tensor is ever made.
+    block = f.view(raw)
+    target.copy_(block.T if entry.transpose else block)

@@ -1,0 +1,47 @@
+// Quantized tensors in GGUF's block formats: dequantize, quantize, and y = x W^T with W
+// quantized. Pure C++ over raw buffers; a tensor of `rows` x `cols` values is stored as
+// rows * cols / block_elems blocks, row after row.
+#pragma once
+
+#include <cstdint>
+
+#include "isa/isa.hpp"
+#include "quant/blocks.hpp"
+
+namespace llmcore::quant {
+
+// The table entry of a GGML type id; std::invalid_argument naming the valid types.
+const TypeInfo& type_info(int ggml_type);
+
+// Bytes of a rows x cols tensor; std::invalid_argument (naming the type and sizes) when
+// cols is not a multiple of the block size or `nbytes` is not exactly that many bytes.
+int64_t checked_bytes(const TypeInfo& t, int64_t rows, int64_t cols, int64_t nbytes);
+
+// Index of the first block whose fp16 scale (or min) is inf or NaN, or -1.
+int64_t first_bad_scale(const TypeInfo& t, const uint8_t* src, int64_t nblocks);
+
+enum class OutDType : int { f32 = 0, bf16 = 1 };
+
+// dst (rows x cols, float32 or bfloat16) = the values of src. Throws std::invalid_argument
+// for bad sizes and std::domain_error naming the block of a non-finite scale.
+void dequantize(const TypeInfo& t, const uint8_t* src, int64_t nbytes, int64_t rows, int64_t cols,
+                void* dst, OutDType out, int threads);
+
+// dst = the blocks of src (rows x cols float32), for q8_0, q4_0, q4_1, q5_0, q5_1, q4_k.
+// Throws std::domain_error naming the row of a non-finite value or of a scale beyond fp16.
+void quantize(const TypeInfo& t, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
+              int64_t nbytes, int threads);
+
+// y (M x N) = x (M x K, float32, row stride K) . W^T, W being N x K in blocks of type t.
+void matmul(const TypeInfo& t, const float* x, int64_t M, int64_t K, const uint8_t* w,
+            int64_t nbytes, int64_t N, float* y, int threads);
+
+// The kernels of each variant (dequantize.cpp, matmul.cpp). Sizes are checked already.
+LLMCORE_ISA_DECLARE(
+    int64_t dequantize_rows(QType t, const uint8_t* src, int64_t rows, int64_t cols, void* dst,
+                            OutDType out, int threads);
+    int64_t dequant_row_f32(QType t, const uint8_t* src, int64_t nblocks, float* out);
+    void matmul(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w, int64_t N,
+                float* y, int threads);)
+
+}  // namespace llmcore::quant

@@ -1,0 +1,9 @@
+list(APPEND LLMCORE_SOURCES
+  csrc/quant/register_quant.cpp
+  csrc/quant/quant_dispatch.cpp
+  csrc/quant/quantize.cpp
+)
+list(APPEND LLMCORE_KERNEL_SOURCES
+  csrc/quant/dequantize.cpp
+  csrc/quant/matmul.cpp
+)

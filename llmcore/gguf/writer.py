@@ -1,0 +1,179 @@
+"""Write an llmcore model and its tokenizer as a GGUF file llama.cpp reads.
+
+The metadata are llama.cpp's keys for the architecture :func:`llmcore.hf.archs.hf_config`
+picks (gpt2, llama, mistral, qwen2); tensors get llama.cpp's names and layouts (q/k rows
+permuted for llama and mistral, see :func:`llmcore.gguf.tensors.unpermute`). Matrices are
+written as F16, Q8_0 or Q4_0 (:mod:`llmcore.ops.quant`'s quantizers, identical to
+``gguf.quants``); norms, biases and rows that do not split into blocks of 32 stay F32/F16,
+as llama.cpp's converter leaves them. The tokenizer must be a byte-level BPE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmcore.errors import ConfigError, TokenizerError
+from llmcore.gguf.tensors import GPT2_BLOCK, GPT2_TOP, LLAMA_BLOCK, LLAMA_TOP, PERMUTED_ARCHS
+from llmcore.hf import archs as hf_archs
+from llmcore.hf.tensors import tensor_map
+
+QTYPES = ("f16", "q8_0", "q4_0")
+# --type -> llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*)
+FILE_TYPES = {"f16": 1, "q8_0": 7, "q4_0": 2}
+# pre-tokenizer family -> tokenizer.ggml.pre
+PRE_NAMES = {"gpt2": "gpt2", "cl100k_base": "llama-bpe"}
+
+
+def permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's row order of an HF ``q_proj``/``k_proj`` tensor (inverse of ``unpermute``)."""
+    d = w.shape[0] // n_head
+    # (n_head, 2, d/2, ...) -> (n_head, d/2, 2, ...) -> (rows, ...)
+    return w.reshape(n_head, 2, d // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def _gguf_names(arch: str) -> dict[str, str]:
+    """HF name stem -> GGUF name stem, for top-level tensors and ``{i}``-templated blocks."""
+    gpt2 = arch == "gpt2"
+    tops = GPT2_TOP if gpt2 else LLAMA_TOP
+    out = {hf: gg for gg, hf in tops.items()}
+    prefix = "transformer.h.{i}." if gpt2 else "model.layers.{i}."
+    for gg, hf in (GPT2_BLOCK if gpt2 else LLAMA_BLOCK).items():
+        out[prefix + hf] = "blk.{i}." + gg
+    return out
+
+
+def _tensors(model: torch.nn.Module, h: dict[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(GGUF name, float32 tensor)`` of every weight, in llama.cpp's layout."""
+    arch = h["model_type"]
+    names = _gguf_names(arch)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for entry in tensor_map(h):
+        parts = entry.hf.split(".")
+        kind = parts[-1]
+        block = next((p for p in parts if p.isdigit()), None)
+        stem = ".".join(parts[:-1])
+        key = stem if block is None else stem.replace(f".{block}.", ".{i}.", 1)
+        name = names[key].format(i=block) + "." + kind
+        w = params[entry.ours].detach().float().cpu()
+        if entry.rows is not None:
+            w = w[entry.rows[0] : entry.rows[1]]
+        if arch in PERMUTED_ARCHS and (".attn_q." in name or ".attn_k." in name):
+            heads = h["num_attention_heads" if ".attn_q." in name else "num_key_value_heads"]
+            w = permute(w, heads)
+        yield name, w.contiguous()
+
+
+def _metadata(w: Any, h: dict[str, Any]) -> None:
+    if h["model_type"] == "gpt2":
+        w.add_context_length(h["n_positions"])
+        w.add_embedding_length(h["n_embd"])
+        w.add_block_count(h["n_layer"])
+        w.add_feed_forward_length(h["n_inner"])
+        w.add_head_count(h["n_head"])
+        w.add_layer_norm_eps(h["layer_norm_epsilon"])
+        return
+    w.add_context_length(h["max_position_embeddings"])
+    w.add_embedding_length(h["hidden_size"])
+    w.add_block_count(h["num_hidden_layers"])
+    w.add_feed_forward_length(h["intermediate_size"])
+    w.add_head_count(h["num_attention_heads"])
+    w.add_head_count_kv(h["num_key_value_heads"])
+    w.add_key_length(h["head_dim"])
+    w.add_value_length(h["head_dim"])
+    w.add_rope_dimension_count(h["head_dim"])
+    w.add_rope_freq_base(h["rope"]["theta"])
+    w.add_layer_norm_rms_eps(h["rms_norm_eps"])
+    if h["rope"]["scaling"]:
+        raise ConfigError("GGUF export: scaled rotary embeddings are not supported")
+    if h.get("sliding_window"):
+        w.add_sliding_window(h["sliding_window"])
+
+
+def _tokenizer(w: Any, tokenizer: Any, vocab_size: int) -> None:
+    from llmcore.tokenizers.bytelevel import merges_of_ranks, to_text
+    from llmcore.tokenizers.vocab import BYTE_LEVEL_BPE
+
+    vocab = tokenizer.vocabulary() if hasattr(tokenizer, "vocabulary") else None
+    if vocab is None or vocab.kind != BYTE_LEVEL_BPE or vocab.pattern not in PRE_NAMES:
+        what = "no vocabulary" if vocab is None else f"a {vocab.kind} ({vocab.pattern})"
+        raise TokenizerError(
+            f"GGUF export: the tokenizer has {what}; only byte-level BPE tokenizers with "
+            f"pre-tokenizer {' or '.join(PRE_NAMES)} can be written"
+        )
+    # llama.cpp wants one token per embedding row: unused rows get placeholder tokens
+    n = max([vocab_size - 1, *vocab.id_list(), *vocab.special_tokens.values()]) + 1
+    tokens = [f"[PAD{i}]" for i in range(n)]
+    types = [5] * n  # UNUSED until filled
+    for tok, i in zip(vocab.tokens, vocab.id_list()):
+        tokens[i], types[i] = to_text(tok), 1
+    for text, i in vocab.special_tokens.items():
+        tokens[i], types[i] = text, 3
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(PRE_NAMES[vocab.pattern])
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([" ".join(m) for m in merges_of_ranks(vocab.tokens, vocab.ranks)])
+    if tokenizer.eot_id is not None:
+        w.add_bos_token_id(tokenizer.eot_id)
+        w.add_eos_token_id(tokenizer.eot_id)
+    w.add_add_bos_token(False)
+
+
+def _encoded(name: str, t: torch.Tensor, qtype: str) -> tuple[np.ndarray, Any]:
+    """The array and GGML type a tensor is written as."""
+    import gguf
+
+    from llmcore.ops import quant
+
+    matrix = t.dim() == 2 and not name.endswith("_norm.weight")
+    if not matrix:
+        return t.numpy(), None
+    if qtype != "f16" and t.shape[-1] % 32 == 0:
+        raw = quant.quantize(qtype, t).numpy()
+        return raw, gguf.GGMLQuantizationType[qtype.upper()]
+    return t.to(torch.float16).numpy(), None
+
+
+def save_gguf(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    out: str | Path,
+    qtype: str = "f16",
+    *,
+    name: str | None = None,
+    chat_template: str | None = None,
+) -> Path:
+    """Write ``model`` and ``tokenizer`` to the GGUF file ``out``; returns its path.
+
+    Raises:
+        ConfigError: an unknown ``qtype`` or a model no GGUF architecture expresses.
+        TokenizerError: a tokenizer that is not a byte-level BPE llama.cpp knows.
+    """
+    import gguf
+
+    if qtype not in QTYPES:
+        raise ConfigError(f"GGUF export: type {qtype!r} is not one of {', '.join(QTYPES)}")
+    h = hf_archs.normalize(hf_archs.hf_config(model), "the model")
+    out = Path(out)
+    w = gguf.GGUFWriter(str(out), h["model_type"])
+    try:
+        w.add_name(name or out.stem)
+        w.add_file_type(FILE_TYPES[qtype])
+        _metadata(w, h)
+        _tokenizer(w, tokenizer, model.config.vocab_size)
+        if chat_template:
+            w.add_chat_template(chat_template)
+        for tname, t in _tensors(model, h):
+            arr, raw_type = _encoded(tname, t, qtype)
+            w.add_tensor(tname, arr, raw_dtype=raw_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+    finally:
+        w.close()
+    return out
