@@ -35,6 +35,15 @@ bool cpu_has(Level level) {
   __builtin_cpu_init();
   if (level == Level::avx2) return __builtin_cpu_supports("x86-64-v3") != 0;
   if (level == Level::avx512) return __builtin_cpu_supports("x86-64-v4") != 0;
+#elif defined(__x86_64__) || defined(__i386__)
+  // Compilers without the level names: the features the kernels' code generation uses.
+  __builtin_cpu_init();
+  const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                  __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  if (level == Level::avx2) return v3;
+  if (level == Level::avx512)
+    return v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 #endif
   return false;
 }

@@ -4,6 +4,9 @@
 
 #include <cstdint>
 #include <cstring>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #ifndef LLMCORE_ISA_NS
 #error "half.hpp needs LLMCORE_ISA_NS (csrc/isa/isa.hpp)"
@@ -12,6 +15,11 @@
 namespace llmcore::quant::LLMCORE_ISA_NS {
 
 inline float half_to_float(uint16_t h) {
+#if defined(__F16C__)
+  // The hardware conversion (x86-64-v3 and up) is exact too; only a NaN's payload may
+  // differ (quieted), and a NaN scale is an error anyway.
+  return _cvtsh_ss(h);
+#else
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
   uint32_t bits;
@@ -26,6 +34,7 @@ inline float half_to_float(uint16_t h) {
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
+#endif
 }
 
 // True when the half is inf or NaN (a corrupt block scale).

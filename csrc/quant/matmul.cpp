@@ -9,6 +9,7 @@
 // multiply straight from the blocks instead, each weight converted in registers to the
 // same float the reference gives (d * q), so the bound is the same.
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -55,36 +56,47 @@ inline void panel_rows(const float* x, int64_t K, const float* w, int64_t nr, fl
 constexpr int kFusedMaxRows = 4;  // rows of x up to which Q8_0/Q4_0 skip the scratch
 
 // Vector c (L values, in element order) of a block's weights, as the reference computes
-// them: d * q for Q8_0, d * (q - 8) for Q4_0.
-inline F weights(const BlockQ8_0& b, float d, int c) {
-  typedef int8_t Q __attribute__((vector_size(L)));
+// them: d * q for Q8_0, d * (q - 8) for Q4_0. `qs` points at the block's quants; they are
+// loaded straight from the buffer into a vector (a copy of the block on the stack would
+// make GCC convert them one by one).
+inline F weights(const BlockQ8_0*, const uint8_t* qs, float d, int c) {
+  // Bytes offset to unsigned (q + 128, by flipping the sign bit) and widened, then the
+  // offset taken back: GCC 12 converts a byte vector straight from memory lane by lane,
+  // but one it has operated on with a single zero-extension.
+  typedef uint8_t Q __attribute__((vector_size(L)));
+  using I = simd::Simd<float>::I;
   Q q;
-  std::memcpy(&q, b.qs + c * L, sizeof q);
-  return __builtin_convertvector(q, F) * d;
+  std::memcpy(&q, qs + c * L, sizeof q);
+  const I v = __builtin_convertvector(q ^ 0x80, I) - 128;
+  return __builtin_convertvector(v, F) * d;
 }
 
-inline F weights(const BlockQ4_0& b, float d, int c) {
+inline F weights(const BlockQ4_0*, const uint8_t* qs, float d, int c) {
   typedef uint8_t Q __attribute__((vector_size(L)));
   using I = simd::Simd<float>::I;
   constexpr int kHalf = kQK / 2 / L;  // vectors per nibble half
   Q q;
-  std::memcpy(&q, b.qs + (c % kHalf) * L, sizeof q);
+  std::memcpy(&q, qs + (c % kHalf) * L, sizeof q);
   const Q nib = c < kHalf ? (q & 0xF) : (q >> 4);
   return __builtin_convertvector(__builtin_convertvector(nib, I) - 8, F) * d;
 }
 
-// y[r][0] = dot(x row r, this weight row) for MR rows of x, straight from the blocks.
+// y[r][0] = dot(x row r, this weight row) for MR rows of x, straight from the blocks
+// (both block types: an fp16 d, then the quants).
 template <class Block, int MR>
 inline void fused_row(const uint8_t* wrow, int64_t nb, const float* x, int64_t K, float* y,
                       int64_t ldy) {
   static_assert(kQK % L == 0, "a block holds whole vectors");
+  static_assert(offsetof(Block, d) == 0 && offsetof(Block, qs) == 2, "d, then the quants");
   F acc[MR];
   for (int r = 0; r < MR; ++r) acc[r] = F{};
   for (int64_t i = 0; i < nb; ++i) {
-    const Block b = load_block<Block>(wrow + i * static_cast<int64_t>(sizeof(Block)));
-    const float d = half_to_float(b.d);
+    const uint8_t* blk = wrow + i * static_cast<int64_t>(sizeof(Block));
+    uint16_t dh;
+    std::memcpy(&dh, blk, sizeof dh);
+    const float d = half_to_float(dh);
     for (int c = 0; c < kQK / L; ++c) {
-      const F w = weights(b, d, c);
+      const F w = weights(static_cast<const Block*>(nullptr), blk + 2, d, c);
       for (int r = 0; r < MR; ++r) acc[r] += w * simd::vload(x + r * K + i * kQK + c * L);
     }
   }
