@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -210,23 +209,14 @@ def test_batch_equals_single(name):
 
 @pytest.mark.parametrize("name", ENCODINGS)
 @pytest.mark.parametrize("unit", [" ", "a", "1", "\n", "é", "日", ".", " a", "\u0301", "ab"])
-def test_pathological_input_is_linear(name, unit):
+def test_pathological_input_round_trips(name, unit):
+    """Long runs of one unit (the inputs that make naive BPE quadratic) encode and decode
+    back. That their cost stays near-linear is measured in bench/bench_tokenizer_linear.py:
+    a unit test asserts no timing."""
     tok = ours(name)
-    small, big = unit * 50_000, unit * 400_000
-
-    def best(text):
-        t = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            ids = tok.encode(text)
-            t.append(time.perf_counter() - t0)
-        return min(t), ids
-
-    t_small, ids = best(small)
-    t_big, ids_big = best(big)
-    assert tok.decode(ids_big) == big
-    # 8x the input: n log n plus cache misses stays near 10-16x; a quadratic encoder is 64x
-    assert t_big < 32 * t_small + 0.05, (t_small, t_big)
+    big = unit * 400_000
+    ids = tok.encode(big)
+    assert tok.decode(ids) == big
 
 
 def test_large_input_and_empty():
