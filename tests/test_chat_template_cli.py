@@ -14,6 +14,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import llmcore  # noqa: E402
+import llmcore.loading  # noqa: E402
 from llmcore import checkpoint  # noqa: E402
 from llmcore.cli import build_parser  # noqa: E402
 from llmcore.finetune.chat import Chat, chat_for  # noqa: E402
@@ -90,7 +91,7 @@ def test_chat_sends_the_templates_prompt_and_stops_at_im_end(folder, monkeypatch
     tok = loaded.tokenizer
     answer = tok.encode(" hello there")
     script = Scripted(loaded.model, answer, tok.special_tokens["<|im_end|>"])
-    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: loaded)
+    monkeypatch.setattr(llmcore.loading, "load", lambda *a, **k: loaded)
     args = build_parser().parse_args(["chat", str(path), "--greedy", "--max-new-tokens", "20"])
     from llmcore.cli import chat
 
@@ -111,7 +112,7 @@ def test_generate_stops_at_the_models_stop_ids(folder, monkeypatch, capsys):
     loaded = loaded_of(path)
     tok = loaded.tokenizer
     Scripted(loaded.model, tok.encode(" x y"), tok.special_tokens["<|im_end|>"])
-    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: loaded)
+    monkeypatch.setattr(llmcore.loading, "load", lambda *a, **k: loaded)
     argv = ["generate", str(path), "--prompt", "a", "--greedy", "--max-new-tokens", "20"]
     args = build_parser().parse_args(argv)
     assert args.func(args) == 0
