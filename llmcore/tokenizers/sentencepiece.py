@@ -1,0 +1,253 @@
+"""SentencePiece models: reading ``tokenizer.model`` protobuf files without the sentencepiece
+package, and the :class:`~llmcore.tokenizers.vocab.Vocabulary` they become.
+
+A ``tokenizer.model`` is a serialized ``ModelProto`` (sentencepiece_model.proto). Only the
+fields that change how text becomes ids are read: the pieces (text, score, type), the trainer
+spec's model type, byte fallback and special ids, and the normalizer spec (its precompiled
+character map and whitespace options). :func:`from_pieces` builds the same vocabulary from
+plain lists, as GGUF files carry them (``tokenizer.ggml.model = llama``).
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmcore.errors import TokenizerError
+
+from .vocab import SENTENCEPIECE, Vocabulary
+
+MODEL_FILE = "tokenizer.model"
+
+# piece types, the SentencePiece / GGUF enum
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+PIECE_TYPES = (NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE)
+MODEL_TYPES = {1: "unigram", 2: "bpe"}  # TrainerSpec.model_type; word and char are not read
+
+
+# ---- protobuf wire format ---------------------------------------------------------------
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def fields(buf: bytes) -> list[tuple[int, int, Any]]:
+    """``(field number, wire type, value)`` of every field of one protobuf message: ints for
+    varints, bytes for length-delimited fields, 4 or 8 raw bytes for fixed-width ones."""
+    out: list[tuple[int, int, Any]] = []
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        num, wire = key >> 3, key & 7
+        if num == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            if pos + n > len(buf):
+                raise ValueError(f"field {num} runs past the end")
+            value, pos = buf[pos : pos + n], pos + n
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            if pos + n > len(buf):
+                raise ValueError(f"field {num} runs past the end")
+            value, pos = buf[pos : pos + n], pos + n
+        else:
+            raise ValueError(f"unsupported wire type {wire} (field {num})")
+        out.append((num, wire, value))
+    return out
+
+
+def _piece(buf: bytes) -> tuple[str, float, int]:
+    text, score, kind = "", 0.0, NORMAL
+    for num, wire, value in fields(buf):
+        if num == 1 and wire == 2:
+            text = value.decode("utf-8")
+        elif num == 2 and wire == 5:
+            score = struct.unpack("<f", value)[0]
+        elif num == 3 and wire == 0:
+            kind = value
+    return text, score, kind
+
+
+# TrainerSpec field -> option name (the ones that change encoding or name special ids)
+_TRAINER_INTS = {3: "model_type", 35: "byte_fallback", 40: "unk_id", 41: "bos_id", 42: "eos_id"}
+_TRAINER_INTS.update({43: "pad_id", 24: "treat_whitespace_as_suffix"})
+_NORMALIZER_BOOLS = {3: "add_dummy_prefix", 4: "remove_extra_whitespaces", 5: "escape_whitespaces"}
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v  # int32 -1 is written as 10 bytes
+
+
+def parse_model_proto(buf: bytes) -> dict[str, Any]:
+    """The fields of a serialized ``ModelProto`` that llmcore uses, with proto defaults.
+
+    Raises:
+        ValueError: the bytes are not a protobuf message of that shape.
+    """
+    opts: dict[str, Any] = dict(
+        model_type=1, byte_fallback=0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        treat_whitespace_as_suffix=0, unk_surface=" \u2047 ", add_dummy_prefix=1,
+        remove_extra_whitespaces=1, escape_whitespaces=1, charsmap=b"", normalizer="",
+    )  # fmt: skip
+    pieces: list[tuple[str, float, int]] = []
+    for num, wire, value in fields(buf):
+        if num == 1 and wire == 2:
+            pieces.append(_piece(value))
+        elif num == 2 and wire == 2:
+            for n, w, v in fields(value):
+                if n in _TRAINER_INTS and w == 0:
+                    opts[_TRAINER_INTS[n]] = _signed(v)
+                elif n == 44 and w == 2:
+                    opts["unk_surface"] = v.decode("utf-8")
+        elif num == 3 and wire == 2:
+            for n, w, v in fields(value):
+                if n in _NORMALIZER_BOOLS and w == 0:
+                    opts[_NORMALIZER_BOOLS[n]] = v
+                elif n == 2 and w == 2:
+                    opts["charsmap"] = bytes(v)
+                elif n == 1 and w == 2:
+                    opts["normalizer"] = v.decode("utf-8")
+    if not pieces:
+        raise ValueError("no pieces")
+    opts["pieces"] = pieces
+    return opts
+
+
+def read_model_file(path: Path) -> Vocabulary:
+    """The vocabulary of a SentencePiece ``tokenizer.model`` file (or of the one in a folder).
+
+    Raises:
+        TokenizerError: the file is missing, not a SentencePiece ModelProto, or of a model
+            type other than BPE and unigram.
+    """
+    file = path / MODEL_FILE if path.is_dir() else path
+    try:
+        buf = file.read_bytes()
+    except OSError as exc:
+        raise TokenizerError(f"{file}: cannot read the SentencePiece model: {exc}") from None
+    try:
+        opts = parse_model_proto(buf)
+    except (ValueError, UnicodeDecodeError, struct.error) as exc:
+        raise TokenizerError(
+            f"{file}: not a SentencePiece model (a serialized ModelProto protobuf): {exc}"
+        ) from None
+    if opts["model_type"] not in MODEL_TYPES:
+        raise TokenizerError(
+            f"{file}: SentencePiece model_type {opts['model_type']} is not supported; "
+            "supported: 1 (unigram), 2 (bpe)"
+        )
+    pieces = opts.pop("pieces")
+    model = MODEL_TYPES[opts.pop("model_type")]
+    return _vocabulary(pieces, model, opts, str(file))
+
+
+def _id_or_none(i: int | None, n: int) -> int | None:
+    return i if i is not None and 0 <= i < n else None
+
+
+def _vocabulary(
+    pieces: Sequence[tuple[str, float, int]], model: str, opts: dict[str, Any], source: str
+) -> Vocabulary:
+    n = len(pieces)
+    for i, (text, _, kind) in enumerate(pieces):
+        if kind not in PIECE_TYPES:
+            raise TokenizerError(f"{source}: piece {i} {text!r} has unknown type {kind}")
+    specials = {t: i for i, (t, _, k) in enumerate(pieces) if k == CONTROL}
+    extra: dict[str, Any] = {
+        "model": model,
+        "scores": [float(s) for _, s, _ in pieces],
+        "types": [int(k) for _, _, k in pieces],
+        "byte_fallback": bool(opts.get("byte_fallback")),
+        "add_dummy_prefix": bool(opts.get("add_dummy_prefix", True)),
+        "remove_extra_whitespaces": bool(opts.get("remove_extra_whitespaces", True)),
+        "escape_whitespaces": bool(opts.get("escape_whitespaces", True)),
+        "treat_whitespace_as_suffix": bool(opts.get("treat_whitespace_as_suffix")),
+        "unk_surface": opts.get("unk_surface", " \u2047 "),
+        "charsmap": opts.get("charsmap", b""),
+        "add_bos": bool(opts.get("add_bos", False)),
+        "add_eos": bool(opts.get("add_eos", False)),
+    }
+    for name in ("unk_id", "bos_id", "eos_id", "pad_id"):
+        extra[name] = _id_or_none(opts.get(name), n)
+    if extra["unk_id"] is None:
+        extra["unk_id"] = next((i for i, (_, _, k) in enumerate(pieces) if k == UNKNOWN), None)
+    tokens = [t.encode("utf-8") for t, _, _ in pieces]
+    return Vocabulary(
+        tokens, list(range(n)), specials, None, kind=SENTENCEPIECE, source=source, extra=extra
+    )
+
+
+def from_pieces(
+    pieces: Sequence[str],
+    scores: Sequence[float],
+    types: Sequence[int],
+    *,
+    model: str = "bpe",
+    bos_id: int | None = None,
+    eos_id: int | None = None,
+    unk_id: int | None = None,
+    pad_id: int | None = None,
+    add_bos: bool = False,
+    add_eos: bool = False,
+) -> Any:
+    """The SentencePiece tokenizer of plain lists (GGUF's ``tokenizer.ggml.tokens``,
+    ``.scores`` and ``.token_type``): piece ``i`` is id ``i``; ``types`` use the enum 1
+    normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
+
+    The text is normalized as Llama-style models do: no character map, a ``▁`` prefix,
+    spaces written as ``▁`` and kept as they are; byte fallback is on when there are byte
+    pieces. ``add_bos``/``add_eos`` are the tokenizer's defaults for ``encode(...,
+    add_special=None)``.
+    """
+    if not len(pieces) == len(scores) == len(types):
+        raise TokenizerError(
+            f"sentencepiece pieces: {len(pieces)} pieces, {len(scores)} scores and "
+            f"{len(types)} types must be as many"
+        )
+    if model not in MODEL_TYPES.values():
+        raise TokenizerError(f"sentencepiece model {model!r}: valid are 'bpe', 'unigram'")
+    opts = dict(
+        byte_fallback=any(int(t) == BYTE for t in types), unk_id=unk_id, bos_id=bos_id,
+        eos_id=eos_id, pad_id=pad_id, add_bos=add_bos, add_eos=add_eos,
+        remove_extra_whitespaces=False,
+    )  # fmt: skip
+    triples = [(str(p), float(s), int(t)) for p, s, t in zip(pieces, scores, types)]
+    vocab = _vocabulary(triples, model, opts, "sentencepiece pieces")
+    from .load import tokenizer_class_for
+
+    return tokenizer_class_for(SENTENCEPIECE, vocab.source).from_vocabulary(vocab)
+
+
+# ---- llmcore's save format --------------------------------------------------------------
+def saved_meta(vocab: Vocabulary) -> dict[str, Any]:
+    """The JSON-ready fields of a SentencePiece vocabulary for a saved folder's marker."""
+    extra = dict(vocab.extra)
+    extra["charsmap"] = base64.b64encode(extra.get("charsmap", b"")).decode("ascii")
+    return {"pieces": [t.decode("utf-8") for t in vocab.tokens], **extra}
+
+
+def vocabulary_of_meta(meta: dict[str, Any], source: str) -> Vocabulary:
+    """The vocabulary :func:`saved_meta` wrote into a marker."""
+    try:
+        pieces = list(zip(meta["pieces"], meta["scores"], meta["types"]))
+        opts = {k: v for k, v in meta.items() if k not in ("pieces", "scores", "types")}
+        opts["charsmap"] = base64.b64decode(meta.get("charsmap", ""))
+        return _vocabulary(pieces, str(meta["model"]), opts, source)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TokenizerError(f"{source}: not a saved sentencepiece tokenizer: {exc}") from None
