@@ -13,6 +13,8 @@ from llmcore.tokenizers import BYTE_LEVEL_BPE, Vocabulary, read_vocabulary
 from llmcore.tokenizers.saved import write_bpe
 from llmcore.tokenizers.tiktoken_ranks import ENDOFTEXT
 
+from .regex_core import RegexCore
+
 #: Encodings whose files ship with llmcore, so ``encoding=`` alone is enough.
 BUNDLED = ("gpt2", "r50k_base")
 
@@ -23,6 +25,24 @@ def _bundled(encoding: str | None) -> Path | None:
     from llmcore.datasets import tinyshakespeare_path
 
     return tinyshakespeare_path().parent / "tokenizers" / "gpt2"
+
+
+def _core_of(data: Vocabulary, specials: dict[str, int]) -> tuple[str, Any]:
+    """``(pattern, core)``: the C++ core where its splitter family fits and every byte is a
+    token, else the exact regex fallback (:mod:`.regex_core`): a regex-sequence
+    pre-tokenizer, added tokens matched in any text, or single bytes the vocabulary lacks
+    (dropped, as Hugging Face tokenizers does, where the vocabulary's file asks for that)."""
+    regexes = data.extra.get("split_regexes")
+    added = data.extra.get("added_tokens") or {}
+    drops = data.extra.get("missing_bytes") == "drop"
+    lacks_bytes = drops and sum(len(t) == 1 for t in data.tokens) < 256
+    if regexes is None and not added and not lacks_bytes:
+        fam = ops.pattern_family(str(data.pattern))
+        return fam, ops.new_core(data.tokens, data.ranks, data.ids, specials, fam)
+    if regexes is None:
+        regexes = [ops.PAT_STR[ops.pattern_family(str(data.pattern))]]
+    core = RegexCore(data.tokens, data.ranks, data.ids, specials, regexes, added)
+    return str(data.pattern), core
 
 
 class BPETokenizer:
@@ -71,14 +91,19 @@ class BPETokenizer:
                 "with llmcore.load_tokenizer, which picks the tokenizer that reads it"
             )
         specials = dict(_data.special_tokens)
-        self.pattern = ops.pattern_family(str(_data.pattern))
         self.encoding = _data.encoding
-        self._core = ops.new_core(_data.tokens, _data.ranks, _data.ids, specials, self.pattern)
+        self.pattern, self._core = _core_of(_data, specials)
         self._special_names = [k for k, _ in sorted(specials.items(), key=lambda kv: kv[1])]
         self._special = specials
-        # kept for vocabulary() and save(); the C++ core holds its own copy
+        # kept for vocabulary() and save(); the core holds its own copy
         self._vocab = Vocabulary(
-            _data.tokens, _data.ranks, specials, self.pattern, _data.ids, encoding=self.encoding
+            _data.tokens,
+            _data.ranks,
+            specials,
+            self.pattern,
+            _data.ids,
+            encoding=self.encoding,
+            extra=dict(_data.extra),
         )
 
     # ---- construction -------------------------------------------------------------------
@@ -210,6 +235,11 @@ class BPETokenizer:
     @property
     def pat_str(self) -> str:
         """The tiktoken regex equivalent to this tokenizer's pre-tokenizer."""
+        if self.pattern not in ops.PAT_STR:
+            raise TokenizerError(
+                f"pre-tokenizer {self.pattern!r} is a sequence of regexes, not one tiktoken "
+                f"regex: {self._vocab.extra.get('split_regexes')}"
+            )
         return ops.PAT_STR[self.pattern]
 
     def __repr__(self) -> str:
