@@ -92,7 +92,7 @@ def test_special_ids_and_control_text(corpus):
     tok = SentencePieceTokenizer.load(file)
     assert (tok.bos_id, tok.eos_id, tok.unk_id) == (ref.bos_id(), ref.eos_id(), ref.unk_id())
     assert tok.eot_id == ref.eos_id()
-    assert tok.special_tokens == {"<s>": ref.bos_id(), "</s>": ref.eos_id()}
+    assert tok.special_tokens == {"<s>": ref.bos_id(), "</s>": ref.eos_id(), "<unk>": 0}
     text = "hi <s> there</s>"
     assert tok.encode(text) == ref.encode(text)  # user text never becomes a control id
     got = tok.encode(text, allowed_special={"<s>"})

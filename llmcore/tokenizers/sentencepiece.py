@@ -11,6 +11,8 @@ plain lists, as GGUF files carry them (``tokenizer.ggml.model = llama``).
 from __future__ import annotations
 
 import base64
+import json
+import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,7 +170,7 @@ def _vocabulary(
     for i, (text, _, kind) in enumerate(pieces):
         if kind not in PIECE_TYPES:
             raise TokenizerError(f"{source}: piece {i} {text!r} has unknown type {kind}")
-    specials = {t: i for i, (t, _, k) in enumerate(pieces) if k == CONTROL}
+    specials = {t: i for i, (t, _, k) in enumerate(pieces) if k in (CONTROL, UNKNOWN)}
     extra: dict[str, Any] = {
         "model": model,
         "scores": [float(s) for _, s, _ in pieces],
@@ -248,6 +250,126 @@ def vocabulary_of_meta(meta: dict[str, Any], source: str) -> Vocabulary:
         pieces = list(zip(meta["pieces"], meta["scores"], meta["types"]))
         opts = {k: v for k, v in meta.items() if k not in ("pieces", "scores", "types")}
         opts["charsmap"] = base64.b64decode(meta.get("charsmap", ""))
-        return _vocabulary(pieces, str(meta["model"]), opts, source)
+        vocab = _vocabulary(pieces, str(meta["model"]), opts, source)
+        for key in ("merges", "ignore_merges", "prefix_unless_space", "float64_scores"):
+            if key in meta:
+                vocab.extra[key] = meta[key]
+        return vocab
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenizerError(f"{source}: not a saved sentencepiece tokenizer: {exc}") from None
+
+
+# ---- Hugging Face tokenizer.json of a SentencePiece-style model -------------------------
+_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
+
+
+def is_sentencepiece_json(data: dict[str, Any]) -> bool:
+    """Whether a ``tokenizer.json`` describes a SentencePiece-style model (Llama 2, Mistral,
+    Gemma): a unigram model, byte fallback, or the ``▁`` (Metaspace) conventions."""
+    model = data.get("model") or {}
+    pre = data.get("pre_tokenizer") or {}
+    norm = json.dumps(data.get("normalizer"))
+    return (
+        model.get("type") == "Unigram"
+        or bool(model.get("byte_fallback"))
+        or pre.get("type") == "Metaspace"
+        or "\u2581" in norm
+    )
+
+
+def _whitespace_options(data: dict[str, Any], file: str) -> dict[str, Any]:
+    """The normalizer options of HF's Prepend/Replace normalizers or Metaspace."""
+    opts: dict[str, Any] = dict(
+        add_dummy_prefix=False, escape_whitespaces=False, remove_extra_whitespaces=False
+    )
+    norm = data.get("normalizer") or {}
+    steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm]
+    for step in (s for s in steps if s):
+        kind = step.get("type")
+        if kind == "Prepend" and step.get("prepend") == "\u2581":
+            opts["add_dummy_prefix"] = True
+        elif kind == "Replace" and step.get("content") == "\u2581":
+            opts["escape_whitespaces"] = True
+        else:
+            raise TokenizerError(
+                f"{file}: normalizer {kind!r} of a SentencePiece-style model is not supported "
+                "(supported: Prepend('▁'), Replace(' ', '▁'))"
+            )
+    pre = data.get("pre_tokenizer")
+    if pre:
+        scheme = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space") else "never")
+        if pre.get("type") != "Metaspace" or pre.get("split", False):
+            raise TokenizerError(
+                f"{file}: pre-tokenizer {pre.get('type')!r} (split={pre.get('split')}) of a "
+                "SentencePiece-style model is not supported (supported: Metaspace, split=false)"
+            )
+        opts.update(escape_whitespaces=True, prefix_unless_space=True)
+        opts["add_dummy_prefix"] = scheme != "never"
+    return opts
+
+
+def _pieces_of_json(model: dict[str, Any], added: list[dict], file: str) -> list:
+    if model.get("type") == "Unigram":
+        pieces = [(str(p), float(s)) for p, s in model.get("vocab", [])]
+        unk_id = model.get("unk_id")
+        unk = pieces[unk_id][0] if isinstance(unk_id, int) else None
+    else:
+        vocab = model.get("vocab") or {}
+        order = sorted(vocab, key=vocab.__getitem__)
+        if [vocab[p] for p in order] != list(range(len(order))):
+            raise TokenizerError(f"{file}: vocabulary ids are not 0..{len(order) - 1}")
+        pieces = [(p, 0.0) for p in order]
+        unk = model.get("unk_token")
+    kinds = {t["content"]: CONTROL if t.get("special", True) else USER_DEFINED for t in added}
+    out = []
+    for text, score in pieces:
+        kind = kinds.get(text, NORMAL)
+        if text == unk:
+            kind = UNKNOWN
+        elif kind == NORMAL and _BYTE_PIECE.fullmatch(text):
+            kind = BYTE
+        out.append((text, score, kind))
+    return out
+
+
+def read_sentencepiece_json(data: dict[str, Any], file: Path) -> Vocabulary:
+    """The vocabulary of a SentencePiece-style ``tokenizer.json`` (see
+    :func:`is_sentencepiece_json`); bos/eos and ``add_bos_token``/``add_eos_token`` come from
+    ``tokenizer_config.json`` beside it when there is one."""
+    model = data["model"]
+    pieces = _pieces_of_json(model, data.get("added_tokens") or [], str(file))
+    opts = _whitespace_options(data, str(file))
+    opts["byte_fallback"] = bool(model.get("byte_fallback")) or model.get("type") == "Unigram"
+    config = _config_beside(file)
+    index = {t: i for i, (t, _, _) in enumerate(pieces)}
+    for name, default in (("bos", "<s>"), ("eos", "</s>")):
+        token = config.get(f"{name}_token", default)
+        token = token.get("content") if isinstance(token, dict) else token
+        opts[f"{name}_id"] = index.get(token)
+        opts[f"add_{name}"] = bool(config.get(f"add_{name}_token", _in_template(data, token)))
+    opts["unk_id"] = next((i for i, (_, _, k) in enumerate(pieces) if k == UNKNOWN), None)
+    kind = "unigram" if model.get("type") == "Unigram" else "bpe"
+    vocab = _vocabulary(pieces, kind, opts, str(file))
+    vocab.extra["prefix_unless_space"] = bool(opts.get("prefix_unless_space"))
+    vocab.extra["float64_scores"] = True  # HF's Unigram sums scores in float64
+    if kind == "bpe":
+        merges = [m.split(" ") if isinstance(m, str) else list(m) for m in model.get("merges", [])]
+        vocab.extra["merges"] = [tuple(m) for m in merges]
+        vocab.extra["ignore_merges"] = bool(model.get("ignore_merges"))
+    return vocab
+
+
+def _in_template(data: dict[str, Any], token: str | None) -> bool:
+    """Whether the post-processor's single-sequence template adds ``token``."""
+    post = data.get("post_processor") or {}
+    single = post.get("single") or [] if post.get("type") == "TemplateProcessing" else []
+    return any((s.get("SpecialToken") or {}).get("id") == token for s in single)
+
+
+def _config_beside(file: Path) -> dict[str, Any]:
+    config = file.parent / "tokenizer_config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -19,6 +19,7 @@ from llmcore.ops.bpe import PAT_STR, PATTERN_ALIASES, pattern_family
 
 from .bytelevel import merges_of_ranks, ranks_of_merges, to_text
 from .pretokenizers import CPP_FAMILY, GPT2_REGEX, PRE_TOKENIZERS, pre_tokenizer_regexes
+from .sentencepiece import is_sentencepiece_json, read_sentencepiece_json
 from .vocab import BYTE_LEVEL_BPE, CHARACTERS, Vocabulary
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -51,7 +52,7 @@ def read_json(file: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise TokenizerError(f"{file}: not a Hugging Face tokenizer.json (no 'model' object)")
     kind = data["model"].get("type", "BPE")  # old files (GPT-2's) leave it out
-    if kind not in SUPPORTED_MODELS:
+    if kind not in SUPPORTED_MODELS and not is_sentencepiece_json(data):
         raise TokenizerError(
             f"{file}: tokenizer model type {kind!r} is not supported; supported: "
             f"{', '.join(SUPPORTED_MODELS)} (byte-level), and {kind} is not BPE"
@@ -85,6 +86,8 @@ def read_tokenizer_json(path: Path, pattern: str | None = None) -> Vocabulary:
     """
     file = path / TOKENIZER_FILE if path.is_dir() else path
     data = read_json(file)
+    if is_sentencepiece_json(data):
+        return read_sentencepiece_json(data, file)
     if _is_char_vocab(data):
         return _char_vocab(data["model"]["vocab"], file)
     model = data["model"]

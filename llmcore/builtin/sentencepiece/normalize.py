@@ -76,6 +76,7 @@ class Normalizer:
         remove_extra_whitespaces: bool,
         escape_whitespaces: bool,
         treat_whitespace_as_suffix: bool = False,
+        prefix_unless_space: bool = False,
         source: str = "",
     ) -> None:
         self._map = CharsMap(charsmap, source) if charsmap else None
@@ -84,6 +85,8 @@ class Normalizer:
         self.remove_extra = remove_extra_whitespaces
         self.escape = escape_whitespaces
         self.suffix = treat_whitespace_as_suffix
+        # Hugging Face's Metaspace adds no ▁ in front of text that starts with a space
+        self.prefix_unless_space = prefix_unless_space
 
     def _prefix(self, data: bytes, pos: int) -> tuple[bytes, int]:
         for u in self._user:  # user-defined pieces are never normalized
@@ -109,7 +112,10 @@ class Normalizer:
         if pos >= len(data):
             return b""
         space = SPACE if self.escape else b" "
-        out = bytearray(space if self.add_dummy_prefix and not self.suffix else b"")
+        prefix = self.add_dummy_prefix and not self.suffix
+        if prefix and self.prefix_unless_space and data.startswith(b" ", pos):
+            prefix = False
+        out = bytearray(space if prefix else b"")
         prev_space = self.remove_extra
         while pos < len(data):
             piece, n = self._prefix(data, pos)

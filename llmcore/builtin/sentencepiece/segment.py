@@ -34,12 +34,17 @@ class Segmenter:
         types: Sequence[int],
         unk_id: int | None,
         byte_fallback: bool,
+        merges: Sequence[tuple[bytes, bytes]] | None = None,
+        float64: bool = False,
     ) -> None:
-        # pieces text can match: normal, user-defined and unused ones (as sentencepiece)
-        self.ids = {
-            p: i for i, p in enumerate(pieces) if types[i] in (NORMAL, USER_DEFINED, UNUSED)
-        }
-        self.scores = [f32(s) for s in scores]
+        # float64: Hugging Face's Unigram (float64 sums, byte pieces matched as text)
+        # pieces text can match: normal, user-defined and unused ones (as sentencepiece);
+        # HF also matches the text of byte pieces ("<0x41>")
+        matchable = (NORMAL, USER_DEFINED, UNUSED) + ((BYTE,) if float64 else ())
+        self.ids = {p: i for i, p in enumerate(pieces) if types[i] in matchable}
+        # sentencepiece sums float32 scores; Hugging Face's Unigram sums float64 ones
+        self.round = (lambda x: x) if float64 else f32
+        self.scores = [self.round(s) for s in scores]
         self.types = list(types)
         self.unk_id = unk_id
         self.user = sorted((p for i, p in enumerate(pieces) if types[i] == USER_DEFINED), key=len)
@@ -50,6 +55,9 @@ class Segmenter:
         # a user-defined piece scores about -0.1 when every normal score is negative
         self.min_score = min(normal, default=3.4028234663852886e38)
         self.max_score = max(normal + [1.1754943508222875e-38])
+        # a Hugging Face tokenizer.json's merge list: pairs merge by their rank (lowest
+        # first), not by the merged piece's score; None for SentencePiece's own models
+        self.pair_rank = None if merges is None else {m: r for r, m in enumerate(merges)}
         self.byte_ids: dict[int, int] = {}
         if byte_fallback:
             for i, p in enumerate(pieces):
@@ -101,8 +109,14 @@ class Segmenter:
             i = self.ids.get(merged)
             if i is None:
                 return
-            # max score first, then the leftmost
-            heapq.heappush(heap, (-self.scores[i], left, right, len(merged)))
+            if self.pair_rank is None:  # max score first, then the leftmost
+                key = -self.scores[i]
+            else:
+                rank = self.pair_rank.get((sym[left], sym[right]))
+                if rank is None:
+                    return
+                key = float(rank)
+            heapq.heappush(heap, (key, left, right, len(merged)))
             if self.types[i] == UNUSED:
                 rev[merged] = (sym[left], sym[right])
 
@@ -139,7 +153,7 @@ class Segmenter:
     def unigram(self, data: bytes) -> list[int]:
         """Ids of normalized ``data`` along the best-scoring path (Viterbi)."""
         size = len(data)
-        unk_score = f32(self.min_score - 10.0)
+        unk_score = self.round(self.min_score - 10.0)
         best = [0.0] * (size + 1)
         start = [-1] * (size + 1)
         ident: list[int | None] = [None] * (size + 1)
@@ -155,17 +169,17 @@ class Segmenter:
                     continue
                 length = end - pos
                 score = (
-                    f32(length * self.max_score - 0.1)
+                    self.round(length * self.max_score - 0.1)
                     if self.types[i] == USER_DEFINED
                     else self.scores[i]
                 )
-                cand = f32(score + here)
+                cand = self.round(score + here)
                 if start[end] == -1 or cand > best[end]:
                     best[end], start[end], ident[end] = cand, pos, i
                 single = single or length == char
             if not single:
                 end = pos + char
-                cand = f32(unk_score + here)
+                cand = self.round(unk_score + here)
                 if start[end] == -1 or cand > best[end]:
                     best[end], start[end], ident[end] = cand, pos, self.unk_id
             pos += char

@@ -75,11 +75,22 @@ class SentencePieceTokenizer:
             remove_extra_whitespaces=x["remove_extra_whitespaces"],
             escape_whitespaces=x["escape_whitespaces"],
             treat_whitespace_as_suffix=x.get("treat_whitespace_as_suffix", False),
+            prefix_unless_space=x.get("prefix_unless_space", False),
             source=_data.source,
         )
+        merges = x.get("merges")
+        if merges is not None:
+            merges = [(a.encode(), b.encode()) for a, b in merges]
         self._seg = Segmenter(
-            self._pieces, x["scores"], self._types, self.unk_id, x["byte_fallback"]
+            self._pieces,
+            x["scores"],
+            self._types,
+            self.unk_id,
+            x["byte_fallback"],
+            merges,
+            float64=x.get("float64_scores", False),
         )
+        self._ignore_merges = bool(x.get("ignore_merges"))
         self._special = dict(_data.special_tokens)
         by_length = sorted(self._special, key=len, reverse=True)
         self._special_re = re.compile("|".join(map(re.escape, by_length))) if by_length else None
@@ -113,6 +124,8 @@ class SentencePieceTokenizer:
 
     def _segment(self, text: str) -> list[int]:
         data = self._normalize(text)
+        if self._ignore_merges and data in self._seg.ids:  # a whole word in the vocabulary
+            return [self._seg.ids[data]]
         return self._seg.bpe(data) if self.model == "bpe" else self._seg.unigram(data)
 
     def encode(
