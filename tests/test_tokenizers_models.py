@@ -161,3 +161,17 @@ def test_unsupported_pre_tokenizer_step_is_named(trained_json, tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps(data))
     with pytest.raises(TokenizerError, match="pre-tokenizer 'Whitespace' is not supported"):
         llmcore.load_tokenizer(tmp_path / "tokenizer.json")
+
+
+def test_add_bos_token_is_honoured_when_asked(trained_json, tmp_path):
+    ref = _reference(_without_bytes(trained_json), pt.ByteLevel(add_prefix_space=False), True)
+    ref.save(str(tmp_path / "tokenizer.json"))
+    config = {"bos_token": "<|im_start|>", "eos_token": "<|endoftext|>", "add_bos_token": True}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    ours = llmcore.load_tokenizer(tmp_path)
+    bos = ref.token_to_id("<|im_start|>")
+    assert (ours.bos_id, ours.eos_id) == (bos, ref.token_to_id("<|endoftext|>"))
+    assert ours.encode("hi") == ref.encode("hi").ids
+    assert ours.encode("hi", add_special=True) == [bos, *ref.encode("hi").ids]
+    ours.save(tmp_path / "saved")
+    assert llmcore.load_tokenizer(tmp_path / "saved").encode("hi", add_special=True)[0] == bos

@@ -83,7 +83,16 @@ def read_bpe(folder: Path) -> Vocabulary:
     marker = folder / SAVE_FILE
     regexes = meta.get("split_regexes")
     fam = str(meta.get("pattern")) if regexes else pattern_family(str(meta.get("pattern")))
-    extra = {k: meta[k] for k in ("split_regexes", "added_tokens", "missing_bytes") if k in meta}
+    keys = (
+        "split_regexes",
+        "added_tokens",
+        "missing_bytes",
+        "bos_id",
+        "eos_id",
+        "add_bos",
+        "add_eos",
+    )
+    extra = {k: meta[k] for k in keys if k in meta}
     tokens, ranks = read_ranks(folder / str(meta.get("ranks_file", RANKS_FILE)))
     ids = meta.get("ids")
     if ids is not None and len(ids) != len(tokens):

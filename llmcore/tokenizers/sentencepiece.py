@@ -340,13 +340,8 @@ def read_sentencepiece_json(data: dict[str, Any], file: Path) -> Vocabulary:
     pieces = _pieces_of_json(model, data.get("added_tokens") or [], str(file))
     opts = _whitespace_options(data, str(file))
     opts["byte_fallback"] = bool(model.get("byte_fallback")) or model.get("type") == "Unigram"
-    config = _config_beside(file)
     index = {t: i for i, (t, _, _) in enumerate(pieces)}
-    for name, default in (("bos", "<s>"), ("eos", "</s>")):
-        token = config.get(f"{name}_token", default)
-        token = token.get("content") if isinstance(token, dict) else token
-        opts[f"{name}_id"] = index.get(token)
-        opts[f"add_{name}"] = bool(config.get(f"add_{name}_token", _in_template(data, token)))
+    opts.update(bos_eos_of(data, file, index, ("<s>", "</s>")))
     opts["unk_id"] = next((i for i, (_, _, k) in enumerate(pieces) if k == UNKNOWN), None)
     kind = "unigram" if model.get("type") == "Unigram" else "bpe"
     vocab = _vocabulary(pieces, kind, opts, str(file))
@@ -357,6 +352,22 @@ def read_sentencepiece_json(data: dict[str, Any], file: Path) -> Vocabulary:
         vocab.extra["merges"] = [tuple(m) for m in merges]
         vocab.extra["ignore_merges"] = bool(model.get("ignore_merges"))
     return vocab
+
+
+def bos_eos_of(
+    data: dict[str, Any], file: Path, ids: dict[str, int], default: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """``bos_id``, ``eos_id``, ``add_bos``, ``add_eos`` of a ``tokenizer.json``: the tokens
+    and ``add_bos_token``/``add_eos_token`` of ``tokenizer_config.json`` beside it, else
+    ``default`` token names and the post-processor's template."""
+    config = _config_beside(file)
+    out: dict[str, Any] = {}
+    for k, name in enumerate(("bos", "eos")):
+        token = config.get(f"{name}_token", default[k] if default else None)
+        token = token.get("content") if isinstance(token, dict) else token
+        out[f"{name}_id"] = ids.get(token) if isinstance(token, str) else None
+        out[f"add_{name}"] = bool(config.get(f"add_{name}_token", _in_template(data, token)))
+    return out
 
 
 def _in_template(data: dict[str, Any], token: str | None) -> bool:

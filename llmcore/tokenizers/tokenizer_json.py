@@ -19,7 +19,7 @@ from llmcore.ops.bpe import PAT_STR, PATTERN_ALIASES, pattern_family
 
 from .bytelevel import merges_of_ranks, ranks_of_merges, to_text
 from .pretokenizers import CPP_FAMILY, GPT2_REGEX, PRE_TOKENIZERS, pre_tokenizer_regexes
-from .sentencepiece import is_sentencepiece_json, read_sentencepiece_json
+from .sentencepiece import bos_eos_of, is_sentencepiece_json, read_sentencepiece_json
 from .vocab import BYTE_LEVEL_BPE, CHARACTERS, Vocabulary
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -110,7 +110,9 @@ def read_tokenizer_json(path: Path, pattern: str | None = None) -> Vocabulary:
         name, regexes = _named(pattern, str(file))
     else:
         name, regexes = _pre_tokenizer_of(data.get("pre_tokenizer"), file)
-    return _byte_level(vocab, merges, specials, plain, name, regexes, str(file))
+    out = _byte_level(vocab, merges, specials, plain, name, regexes, str(file))
+    out.extra.update(bos_eos_of(data, file, {**specials, **plain}))
+    return out
 
 
 def byte_level_vocabulary(

@@ -95,6 +95,13 @@ class BPETokenizer:
         self.pattern, self._core = _core_of(_data, specials)
         self._special_names = [k for k, _ in sorted(specials.items(), key=lambda kv: kv[1])]
         self._special = specials
+        x = _data.extra
+        #: the model's bos/eos ids and whether ``encode(..., add_special=True)`` adds them
+        #: (``add_bos_token``/``add_eos_token`` of its tokenizer_config.json)
+        self.bos_id: int | None = x.get("bos_id")
+        self.eos_id: int | None = x.get("eos_id")
+        self.add_bos = bool(x.get("add_bos")) and self.bos_id is not None
+        self.add_eos = bool(x.get("add_eos")) and self.eos_id is not None
         # kept for vocabulary() and save(); the core holds its own copy
         self._vocab = Vocabulary(
             _data.tokens,
@@ -172,7 +179,19 @@ class BPETokenizer:
     def eot_id(self) -> int | None:
         return self._special.get(ENDOFTEXT)
 
-    def encode(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
+    def encode(
+        self, text: str, allowed_special: Iterable[str] | str = (), *, add_special: bool = False
+    ) -> list[int]:
+        """Ids of ``text``; ``add_special=True`` adds bos/eos where :attr:`add_bos` /
+        :attr:`add_eos` say (the model's files ask for it)."""
+        ids = self._encode(text, allowed_special)
+        if add_special and self.add_bos:
+            ids.insert(0, self.bos_id)
+        if add_special and self.add_eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def _encode(self, text: str, allowed_special: Iterable[str] | str) -> list[int]:
         if not allowed_special:
             return self._core.encode_ordinary(text)
         if allowed_special == "all":
