@@ -9,6 +9,7 @@ model's options say. User-defined pieces are matched first and copied untouched.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable
 
@@ -16,6 +17,7 @@ from llmcore.errors import TokenizerError
 
 SPACE = "\u2581".encode()  # ▁, the piece text of a space
 REPLACEMENT = "\ufffd".encode()
+_SPACES = re.compile(b" +")
 
 
 class CharsMap:
@@ -99,8 +101,35 @@ class Normalizer:
         n = _char_len(data, pos)
         return (REPLACEMENT, 1) if n == 0 else (data[pos : pos + n], n)
 
+    def _plain(self, text: str) -> bytes | None:
+        """The same as :meth:`__call__` without a character map or user-defined pieces, with
+        string operations (None for text with lone surrogates, which the slow path maps)."""
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        if self.remove_extra:
+            data = _SPACES.sub(b" ", data).strip(b" ")
+        if not data:
+            return b""
+        space = SPACE if self.escape else b" "
+        if self.escape:
+            data = data.replace(b" ", SPACE)
+        prefix = self.add_dummy_prefix and not self.suffix
+        if prefix and self.prefix_unless_space and data.startswith(space):
+            prefix = False
+        if prefix:
+            data = space + data
+        if self.add_dummy_prefix and self.suffix:
+            data += space
+        return data
+
     def __call__(self, text: str) -> bytes:
         """The normalized bytes of ``text`` (empty when it is only whitespace)."""
+        if self._map is None and not self._user:
+            plain = self._plain(text)
+            if plain is not None:
+                return plain
         data = text.encode("utf-8", errors="surrogatepass")
         pos = 0
         if self.remove_extra:

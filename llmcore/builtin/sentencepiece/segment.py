@@ -10,6 +10,7 @@ fallback, the ``<0xXX>`` pieces of their bytes.
 from __future__ import annotations
 
 import heapq
+import re
 import struct
 from collections.abc import Sequence
 
@@ -17,6 +18,19 @@ from .normalize import _char_len
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 _F32 = struct.Struct("<f")
+
+
+_SPACE = "\u2581".encode()
+# a run of ▁ and the characters up to the next ▁ (bytes of ▁ never occur inside another
+# character's UTF-8, so the lookahead cannot cut a character)
+_CHUNK = re.compile(rb"(?:\xe2\x96\x81)+(?:(?!\xe2\x96\x81).)*|(?:(?!\xe2\x96\x81).)+", re.S)
+
+
+def _space_only_leads(piece: bytes) -> bool:
+    """Whether ``piece`` has ▁ only in a leading run (``▁▁ab``, not ``a▁b``)."""
+    while piece.startswith(_SPACE):
+        piece = piece[len(_SPACE) :]
+    return _SPACE not in piece
 
 
 def f32(x: float) -> float:
@@ -58,6 +72,8 @@ class Segmenter:
         # a Hugging Face tokenizer.json's merge list: pairs merge by their rank (lowest
         # first), not by the merged piece's score; None for SentencePiece's own models
         self.pair_rank = None if merges is None else {m: r for r, m in enumerate(merges)}
+        self.chunkable = all(_space_only_leads(p) for p in self.ids)
+        self._cache: dict[bytes, list[tuple[bytes, int | None]]] = {}
         self.byte_ids: dict[int, int] = {}
         if byte_fallback:
             for i, p in enumerate(pieces):
@@ -87,6 +103,22 @@ class Segmenter:
     # ---- BPE ----------------------------------------------------------------------------
     def bpe(self, data: bytes) -> list[int]:
         """Ids of normalized ``data``, merging the best-scoring adjacent pair first."""
+        if not self.chunkable:
+            return self.finish(self._bpe_segments(data))
+        # no piece holds a ▁ after another character, so no merge crosses the start of a
+        # "▁*word" chunk: each chunk merges alone, exactly, and repeats come from the cache
+        segments: list[tuple[bytes, int | None]] = []
+        cache = self._cache
+        for chunk in _CHUNK.findall(data):
+            hit = cache.get(chunk)
+            if hit is None:
+                hit = self._bpe_segments(chunk)
+                if len(cache) < 200_000:
+                    cache[chunk] = hit
+            segments += hit
+        return self.finish(segments)
+
+    def _bpe_segments(self, data: bytes) -> list[tuple[bytes, int | None]]:
         sym: list[bytes] = []
         frozen: list[bool] = []
         pos = 0
@@ -138,7 +170,7 @@ class Segmenter:
         while k >= 0:
             self._resegment(sym[k], rev, segments)
             k = nxt[k]
-        return self.finish(segments)
+        return segments
 
     def _resegment(self, piece: bytes, rev: dict, out: list[tuple[bytes, int | None]]) -> None:
         i = self.ids.get(piece)
