@@ -175,3 +175,11 @@ def test_a_file_that_is_not_a_model_names_itself(tmp_path, content):
     bad.write_bytes(content)
     with pytest.raises(TokenizerError, match=r"tokenizer\.model: not a SentencePiece model"):
         llmcore.load_tokenizer(bad)
+
+
+def test_hf_folder_with_only_a_model_file(corpus, tmp_path):
+    file = _train(corpus, "bpe", **MODELS["bpe"])
+    (tmp_path / "tokenizer.model").write_bytes(file.read_bytes())
+    ref = spm.SentencePieceProcessor(model_file=str(file))
+    tok = llmcore.tokenizers.load_hf_tokenizer(tmp_path)
+    assert tok.encode(TEXTS[2]) == ref.encode(TEXTS[2])

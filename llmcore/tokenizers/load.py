@@ -18,7 +18,7 @@ from llmcore.errors import TokenizerError
 from . import detect as fmt
 from .gpt2_files import read_gpt2_folder
 from .saved import read_bpe, read_marker
-from .sentencepiece import read_model_file
+from .sentencepiece import MODEL_FILE, read_model_file
 from .tiktoken_ranks import read_tiktoken_file
 from .tokenizer_json import TOKENIZER_FILE, read_tokenizer_json
 from .vocab import Vocabulary
@@ -87,7 +87,10 @@ def load_hf_tokenizer(path: str | PathLike[str]) -> Any:
     """The llmcore tokenizer of a Hugging Face folder (or of a ``tokenizer.json`` itself).
 
     Raises:
-        TokenizerError: no tokenizer.json, not JSON, or a model type other than BPE.
+        TokenizerError: no tokenizer.json (nor a SentencePiece tokenizer.model), not JSON,
+            or a model llmcore does not read.
     """
     p = Path(path)
+    if p.is_dir() and not (p / TOKENIZER_FILE).exists() and (p / MODEL_FILE).exists():
+        return _build(read_model_file(p / MODEL_FILE))  # a SentencePiece model only
     return _build(read_tokenizer_json(p / TOKENIZER_FILE if p.is_dir() else p))
