@@ -265,16 +265,14 @@ _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 def is_sentencepiece_json(data: dict[str, Any]) -> bool:
     """Whether a ``tokenizer.json`` describes a SentencePiece-style model (Llama 2, Mistral,
-    Gemma): a unigram model, byte fallback, or the ``▁`` (Metaspace) conventions."""
+    Gemma): the ``▁`` conventions (a Metaspace pre-tokenizer or a normalizer writing ``▁``),
+    or a BPE model with byte fallback."""
     model = data.get("model") or {}
     pre = data.get("pre_tokenizer") or {}
-    norm = json.dumps(data.get("normalizer"))
-    return (
-        model.get("type") == "Unigram"
-        or bool(model.get("byte_fallback"))
-        or pre.get("type") == "Metaspace"
-        or "\u2581" in norm
+    space = pre.get("type") == "Metaspace" or "\u2581" in json.dumps(
+        data.get("normalizer"), ensure_ascii=False
     )
+    return space or (model.get("type", "BPE") == "BPE" and bool(model.get("byte_fallback")))
 
 
 def _whitespace_options(data: dict[str, Any], file: str) -> dict[str, Any]:
