@@ -89,6 +89,9 @@ def test_llama_style_bpe_json_matches_hf_and_sentencepiece(llama_model, tmp_path
     ours = _save(tok, tmp_path / style, {"add_bos_token": True, "bos_token": "<s>"})
     # Metaspace adds no ▁ before a leading space, which sentencepiece does
     _check(tok, ours, llama_model if style == "prepend-replace" else None)
+    for text in ("hi<s>there", "<s>x</s> y", "a</s>"):  # the ▁ after a special token
+        ids = tok.encode(text, add_special_tokens=False).ids
+        assert ours.encode(text, allowed_special="all") == ids, text
     assert ours.encode("hi", add_special=True) == [llama_model.bos_id(), *ours.encode("hi")]
     ours.save(tmp_path / "saved")
     back = llmcore.load_tokenizer(tmp_path / "saved")

@@ -251,7 +251,8 @@ def vocabulary_of_meta(meta: dict[str, Any], source: str) -> Vocabulary:
         opts = {k: v for k, v in meta.items() if k not in ("pieces", "scores", "types")}
         opts["charsmap"] = base64.b64decode(meta.get("charsmap", ""))
         vocab = _vocabulary(pieces, str(meta["model"]), opts, source)
-        for key in ("merges", "ignore_merges", "prefix_unless_space", "float64_scores"):
+        keys = ("merges", "ignore_merges", "prefix_unless_space", "prefix_first_only")
+        for key in (*keys, "float64_scores"):
             if key in meta:
                 vocab.extra[key] = meta[key]
         return vocab
@@ -303,6 +304,7 @@ def _whitespace_options(data: dict[str, Any], file: str) -> dict[str, Any]:
             )
         opts.update(escape_whitespaces=True, prefix_unless_space=True)
         opts["add_dummy_prefix"] = scheme != "never"
+        opts["prefix_first_only"] = scheme == "first"  # not after a special token
     return opts
 
 
@@ -344,6 +346,7 @@ def read_sentencepiece_json(data: dict[str, Any], file: Path) -> Vocabulary:
     kind = "unigram" if model.get("type") == "Unigram" else "bpe"
     vocab = _vocabulary(pieces, kind, opts, str(file))
     vocab.extra["prefix_unless_space"] = bool(opts.get("prefix_unless_space"))
+    vocab.extra["prefix_first_only"] = bool(opts.get("prefix_first_only"))
     vocab.extra["float64_scores"] = True  # HF's Unigram sums scores in float64
     if kind == "bpe":
         merges = [m.split(" ") if isinstance(m, str) else list(m) for m in model.get("merges", [])]

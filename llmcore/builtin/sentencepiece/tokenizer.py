@@ -68,15 +68,23 @@ class SentencePieceTokenizer:
         self._unk_surface = str(x.get("unk_surface", " \u2047 ")).encode()
         self._strip_first_space = bool(x["add_dummy_prefix"] or x["remove_extra_whitespaces"])
         user = [p for p, t in zip(self._pieces, self._types) if t == USER_DEFINED]
-        self._normalize = Normalizer(
-            x.get("charsmap", b""),
-            user,
-            add_dummy_prefix=x["add_dummy_prefix"],
+        options = dict(
             remove_extra_whitespaces=x["remove_extra_whitespaces"],
             escape_whitespaces=x["escape_whitespaces"],
             treat_whitespace_as_suffix=x.get("treat_whitespace_as_suffix", False),
             prefix_unless_space=x.get("prefix_unless_space", False),
             source=_data.source,
+        )
+        charsmap = x.get("charsmap", b"")
+        self._normalize = Normalizer(
+            charsmap, user, add_dummy_prefix=x["add_dummy_prefix"], **options
+        )
+        # Metaspace prepend_scheme="first": no ▁ is added after a special token
+        first_only = bool(x.get("prefix_first_only"))
+        self._normalize_rest = (
+            Normalizer(charsmap, user, add_dummy_prefix=False, **options)
+            if first_only
+            else self._normalize
         )
         merges = x.get("merges")
         if merges is not None:
@@ -122,8 +130,8 @@ class SentencePieceTokenizer:
     def eot_id(self) -> int | None:
         return self.eos_id
 
-    def _segment(self, text: str) -> list[int]:
-        data = self._normalize(text)
+    def _segment(self, text: str, first: bool = True) -> list[int]:
+        data = self._normalize(text) if first else self._normalize_rest(text)
         if self._ignore_merges and data in self._seg.ids:  # a whole word in the vocabulary
             return [self._seg.ids[data]]
         return self._seg.bpe(data) if self.model == "bpe" else self._seg.unigram(data)
@@ -145,10 +153,10 @@ class SentencePieceTokenizer:
             for m in self._special_re.finditer(text):  # type: ignore[union-attr]
                 if m.group() not in allowed:
                     continue
-                ids += self._segment(text[pos : m.start()])
+                ids += self._segment(text[pos : m.start()], first=pos == 0)
                 ids.append(self._special[m.group()])
                 pos = m.end()
-            ids += self._segment(text[pos:])
+            ids += self._segment(text[pos:], first=pos == 0)
         if add_special and self.add_bos and self.bos_id is not None:
             ids.insert(0, self.bos_id)
         if add_special and self.add_eos and self.eos_id is not None:
