@@ -66,15 +66,22 @@ def _merge_ranks(merges: list[tuple[str, str]], where: str) -> tuple[dict[bytes,
 
 
 def ranks_of_merges(
-    vocab: dict[str, int], merges: list[tuple[str, str]], specials: dict[str, int], where: str
+    vocab: dict[str, int],
+    merges: list[tuple[str, str]],
+    specials: dict[str, int] | set[str],
+    where: str,
+    *,
+    all_bytes: bool = True,
 ) -> tuple[list[bytes], list[int], list[int] | None]:
     """``(tokens, ranks, ids)`` of a byte-level vocab (text -> id) and its merge list.
 
-    ``ids`` is None when every id equals its rank. Special tokens are left out.
+    ``ids`` is None when every id equals its rank. Special (and added) tokens, the keys of
+    ``specials``, are left out. ``all_bytes=False`` accepts a vocabulary that lacks some of
+    the 256 single bytes (Hugging Face tokenizers drops such bytes when encoding).
 
     Raises:
         TokenizerError: a token outside the alphabet, a duplicate id or token, a bad id, or
-            fewer than the 256 single bytes; ``where`` names the file.
+            (``all_bytes``) fewer than 256 tokens; ``where`` names the file.
     """
     rank_of, nxt = _merge_ranks(merges, where)
     tokens: list[bytes] = []
@@ -101,7 +108,7 @@ def ranks_of_merges(
         tokens.append(b)
         ranks.append(r)
         ids.append(i)
-    if len(tokens) < 256:
+    if all_bytes and len(tokens) < 256:
         raise TokenizerError(
             f"{where}: only {len(tokens)} tokens; a byte-level BPE needs all 256 bytes"
         )

@@ -18,6 +18,7 @@ from llmcore.errors import TokenizerError
 from . import detect as fmt
 from .gpt2_files import read_gpt2_folder
 from .saved import read_bpe, read_marker
+from .sentencepiece import MODEL_FILE, read_model_file
 from .tiktoken_ranks import read_tiktoken_file
 from .tokenizer_json import TOKENIZER_FILE, read_tokenizer_json
 from .vocab import Vocabulary
@@ -42,6 +43,8 @@ def read_vocabulary(
         return read_gpt2_folder(where)
     if kind == fmt.TOKENIZER_JSON:
         return read_tokenizer_json(where, pattern)
+    if kind == fmt.SENTENCEPIECE_MODEL:
+        return read_model_file(where)
     return read_tiktoken_file(where, encoding, pattern, special_tokens)
 
 
@@ -69,7 +72,8 @@ def load_tokenizer(path: str | PathLike[str], encoding: str | None = None) -> An
     ``type`` names the registered tokenizer) is rebuilt by that plugin's ``load``; any other
     path (a tiktoken ``.tiktoken`` rank file, a Hugging Face ``tokenizer.json`` or a folder
     holding one, a folder with GPT-2's ``encoder.json`` and ``vocab.bpe``) is read into a
-    vocabulary and built by the plugin that reads its kind (``from_vocabulary``).
+    vocabulary and built by the plugin that reads its kind (``from_vocabulary``). A
+    SentencePiece ``tokenizer.model`` (or a folder holding one) is read the same way.
     ``encoding`` names the encoding of a rank file whose name does not say it.
     """
     kind, where = fmt.detect_format(Path(path))
@@ -83,7 +87,10 @@ def load_hf_tokenizer(path: str | PathLike[str]) -> Any:
     """The llmcore tokenizer of a Hugging Face folder (or of a ``tokenizer.json`` itself).
 
     Raises:
-        TokenizerError: no tokenizer.json, not JSON, or a model type other than BPE.
+        TokenizerError: no tokenizer.json (nor a SentencePiece tokenizer.model), not JSON,
+            or a model llmcore does not read.
     """
     p = Path(path)
+    if p.is_dir() and not (p / TOKENIZER_FILE).exists() and (p / MODEL_FILE).exists():
+        return _build(read_model_file(p / MODEL_FILE))  # a SentencePiece model only
     return _build(read_tokenizer_json(p / TOKENIZER_FILE if p.is_dir() else p))

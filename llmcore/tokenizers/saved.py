@@ -66,7 +66,7 @@ def write_bpe(folder: Path, name: str, vocab: Vocabulary) -> None:
         "type": name,
         "format_version": FORMAT_VERSION,
         "pattern": vocab.pattern,
-        "pat_str": PAT_STR[str(vocab.pattern)],
+        "pat_str": PAT_STR.get(str(vocab.pattern)),  # None for a regex sequence
         "encoding": vocab.encoding,
         "ranks_file": RANKS_FILE,
         "special_tokens": vocab.special_tokens,
@@ -81,7 +81,18 @@ def read_bpe(folder: Path) -> Vocabulary:
     """The byte-level BPE vocabulary of a folder written by :func:`write_bpe`."""
     meta = read_marker(folder)
     marker = folder / SAVE_FILE
-    fam = pattern_family(str(meta.get("pattern")))
+    regexes = meta.get("split_regexes")
+    fam = str(meta.get("pattern")) if regexes else pattern_family(str(meta.get("pattern")))
+    keys = (
+        "split_regexes",
+        "added_tokens",
+        "missing_bytes",
+        "bos_id",
+        "eos_id",
+        "add_bos",
+        "add_eos",
+    )
+    extra = {k: meta[k] for k in keys if k in meta}
     tokens, ranks = read_ranks(folder / str(meta.get("ranks_file", RANKS_FILE)))
     ids = meta.get("ids")
     if ids is not None and len(ids) != len(tokens):
@@ -97,4 +108,5 @@ def read_bpe(folder: Path) -> Vocabulary:
         ids=ids,
         encoding=meta.get("encoding"),
         source=str(folder),
+        extra=extra,
     )

@@ -10,35 +10,34 @@ writes ``char`` vocabularies. ``tokenizer_config.json`` beside it tells transfor
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from llmcore.errors import TokenizerError
-from llmcore.ops.bpe import PAT_STR, pattern_family
+from llmcore.ops.bpe import PAT_STR, PATTERN_ALIASES, pattern_family
 
 from .bytelevel import merges_of_ranks, ranks_of_merges, to_text
+from .pretokenizers import CPP_FAMILY, GPT2_REGEX, PRE_TOKENIZERS, pre_tokenizer_regexes
+from .sentencepiece import bos_eos_of, is_sentencepiece_json, read_sentencepiece_json
 from .vocab import BYTE_LEVEL_BPE, CHARACTERS, Vocabulary
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SUPPORTED_MODELS = ("BPE",)
 
-# The regexes HF's (non-possessive) regex engine reads like the C++ pre-tokenizer families;
-# gpt2's is built into the ByteLevel pre-tokenizer. They are also what HF's own files carry.
+# The non-possessive regexes written into exported tokenizer.json files (what HF's own files
+# carry); gpt2's is built into the ByteLevel pre-tokenizer. Read back, they run as HF runs
+# them (llmcore.builtin.bpe.regex_core), which differs from tiktoken's at a few whitespace edges.
 HF_SPLIT_REGEX = {
     "cl100k_base": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
 }
-_GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def family_of_regex(regex: str) -> str | None:
-    """The pre-tokenizer family whose tiktoken or Hugging Face regex is ``regex``, if any."""
-    for fam, s in PAT_STR.items():
-        if regex == s:
-            return fam
-    if regex == _GPT2_REGEX:
-        return "gpt2"
-    return next((fam for fam, s in HF_SPLIT_REGEX.items() if regex == s), None)
+    """The C++ pre-tokenizer family whose tiktoken regex is ``regex`` (written in a Split
+    step, it means tiktoken's pieces), if any."""
+    return next((fam for fam, s in PAT_STR.items() if regex == s), None)
 
 
 # ---- reading ----------------------------------------------------------------------------
@@ -53,7 +52,7 @@ def read_json(file: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise TokenizerError(f"{file}: not a Hugging Face tokenizer.json (no 'model' object)")
     kind = data["model"].get("type", "BPE")  # old files (GPT-2's) leave it out
-    if kind not in SUPPORTED_MODELS:
+    if kind not in SUPPORTED_MODELS and not is_sentencepiece_json(data):
         raise TokenizerError(
             f"{file}: tokenizer model type {kind!r} is not supported; supported: "
             f"{', '.join(SUPPORTED_MODELS)} (byte-level), and {kind} is not BPE"
@@ -75,14 +74,20 @@ def _is_char_vocab(data: dict[str, Any]) -> bool:
 def read_tokenizer_json(path: Path, pattern: str | None = None) -> Vocabulary:
     """The vocabulary of a ``tokenizer.json`` file (or of the one in folder ``path``).
 
-    ``pattern`` overrides the pre-tokenizer of a byte-level BPE.
+    ``pattern`` overrides the pre-tokenizer of a byte-level BPE: a C++ family name or a
+    llama.cpp pre-tokenizer name (:mod:`.pretokenizers`). Added tokens that are not special
+    are matched in any text, as Hugging Face tokenizers does; single bytes missing from the
+    vocabulary are dropped when encoding, as it does too.
 
     Raises:
         TokenizerError: not a tokenizer.json, a model other than BPE, subword prefixes, bad
-            vocab or merges, or a pre-tokenizer none of the known families reproduces.
+            vocab or merges, or a pre-tokenizer that is neither a known family nor a
+            sequence of ``Split``/``ByteLevel``/``Digits`` steps.
     """
     file = path / TOKENIZER_FILE if path.is_dir() else path
     data = read_json(file)
+    if is_sentencepiece_json(data):
+        return read_sentencepiece_json(data, file)
     if _is_char_vocab(data):
         return _char_vocab(data["model"]["vocab"], file)
     model = data["model"]
@@ -98,12 +103,71 @@ def read_tokenizer_json(path: Path, pattern: str | None = None) -> Vocabulary:
         if len(parts) != 2:
             raise TokenizerError(f"{file}: merge {i} {m!r} is not two symbols")
         merges.append((parts[0], parts[1]))
-    specials = {
-        t["content"]: int(t["id"]) for t in data.get("added_tokens") or [] if t.get("special", True)
-    }
-    fam = pattern_family(pattern) if pattern else _family_of(data.get("pre_tokenizer"), file)
-    tokens, ranks, ids = ranks_of_merges(vocab, merges, specials, str(file))
-    return Vocabulary(tokens, ranks, specials, fam, ids=ids, source=str(file))
+    added = data.get("added_tokens") or []
+    specials = {t["content"]: int(t["id"]) for t in added if t.get("special", True)}
+    plain = {t["content"]: int(t["id"]) for t in added if not t.get("special", True)}
+    if pattern:
+        name, regexes = _named(pattern, str(file))
+    else:
+        name, regexes = _pre_tokenizer_of(data.get("pre_tokenizer"), file)
+    out = _byte_level(vocab, merges, specials, plain, name, regexes, str(file))
+    out.extra.update(bos_eos_of(data, file, {**specials, **plain}))
+    return out
+
+
+def byte_level_vocabulary(
+    vocab: dict[str, int],
+    merges: list[tuple[str, str]] | list[str],
+    *,
+    special_tokens: dict[str, int] | None = None,
+    added_tokens: dict[str, int] | None = None,
+    pre: str = "default",
+    source: str = "",
+) -> Vocabulary:
+    """A byte-level BPE vocabulary from token lists, as GGUF files carry them
+    (``tokenizer.ggml.model = gpt2``).
+
+    ``vocab`` maps each token, written in GPT-2's byte-level alphabet, to its id; ``merges``
+    are ``"a b"`` strings or pairs in priority order. ``special_tokens`` (control tokens:
+    matched only when ``allowed_special`` asks) and ``added_tokens`` (user-defined ones:
+    matched in any text) map raw text to ids. ``pre`` is a llama.cpp pre-tokenizer name
+    (``tokenizer.ggml.pre``) or a C++ family name; ``source`` names the file for errors.
+
+    Raises:
+        TokenizerError: an unknown ``pre`` (the message lists the known names), a merge that
+            is not two symbols, or a token outside the byte-level alphabet.
+    """
+    where = source or "byte-level vocabulary"
+    pairs: list[tuple[str, str]] = []
+    for i, m in enumerate(merges):
+        parts = m.split(" ") if isinstance(m, str) else list(m)
+        if len(parts) != 2:
+            raise TokenizerError(f"{where}: merge {i} {m!r} is not two symbols")
+        pairs.append((parts[0], parts[1]))
+    name, regexes = _named(pre, where)
+    return _byte_level(
+        vocab, pairs, dict(special_tokens or {}), dict(added_tokens or {}), name, regexes, where
+    )
+
+
+def _byte_level(
+    vocab: dict[str, int],
+    merges: list[tuple[str, str]],
+    specials: dict[str, int],
+    plain: dict[str, int],
+    name: str,
+    regexes: tuple[str, ...] | None,
+    where: str,
+) -> Vocabulary:
+    skip = {**specials, **plain}
+    tokens, ranks, ids = ranks_of_merges(vocab, merges, skip, where, all_bytes=False)
+    # Hugging Face tokenizers drops a byte its vocabulary lacks (no unknown token)
+    extra: dict[str, Any] = {"missing_bytes": "drop"}
+    if regexes is not None:
+        extra["split_regexes"] = list(regexes)
+    if plain:
+        extra["added_tokens"] = plain
+    return Vocabulary(tokens, ranks, specials, name, ids=ids, source=where, extra=extra)
 
 
 def _char_vocab(vocab: dict[str, int], file: Path) -> Vocabulary:
@@ -115,27 +179,54 @@ def _char_vocab(vocab: dict[str, int], file: Path) -> Vocabulary:
     return Vocabulary(tokens, list(range(n)), {}, None, kind=CHARACTERS, source=str(file))
 
 
-def _family_of(pre: dict | None, file: Path) -> str:
-    if not pre:
-        raise TokenizerError(f"{file}: no pre_tokenizer; pass pattern=")
+def _named(pattern: str, where: str) -> tuple[str, tuple[str, ...] | None]:
+    """``(pattern, regexes or None)`` of a C++ family or llama.cpp pre-tokenizer name."""
+    if pattern in PATTERN_ALIASES:
+        return pattern_family(pattern), None
+    if pattern in CPP_FAMILY:
+        return CPP_FAMILY[pattern], None
+    return pattern, pre_tokenizer_regexes(pattern, where)
+
+
+def _steps(pre: dict, file: Path) -> list[str]:
+    """The regex sequence of a pre-tokenizer made of Split, ByteLevel and Digits steps."""
     kind = pre.get("type")
+    if kind == "Sequence":
+        return [r for p in pre.get("pretokenizers", []) for r in _steps(p, file)]
     if kind == "ByteLevel":
         if pre.get("add_prefix_space"):
             raise TokenizerError(f"{file}: ByteLevel add_prefix_space=true is not supported")
-        if pre.get("use_regex", True):
-            return "gpt2"
-    if kind == "Sequence":
-        for p in pre.get("pretokenizers", []):
-            if p.get("type") == "Split":
-                regex = (p.get("pattern") or {}).get("Regex")
-                fam = family_of_regex(regex) if regex else None
-                if fam:
-                    return fam
-            if p.get("type") == "ByteLevel" and p.get("use_regex", True):
-                return "gpt2"
+        return [GPT2_REGEX] if pre.get("use_regex", True) else []
+    if kind == "Digits":
+        return [r"\p{N}" if pre.get("individual_digits") else r"\p{N}+"]
+    if kind == "Split":
+        pat = pre.get("pattern") or {}
+        regex = pat.get("Regex") if "Regex" in pat else re.escape(str(pat.get("String", "")))
+        if str(pre.get("behavior", "Isolated")).lower() != "isolated" or pre.get("invert"):
+            raise TokenizerError(
+                f"{file}: Split pre-tokenizer with behavior {pre.get('behavior')!r} "
+                f"invert={pre.get('invert')} is not supported (only Isolated, not inverted)"
+            )
+        return [regex]
     raise TokenizerError(
-        f"{file}: pre-tokenizer {kind!r} is not one of the known patterns; pass pattern="
+        f"{file}: pre-tokenizer {kind!r} is not supported; supported: ByteLevel, Split "
+        "(Isolated), Digits and Sequences of them; or pass pattern="
     )
+
+
+def _pre_tokenizer_of(pre: dict | None, file: Path) -> tuple[str, tuple[str, ...] | None]:
+    """``(pattern name, regexes)``: regexes None when a C++ splitter family reproduces
+    Hugging Face's pieces exactly (GPT-2's ByteLevel regex), else the regex sequence."""
+    if not pre:
+        raise TokenizerError(f"{file}: no pre_tokenizer; pass pattern=")
+    regexes = tuple(_steps(pre, file))
+    if regexes == (GPT2_REGEX,):
+        return "gpt2", None
+    fam = family_of_regex(regexes[0]) if len(regexes) == 1 else None
+    if fam is not None:
+        return fam, None
+    name = next((n for n, r in PRE_TOKENIZERS.items() if r == regexes), "regex")
+    return name, regexes
 
 
 # ---- writing ----------------------------------------------------------------------------

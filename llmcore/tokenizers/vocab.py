@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 BYTE_LEVEL_BPE = "byte-level-bpe"
 #: :attr:`Vocabulary.kind` of a vocabulary of whole characters (no merges, no pre-tokenizer)
 CHARACTERS = "characters"
+#: :attr:`Vocabulary.kind` of a SentencePiece model (``tokenizer.model``, GGUF ``llama``)
+SENTENCEPIECE = "sentencepiece"
 
 
 @dataclass
@@ -23,6 +25,9 @@ class Vocabulary:
     by rank. :data:`CHARACTERS`: each character is one token (``tokens[i]`` is one character,
     UTF-8 encoded), with no merges and no pre-tokenizer (``pattern`` None). A tokenizer
     plugin names the kinds it can be built from in its class attribute ``reads``.
+    :data:`SENTENCEPIECE`: ``tokens[i]`` is the UTF-8 text of piece ``i`` (id = index) and
+    ``extra`` holds the model (``"bpe"``/``"unigram"``), the pieces' ``scores`` and ``types``
+    and the normalizer options (see :mod:`llmcore.tokenizers.sentencepiece`).
     """
 
     tokens: list[bytes]

@@ -13,6 +13,8 @@ from llmcore.tokenizers import BYTE_LEVEL_BPE, Vocabulary, read_vocabulary
 from llmcore.tokenizers.saved import write_bpe
 from llmcore.tokenizers.tiktoken_ranks import ENDOFTEXT
 
+from .regex_core import RegexCore
+
 #: Encodings whose files ship with llmcore, so ``encoding=`` alone is enough.
 BUNDLED = ("gpt2", "r50k_base")
 
@@ -23,6 +25,24 @@ def _bundled(encoding: str | None) -> Path | None:
     from llmcore.datasets import tinyshakespeare_path
 
     return tinyshakespeare_path().parent / "tokenizers" / "gpt2"
+
+
+def _core_of(data: Vocabulary, specials: dict[str, int]) -> tuple[str, Any]:
+    """``(pattern, core)``: the C++ core where its splitter family fits and every byte is a
+    token, else the exact regex fallback (:mod:`.regex_core`): a regex-sequence
+    pre-tokenizer, added tokens matched in any text, or single bytes the vocabulary lacks
+    (dropped, as Hugging Face tokenizers does, where the vocabulary's file asks for that)."""
+    regexes = data.extra.get("split_regexes")
+    added = data.extra.get("added_tokens") or {}
+    drops = data.extra.get("missing_bytes") == "drop"
+    lacks_bytes = drops and sum(len(t) == 1 for t in data.tokens) < 256
+    if regexes is None and not added and not lacks_bytes:
+        fam = ops.pattern_family(str(data.pattern))
+        return fam, ops.new_core(data.tokens, data.ranks, data.ids, specials, fam)
+    if regexes is None:
+        regexes = [ops.PAT_STR[ops.pattern_family(str(data.pattern))]]
+    core = RegexCore(data.tokens, data.ranks, data.ids, specials, regexes, added)
+    return str(data.pattern), core
 
 
 class BPETokenizer:
@@ -71,14 +91,26 @@ class BPETokenizer:
                 "with llmcore.load_tokenizer, which picks the tokenizer that reads it"
             )
         specials = dict(_data.special_tokens)
-        self.pattern = ops.pattern_family(str(_data.pattern))
         self.encoding = _data.encoding
-        self._core = ops.new_core(_data.tokens, _data.ranks, _data.ids, specials, self.pattern)
+        self.pattern, self._core = _core_of(_data, specials)
         self._special_names = [k for k, _ in sorted(specials.items(), key=lambda kv: kv[1])]
         self._special = specials
-        # kept for vocabulary() and save(); the C++ core holds its own copy
+        x = _data.extra
+        #: the model's bos/eos ids and whether ``encode(..., add_special=True)`` adds them
+        #: (``add_bos_token``/``add_eos_token`` of its tokenizer_config.json)
+        self.bos_id: int | None = x.get("bos_id")
+        self.eos_id: int | None = x.get("eos_id")
+        self.add_bos = bool(x.get("add_bos")) and self.bos_id is not None
+        self.add_eos = bool(x.get("add_eos")) and self.eos_id is not None
+        # kept for vocabulary() and save(); the core holds its own copy
         self._vocab = Vocabulary(
-            _data.tokens, _data.ranks, specials, self.pattern, _data.ids, encoding=self.encoding
+            _data.tokens,
+            _data.ranks,
+            specials,
+            self.pattern,
+            _data.ids,
+            encoding=self.encoding,
+            extra=dict(_data.extra),
         )
 
     # ---- construction -------------------------------------------------------------------
@@ -147,7 +179,19 @@ class BPETokenizer:
     def eot_id(self) -> int | None:
         return self._special.get(ENDOFTEXT)
 
-    def encode(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
+    def encode(
+        self, text: str, allowed_special: Iterable[str] | str = (), *, add_special: bool = False
+    ) -> list[int]:
+        """Ids of ``text``; ``add_special=True`` adds bos/eos where :attr:`add_bos` /
+        :attr:`add_eos` say (the model's files ask for it)."""
+        ids = self._encode(text, allowed_special)
+        if add_special and self.add_bos:
+            ids.insert(0, self.bos_id)
+        if add_special and self.add_eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def _encode(self, text: str, allowed_special: Iterable[str] | str) -> list[int]:
         if not allowed_special:
             return self._core.encode_ordinary(text)
         if allowed_special == "all":
@@ -210,6 +254,11 @@ class BPETokenizer:
     @property
     def pat_str(self) -> str:
         """The tiktoken regex equivalent to this tokenizer's pre-tokenizer."""
+        if self.pattern not in ops.PAT_STR:
+            raise TokenizerError(
+                f"pre-tokenizer {self.pattern!r} is a sequence of regexes, not one tiktoken "
+                f"regex: {self._vocab.extra.get('split_regexes')}"
+            )
         return ops.PAT_STR[self.pattern]
 
     def __repr__(self) -> str:
