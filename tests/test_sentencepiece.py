@@ -183,3 +183,39 @@ def test_hf_folder_with_only_a_model_file(corpus, tmp_path):
     ref = spm.SentencePieceProcessor(model_file=str(file))
     tok = llmcore.tokenizers.load_hf_tokenizer(tmp_path)
     assert tok.encode(TEXTS[2]) == ref.encode(TEXTS[2])
+
+
+def test_a_gguf_llama_vocabulary_encodes_as_sentencepiece(corpus, tmp_path):
+    """``tokenizer.ggml.model = llama``: the pieces, scores and token types a GGUF file
+    carries (as llama.cpp's converter writes them from a ``tokenizer.model``) give the
+    sentencepiece library's ids for a model without a normalizer, as Llama 2's is."""
+    gguf = pytest.importorskip("gguf")
+    from llmcore.gguf.reader import GGUFFile
+    from llmcore.gguf.tokenizer import load_tokenizer as gguf_tokenizer
+
+    # Llama 2's settings: no normalizer (GGUF carries none), byte fallback, split digits
+    ref = spm.SentencePieceProcessor(
+        model_file=str(_train(corpus, "bpe-identity", **MODELS["bpe-identity"]))
+    )
+    n = ref.get_piece_size()
+    types = []
+    for i in range(n):
+        types.append(
+            2 if ref.is_unknown(i) else 3 if ref.is_control(i) else 6 if ref.is_byte(i) else 1
+        )
+    w = gguf.GGUFWriter(str(tmp_path / "t.gguf"), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list([ref.id_to_piece(i) for i in range(n)])
+    w.add_token_scores([ref.get_score(i) for i in range(n)])
+    w.add_token_types(types)
+    w.add_bos_token_id(ref.bos_id())
+    w.add_eos_token_id(ref.eos_id())
+    w.add_unk_token_id(ref.unk_id())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tok = gguf_tokenizer(GGUFFile(tmp_path / "t.gguf"))
+    for text in TEXTS[:40] + ["héllo wörld ✓ 日本語", "  two  spaces", "\u2603\U0001f600"]:
+        assert tok.encode(text) == ref.encode(text), text
+        assert tok.decode(ref.encode(text)) == ref.decode(ref.encode(text))

@@ -15,16 +15,6 @@ from llmcore.errors import TokenizerError
 from llmcore.gguf.reader import GGUFFile
 
 KINDS = ("gpt2", "llama")
-#: ``tokenizer.ggml.pre`` -> the pre-tokenizer family (:mod:`llmcore.ops.bpe`) that splits
-#: text as llama.cpp's pre-tokenizer of that name does
-PRE_TOKENIZERS = {
-    "default": "gpt2",
-    "gpt2": "gpt2",
-    "gpt-2": "gpt2",
-    "llama-bpe": "cl100k_base",
-    "llama3": "cl100k_base",
-    "dbrx": "cl100k_base",
-}
 # tokenizer.ggml.token_type values (llama.cpp's llama_token_type)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 # metadata keys of the ids that end a turn, in llama.cpp's order of preference
@@ -69,27 +59,22 @@ def load_tokenizer(f: GGUFFile) -> Any:
 
 
 def _byte_level(f: GGUFFile, tokens: list[str], types: list[int]) -> Any:
-    from llmcore.tokenizers.bytelevel import ranks_of_merges
+    """Control tokens are special (matched only when asked for), user-defined ones are
+    added tokens (matched in any text); ``tokenizer.ggml.pre`` names the pre-tokenizer."""
     from llmcore.tokenizers.load import tokenizer_class_for
-    from llmcore.tokenizers.vocab import Vocabulary
+    from llmcore.tokenizers.tokenizer_json import byte_level_vocabulary
 
-    pre = f.get("tokenizer.ggml.pre", str, "default")
-    if pre not in PRE_TOKENIZERS:
-        raise TokenizerError(
-            f"{f.path}: tokenizer.ggml.pre {pre!r} is not a known pre-tokenizer; known: "
-            f"{', '.join(PRE_TOKENIZERS)}"
-        )
-    merges = []
-    for i, m in enumerate(f.get("tokenizer.ggml.merges", list, [])):
-        parts = m.split(" ") if isinstance(m, str) else ()
-        if len(parts) != 2:
-            raise TokenizerError(f"{f.path}: tokenizer.ggml.merges[{i}] {m!r} is not two symbols")
-        merges.append((parts[0], parts[1]))
-    specials = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (CONTROL, USER_DEFINED)}
-    vocab = {t: i for i, t in enumerate(tokens) if t not in specials}
     source = f"{f.path} (tokenizer.ggml.tokens)"
-    ranked, ranks, ids = ranks_of_merges(vocab, merges, specials, source)
-    v = Vocabulary(ranked, ranks, specials, PRE_TOKENIZERS[pre], ids=ids, source=source)
+    merges = f.get("tokenizer.ggml.merges", list, [])
+    if not all(isinstance(m, str) for m in merges):
+        raise TokenizerError(f"{f.path}: tokenizer.ggml.merges must be an array of strings")
+    specials = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k == CONTROL}
+    added = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k == USER_DEFINED}
+    vocab = {t: i for i, t in enumerate(tokens) if t not in specials and t not in added}
+    pre = f.get("tokenizer.ggml.pre", str, "default")
+    v = byte_level_vocabulary(
+        vocab, merges, special_tokens=specials, added_tokens=added, pre=pre, source=source
+    )
     return tokenizer_class_for(v.kind, source).from_vocabulary(v)
 
 
