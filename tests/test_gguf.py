@@ -348,5 +348,8 @@ def test_metadata_of_the_wrong_type(tmp_path):
 def test_unknown_pre_tokenizer_is_named(tmp_path):
     path = write_gguf(hf_model("llama", hidden=64), tmp_path / "m.gguf")
     path.write_bytes(path.read_bytes().replace(b"default", b"nosuchp"))
-    with pytest.raises(TokenizerError, match=r"unknown pre-tokenizer 'nosuchp' \(tokenizer.ggml.pre\); known: default"):
+    with pytest.raises(
+        TokenizerError,
+        match=r"unknown pre-tokenizer 'nosuchp' \(tokenizer.ggml.pre\); known: default",
+    ):
         llmcore.load(path)

@@ -36,11 +36,7 @@ def _split_inputs(src: Any) -> tuple[list[str], list[str]]:
     items = list(src)
     if items and all(isinstance(x, PathLike) for x in items):
         files = [fspath(x) for x in items]
-    elif (
-        items
-        and all(isinstance(x, str) for x in items)
-        and all(_names_a_file(x) for x in items)
-    ):
+    elif items and all(isinstance(x, str) for x in items) and all(_names_a_file(x) for x in items):
         files = list(items)
     else:
         for x in items:
