@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import time
-
 from pathlib import Path
 
 from llmcore.tokenizers import load_tokenizer
