@@ -11,10 +11,10 @@ decoder, logger) is supplied by a plugin and looked up by its registered name::
 Threads: torch's intra-op pool and llmcore's own C++ kernels use the same OpenMP threads, as
 many as torch.get_num_threads() (by default one per CPU this process may run on, see
 ``os.sched_getaffinity``; set ``OMP_NUM_THREADS`` to choose). Importing llmcore makes those
-threads sleep instead of spin while they wait (``OMP_WAIT_POLICY=PASSIVE``, ``GOMP_SPINCOUNT=0``)
-unless either variable is already set; OpenMP reads them once, when torch is first imported,
-so this holds only when llmcore is imported before torch (always so for the ``llmcore``
-command). Set ``OMP_WAIT_POLICY=ACTIVE`` for the last few percent on a machine of your own.
+threads spin only briefly before they sleep while they wait (``GOMP_SPINCOUNT=10000``) unless
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is already set; OpenMP reads them once, when torch
+is first imported, so this holds only when llmcore is imported before torch (always so for
+the ``llmcore`` command). ``bench/bench_under_load.py`` measures the choice.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import os as _os
 
 # A waiting OpenMP thread spins for GOMP_SPINCOUNT (300000) iterations at every barrier
 # before it sleeps. With another busy process on the same core, that spinning takes the time
-# slice the working thread needs: a training step ran 30x slower under one busy process per
-# core. Sleeping at once costs a few microseconds per parallel region when the machine is idle.
+# slice the working thread needs (a training step ran 3-30x slower under one busy process per
+# core). Sleeping at once (OMP_WAIT_POLICY=PASSIVE) fixes that but makes every parallel region
+# pay a wake-up: the default preset's step took 1.5-2x longer on an idle machine. A short spin
+# keeps the idle speed and sleeps before it steals much of a busy core.
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
-    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    _os.environ["GOMP_SPINCOUNT"] = "0"
+    _os.environ["GOMP_SPINCOUNT"] = "10000"
 
 __version__ = "0.1.0"
 
