@@ -8,23 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from llmcore.contracts import allowed_keys
 from llmcore.hookspecs import hookimpl
-
-
-def allowed_keys(
-    tq: int, tk: int, causal: bool, window: int | None, device: torch.device
-) -> torch.Tensor | None:
-    """Bool (Tq, Tk) mask of the keys each query may see, bottom-right aligned; None = all."""
-    if not causal and window is None:
-        return None
-    qpos = torch.arange(tk - tq, tk, device=device)[:, None]
-    kpos = torch.arange(tk, device=device)[None, :]
-    ok = torch.ones(tq, tk, dtype=torch.bool, device=device)
-    if causal:
-        ok &= kpos <= qpos
-    if window is not None:
-        ok &= kpos > qpos - window
-    return ok
 
 
 def merge_masks(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcore.hookspecs import hookimpl
+from llmcore.train.metrics import read_jsonl
 
 
 class JsonlLogger:
@@ -38,18 +39,6 @@ class JsonlLogger:
 
     def close(self) -> None:
         self._file.close()
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete record of a ``metrics.jsonl`` file (a line cut short by a kill is
-    left out)."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 @hookimpl

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llmcore.builtin.attention import allowed_keys, merge_masks
+from llmcore.builtin.attention import merge_masks
+from llmcore.contracts import allowed_keys
 from llmcore.errors import ConfigError
 from llmcore.hookspecs import hookimpl
 from llmcore.ops.attention import (

@@ -32,7 +32,7 @@ def last_value(records: list[dict], key: str) -> float | None:
 def list_runs(folder: str | Path) -> list[dict]:
     """One row per run (a sub-folder with ``metrics.jsonl``, or ``folder`` itself), by name:
     ``name``, ``step``, ``train_loss``, ``val_loss`` (None where never logged)."""
-    from llmcore.builtin.loggers import read_jsonl
+    from llmcore.train.metrics import read_jsonl
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -22,7 +22,7 @@ from types import FunctionType
 
 import torch
 
-from llmcore.builtin.attention import allowed_keys
+from llmcore.contracts import allowed_keys
 from llmcore.errors import ConfigError, GenerationError, LLMCoreError
 from llmcore.inspect.lens import LogitLens, logit_lens
 
