@@ -122,19 +122,11 @@ def _json(file: Path) -> dict[str, Any]:
 
 
 def chat_template(folder: Path) -> str | None:
-    """The Jinja chat template of an HF folder: ``tokenizer_config.json``'s ``chat_template``
-    (a string, or a list of named templates of which ``default`` is taken), else the
-    ``chat_template.jinja`` file transformers 5 writes; None when there is neither."""
-    file = folder / TOKENIZER_CONFIG
-    value = _json(file).get("chat_template")
-    if isinstance(value, list):
-        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-        value = named.get("default", next(iter(named.values()), None))
-    if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{file}: chat_template: expected a string, found {value!r:.60}")
-    if value is None and (folder / CHAT_TEMPLATE_FILE).is_file():
-        value = (folder / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
-    return value
+    """The Jinja chat template of an HF folder (see
+    :func:`llmcore.tokenizers.chat_template.read_chat_template`); None when it has none."""
+    from llmcore.tokenizers.chat_template import read_chat_template
+
+    return read_chat_template(folder)
 
 
 def stop_ids(folder: Path) -> tuple[int, ...]:

@@ -60,6 +60,9 @@ def test_chat_template_and_stop_ids(hf_folder):
         {"name": "default", "template": "d"},
     ]
     (hf_folder / "tokenizer_config.json").write_text(json.dumps(tc))
+    # as in transformers, a chat_template.jinja file takes priority over tokenizer_config.json
+    assert llmcore.load(hf_folder).chat_template == TEMPLATE
+    (hf_folder / "chat_template.jinja").unlink()
     assert llmcore.load(hf_folder).chat_template == "d"
 
 
