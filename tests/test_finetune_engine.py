@@ -3,7 +3,6 @@ resume after SIGKILL and two processes under torchrun, on a tiny char model."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from llmcore import checkpoint as ckpt
 from llmcore.config import load_config
@@ -25,6 +23,7 @@ from llmcore.finetune.session import finetune_config
 from llmcore.finetune.sft import run_sft
 from llmcore.train import train
 from tests.cli_runs import cli, cli_env, steps_logged, wait_until_logged
+from tests.test_finetune import records, write
 
 NAMES = ("MENENIUS", "MARCIUS", "COMINIUS")
 
@@ -41,15 +40,6 @@ def loop(iters: int, batch: int = 8, **extra) -> dict:
         "schedule": {"name": "constant"},
         **extra,
     }
-
-
-def write(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
-def records(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
 
 
 @pytest.fixture(scope="module")
