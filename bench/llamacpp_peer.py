@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / "bench" / ".venv-llamacpp"
-PACKAGE = "llama-cpp-python==0.3.36"
+PACKAGE = "llama-cpp-python[server]==0.3.36"
 
 
 def peer_python(build: bool = True) -> Path:
@@ -42,7 +42,7 @@ def peer_python(build: bool = True) -> Path:
     pip = [str(python), "-m", "pip", "install", "--no-cache-dir", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "numpy", "--only-binary", ":all:"], check=True)
-    subprocess.run([*pip, f"{PACKAGE}[server]", "--no-binary", "llama-cpp-python"],
+    subprocess.run([*pip, PACKAGE, "--no-binary", "llama-cpp-python"],
                    check=True, env=env)
     if not _imports(python):
         raise SystemExit(f"{PACKAGE} built but does not import in {PEER_VENV}")
