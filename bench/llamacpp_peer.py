@@ -3,7 +3,7 @@
 llama.cpp is the peer of the GGUF, quantization and server benchmarks. It reaches them
 through the ``llama-cpp-python`` package, which pip builds from source (a few minutes on
 2 cores). It is never a dependency of llmcore: it lives in ``bench/.venv-llamacpp``
-(ignored by git), built once and reused.
+(ignored by git; ``LLMCORE_PEER_VENV`` names another place), built once and reused.
 
     python bench/llamacpp_peer.py            # build it if missing, print its python
     python bench/llamacpp_peer.py --check F  # load GGUF file F in llama.cpp, print its shape
@@ -22,7 +22,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_VENV = ROOT / "bench" / ".venv-llamacpp"
+PEER_VENV = Path(os.environ.get("LLMCORE_PEER_VENV", ROOT / "bench" / ".venv-llamacpp"))
 PACKAGE = "llama-cpp-python[server]==0.3.36"
 
 
