@@ -302,6 +302,34 @@ class Adapter(Protocol):
     def merge(self, model: nn.Module) -> nn.Module: ...
 
 
+class QuantizedLinearFactory(Protocol):
+    """Builds an inference-only linear layer over weights held in a quantized block format.
+
+    Registered under the format's GGUF type name (``"q8_0"``, ``"q4_k"``); a GGUF file loaded
+    with ``llmcore.load(path, quantized=True)`` gets one for every matrix stored in a
+    registered format.
+
+    Args:
+        blocks: ``(out_features, row_bytes)`` uint8 tensor of the raw blocks, row after row
+            (possibly a view of the file's memory map: never written to).
+        in_features, out_features: the weight's shape ``(out_features, in_features)``.
+        bias: optional ``(out_features,)`` float tensor.
+
+    Returns:
+        an ``nn.Module`` mapping ``(..., in_features)`` to ``(..., out_features)`` in the
+        input's dtype, whose ``weight`` attribute has ``dtype``, ``device``, ``shape`` and
+        ``dequantize()`` (the dense weight), and which refuses to run with gradients.
+    """
+
+    def __call__(
+        self,
+        blocks: torch.Tensor,
+        in_features: int,
+        out_features: int,
+        bias: torch.Tensor | None = None,
+    ) -> nn.Module: ...
+
+
 @dataclass(frozen=True)
 class ComponentKind:
     """One kind of component: how plugins register it and how llmcore builds it.
@@ -359,6 +387,13 @@ COMPONENT_KINDS: dict[str, ComponentKind] = {
         ComponentKind("logger", "register_loggers", Logger, ("run_dir",), "check_logger"),
         ComponentKind("reward", "register_rewards", RewardFunction, (), "check_reward"),
         ComponentKind("adapter", "register_adapters", Adapter, ()),
+        ComponentKind(
+            "quantized_linear",
+            "register_quantized_linears",
+            QuantizedLinearFactory,
+            ("blocks", "in_features", "out_features", "bias"),
+            "check_quantized_linear",
+        ),
     )
 }
 

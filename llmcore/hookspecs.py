@@ -164,6 +164,17 @@ def register_adapters(register: Register) -> None:
     """
 
 
+@hookspec
+def register_quantized_linears(register: Register) -> None:
+    """Register linear layers over quantized weight blocks, one per block format.
+
+    Args:
+        register: call ``register(type_name, factory)`` with a GGUF type name (``"q4_0"``);
+            ``factory(blocks, in_features, out_features, bias=None)`` returns an inference-only
+            ``nn.Module`` (:class:`llmcore.contracts.QuantizedLinearFactory`).
+    """
+
+
 #: kind -> name of its hook, from the table of kinds (``tests/test_plugins.py`` checks that
 #: every hook named there is a documented hookspec above, and no other is).
 HOOK_OF_KIND: dict[str, str] = {kind.name: kind.hook for kind in COMPONENT_KINDS.values()}

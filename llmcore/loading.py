@@ -43,6 +43,8 @@ def load(
     path: str | Path,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str = "cpu",
+    *,
+    quantized: bool = False,
 ) -> LoadedCheckpoint:
     """Load a model with its tokenizer from a run folder, a checkpoint folder, a Hugging
     Face folder or a ``.gguf`` file.
@@ -52,6 +54,9 @@ def load(
         dtype: the parameters' dtype: None (as trained for a run; float32 for HF and GGUF),
             ``"auto"`` (as stored), a name (``"bfloat16"``) or a ``torch.dtype``.
         device: where the parameters end up.
+        quantized: for a GGUF file, keep its quantized matrices as they are stored
+            (:mod:`llmcore.quant`; inference only). Other sources hold no quantized weights:
+            ``True`` is an error there (``llmcore quantize`` writes a quantized GGUF file).
 
     Returns:
         a :class:`~llmcore.checkpoint.LoadedCheckpoint`. For HF folders and GGUF files its
@@ -65,7 +70,12 @@ def load(
     if kind == "gguf":
         from llmcore.gguf import load_gguf
 
-        return load_gguf(path, dtype, device=device)
+        return load_gguf(path, dtype, device=device, quantized=quantized)
+    if quantized:
+        raise ConfigError(
+            f"{path}: quantized=True needs a GGUF file, and this is {'a Hugging Face folder' if kind == 'hf' else 'an llmcore run'}; "
+            f"write one with `llmcore quantize {path} --type q8_0 --out model.gguf`"
+        )
     if kind == "hf":
         return _load_hf(Path(path), dtype, device)
     loaded = load_checkpoint(path, device=device)

@@ -334,6 +334,41 @@ def check_reward(factory: Callable[..., Any], **params: Any) -> None:
     )
 
 
+def check_quantized_linear(
+    factory: Callable[..., Any], qtype: str = "q8_0", in_features: int = 64, out_features: int = 8
+) -> None:
+    """A quantized linear layer over the ``qtype`` blocks of a random weight computes
+    ``x @ W.T + b`` with ``W`` the blocks dequantized by :mod:`llmcore.ops.quant`, reports
+    the weight's shape, dtype and device, and refuses to run with gradients."""
+    from llmcore.errors import TrainingError
+    from llmcore.ops import quant
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(out_features, in_features, generator=g)
+    blocks = quant.quantize(qtype, w)
+    bias = torch.randn(out_features, generator=g)
+    layer = factory(blocks=blocks, in_features=in_features, out_features=out_features, bias=bias)
+    _require(isinstance(layer, nn.Module), f"a quantized linear must be an nn.Module, got {layer!r}")
+    dense = quant.dequantize(qtype, blocks, (out_features, in_features))
+    x = torch.randn(2, 3, in_features, generator=g)
+    with torch.no_grad():
+        y = layer(x)
+    _require(tuple(y.shape) == (2, 3, out_features), f"output shape {tuple(y.shape)}")
+    ref = x @ dense.T + bias
+    _require(torch.allclose(y, ref, rtol=1e-4, atol=1e-4), "output differs from x @ W.T + b")
+    wt = layer.weight
+    _require(
+        tuple(wt.shape) == (out_features, in_features) and wt.device == x.device,
+        f"weight reports shape {tuple(wt.shape)} on {wt.device}",
+    )
+    _require(torch.equal(wt.dequantize(), dense), "weight.dequantize() differs from the blocks")
+    try:
+        layer(x.requires_grad_(True))
+    except TrainingError:
+        return
+    raise ConformanceError("a quantized linear must raise TrainingError when asked for gradients")
+
+
 def check_component(kind: str, factory: Callable[..., Any], **params: Any) -> None:
     """Run the conformance check of ``kind`` on ``factory`` built with ``params``.
 

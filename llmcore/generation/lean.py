@@ -12,12 +12,13 @@ small heads with one row are bit-identical), but:
   its ``forward``, with its parameters bound; None when it cannot offer one now) runs as
   that function; any other component runs its own ``forward``. A subclass that overrides
   ``forward`` without overriding ``functional`` runs its ``forward``;
-- ``nn.Linear`` layers run as ``F.linear``;
+- ``nn.Linear`` layers run as ``F.linear``; quantized layers (:mod:`llmcore.quant`) as their
+  ``functional()``, one kernel call each;
 - the attention and position plugins are still called through their contract;
 - the new key and value are written in place with one ``index_copy_`` per tensor.
 
 It is used only when nothing observes the modules (no forward hooks) and every linear
-layer is a plain ``nn.Linear``; otherwise :func:`lean_step` returns None and the engine
+layer is a plain ``nn.Linear`` or a built-in quantized one; otherwise :func:`lean_step` returns None and the engine
 calls the model as usual (adapters such as LoRA wrap linear layers, so they take that path).
 """
 
@@ -59,11 +60,15 @@ class LeanStep:
     def __init__(self, model, cache) -> None:
         self.cache = cache
         self.wte = model.wte.weight
+        # a quantized embedding or head runs as its own forward (wte_fn / head_fn)
+        self.wte_fn = None if type(model.wte) is nn.Embedding else model.wte.forward
+        self.head_fn = None if type(model.lm_head) is nn.Linear else model.lm_head.functional()
         self.position = model.position
         self.norm_f = _plain_forward(model.norm_f)
         self.head = model.lm_head.weight
         self.head_bias = model.lm_head.bias
-        self.head_t = _transposed_head(model.lm_head) if cache.k.shape[1] == 1 else None
+        plain_head = self.head_fn is None and cache.k.shape[1] == 1
+        self.head_t = _transposed_head(model.lm_head) if plain_head else None
         self.index = torch.zeros(1, dtype=torch.long, device=self.wte.device)  # write slot
         self.layers = []
         for i, blk in enumerate(model.blocks):
@@ -71,16 +76,14 @@ class LeanStep:
             self.layers.append(
                 (
                     _plain_forward(blk.norm1),
-                    a.qkv.weight,
-                    a.qkv.bias,
+                    *_linear(a.qkv),
                     a.sizes,
                     a.n_head,
                     a.n_kv_head,
                     a.head_dim,
                     a.attend,
                     a.window,
-                    a.proj.weight,
-                    a.proj.bias,
+                    *_linear(a.proj),
                     _plain_forward(blk.norm2),
                     _plain_forward(blk.mlp),
                     cache.k[i],  # (B, Hkv, max_len, D) views written in place
@@ -97,7 +100,8 @@ class LeanStep:
         if n > cache.max_len:
             raise ValueError(f"KV cache overflow: {n} positions > max_len {cache.max_len}")
         self.index.fill_(cache.length)
-        x = self.position.embed(F.embedding(tokens, self.wte), positions)  # (B, 1, C)
+        e = F.embedding(tokens, self.wte) if self.wte_fn is None else self.wte_fn(tokens)
+        x = self.position.embed(e, positions)  # (B, 1, C)
         for (
             norm1,
             qw,
@@ -115,7 +119,9 @@ class LeanStep:
             kc,
             vc,
         ) in self.layers:
-            q, k, v = F.linear(norm1(x), qw, qb).split(sizes, dim=-1)
+            q, k, v = (F.linear(norm1(x), qw, qb) if qb is not _FN else qw(norm1(x))).split(
+                sizes, dim=-1
+            )
             q = q.view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
             k = k.view(B, 1, Hkv, D).transpose(1, 2)  # (B, Hkv, 1, D)
             v = v.view(B, 1, Hkv, D).transpose(1, 2)
@@ -123,10 +129,13 @@ class LeanStep:
             kc.index_copy_(2, self.index, k)
             vc.index_copy_(2, self.index, v)
             y = attend(q, kc[:, :, :n], vc[:, :, :n], causal=True, mask=mask, window=window)
-            x = x + F.linear(y.transpose(1, 2).reshape(B, 1, H * D), pw, pb)
+            y = y.transpose(1, 2).reshape(B, 1, H * D)
+            x = x + (F.linear(y, pw, pb) if pb is not _FN else pw(y))
             x = x + mlp(norm2(x))
         cache.length = n
         h = self.norm_f(x)[:, -1]  # (B, C)
+        if self.head_fn is not None:
+            return self.head_fn(h)
         if B == 1 and self.head_t is not None:
             # One row: torch's matrix-vector product over the (V, C) weight reads it at about
             # a third of the memory bandwidth; (1, C) @ (C, V) on a transposed copy reads it
@@ -139,6 +148,17 @@ class LeanStep:
             # the last bits, as any change of batch size already does).
             return (self.head @ h.t()).t()  # (B, V), a transposed view
         return F.linear(h, self.head, self.head_bias)  # (B, V)
+
+
+#: the bias slot of a linear layer that runs as a function (the weight slot holds it)
+_FN = object()
+
+
+def _linear(layer: nn.Module) -> tuple:
+    """``(weight, bias)`` of an ``nn.Linear``, or ``(function, _FN)`` of a quantized one."""
+    if type(layer) is nn.Linear:
+        return layer.weight, layer.bias
+    return layer.functional(), _FN
 
 
 #: Below this many weights the head is cheap to read either way.
@@ -167,11 +187,15 @@ def lean_step(model, cache) -> LeanStep | None:
 
     if type(model) is not Transformer or model.training or _hooked(model):
         return None
-    if type(model.wte) is not nn.Embedding or type(model.lm_head) is not nn.Linear:
+    from llmcore.ops.quant import QuantizedLinear
+    from llmcore.quant.layers import QuantizedEmbedding
+
+    linear = (nn.Linear, QuantizedLinear)  # exactly these: a subclass may compute more
+    if type(model.wte) not in (nn.Embedding, QuantizedEmbedding) or type(model.lm_head) not in linear:
         return None
     for blk in model.blocks:
         if type(blk) is not Block or type(blk.attn) is not CausalSelfAttention:
             return None
-        if type(blk.attn.qkv) is not nn.Linear or type(blk.attn.proj) is not nn.Linear:
+        if type(blk.attn.qkv) not in linear or type(blk.attn.proj) not in linear:
             return None
     return LeanStep(model, cache)

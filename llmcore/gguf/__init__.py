@@ -26,6 +26,7 @@ def load_gguf(
     dtype: torch.dtype | str | None = None,
     *,
     device: torch.device | str = "cpu",
+    quantized: bool = False,
 ):
     """Load a ``.gguf`` file: model (eval mode), tokenizer, config, chat template, stop ids.
 
@@ -34,6 +35,9 @@ def load_gguf(
         dtype: None (float32), ``"auto"`` (bfloat16 for a file of BF16 weights, else
             float32), a name or a ``torch.dtype``; quantized weights are dequantized into it.
         device: where the parameters end up.
+        quantized: keep the matrices stored in a quantized format as they are in the file
+            (inference only, on the CPU; see :mod:`llmcore.quant.from_gguf`) instead of
+            dequantizing them into ``dtype``.
 
     Returns:
         a :class:`~llmcore.checkpoint.LoadedCheckpoint` (``step`` 0).
@@ -66,7 +70,17 @@ def load_gguf(
         else:
             want = _named_dtype(dtype, {})
         model = build_empty(cfg.model, want, device)
-        load_weights(model, f, h)
+        skip: set[str] = set()
+        if quantized:
+            from llmcore.quant.from_gguf import keep_quantized
+
+            if torch.device(device).type != "cpu":
+                raise CheckpointError(
+                    f"{file}: quantized=True runs on the CPU only; load it with "
+                    f"quantized=False to use {device}"
+                )
+            skip = keep_quantized(model, f, h)
+        load_weights(model, f, h, skip)
         template, stops = tokenizer.chat_template(f), tokenizer.stop_ids(f)
     return LoadedCheckpoint(file, cfg, model.eval(), tok, 0, template, stops)
 

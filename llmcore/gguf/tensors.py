@@ -98,10 +98,14 @@ def read_tensor(f: GGUFFile, info: TensorInfo, dtype: torch.dtype) -> torch.Tens
         raise CheckpointError(f"{f.path}: tensor {info.name!r}: {exc}") from None
 
 
-def load_weights(model: torch.nn.Module, f: GGUFFile, h: dict[str, Any]) -> None:
+def load_weights(
+    model: torch.nn.Module, f: GGUFFile, h: dict[str, Any], skip: set[str] = frozenset()
+) -> None:
     """Copy every tensor of GGUF file ``f`` into ``model`` (built from the normalized
     config ``h``). Missing, unknown or misshapen tensors raise :class:`CheckpointError`
-    naming the file and tensor; llmcore biases the file lacks are set to zero."""
+    naming the file and tensor; llmcore biases the file lacks are set to zero. Tensors named
+    in ``skip`` are checked to belong to the model but not copied (the layers kept quantized,
+    see :mod:`llmcore.quant.from_gguf`)."""
     arch = h["model_type"]
     mapping = {t.hf: t for t in tensor_map(h)}
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -129,7 +133,8 @@ def load_weights(model: torch.nn.Module, f: GGUFFile, h: dict[str, Any]) -> None
             if name not in covered and name.endswith(".bias"):
                 p.zero_()
         for hf, info in by_hf.items():
-            _copy(f, info, mapping[hf], params, h)
+            if info.name not in skip:
+                _copy(f, info, mapping[hf], params, h)
 
 
 def _expected_names(h: dict[str, Any]) -> list[str]:

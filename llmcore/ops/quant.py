@@ -216,6 +216,36 @@ def first_bad_scale(qtype: str | int | QuantType, raw: object, shape: tuple[int,
     return _C.quant_first_bad_scale(t.ggml_type, addr, nbytes, rows, cols)
 
 
+class QuantizedWeight:
+    """What code that reads ``layer.weight`` of a quantized layer may ask: the dense weight's
+    ``shape``, ``dtype`` (that of the activations it computes, float32), ``device`` and
+    ``requires_grad`` (False), plus :meth:`dequantize`. It is not a tensor: arithmetic on it
+    fails instead of silently dequantizing the whole matrix."""
+
+    requires_grad = False
+    dtype = torch.float32
+
+    def __init__(self, qtype: QuantType, blocks: torch.Tensor, shape: tuple[int, int]) -> None:
+        self.qtype, self.blocks, self.shape = qtype, blocks, torch.Size(shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.blocks.device
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense weight."""
+        return dequantize(self.qtype, self.blocks, tuple(self.shape), dtype)
+
+    def __repr__(self) -> str:
+        return f"QuantizedWeight({self.qtype.name}, shape={tuple(self.shape)})"
+
+
 class QuantizedLinear(nn.Module):
     """``y = x @ W.T + b`` with ``W`` held as GGUF blocks (inference only).
 
@@ -271,18 +301,42 @@ class QuantizedLinear(nn.Module):
         """The dense ``(out_features, in_features)`` weight."""
         return dequantize(self.qtype, self.blocks, (self.out_features, self.in_features), dtype)
 
+    @property
+    def weight(self) -> QuantizedWeight:
+        """The weight's shape, dtype and device, for code that reads ``layer.weight``."""
+        return QuantizedWeight(self.qtype, self.blocks, (self.out_features, self.in_features))
+
+    def functional(self):
+        """``forward`` as a plain function of ``x`` with the weight bound, for the lean
+        decode step (no ``nn.Module`` dispatch)."""
+        if type(self).forward is not QuantizedLinear.forward:
+            return None  # a subclass computes something else
+        return self.forward
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (..., in_features) -> (..., out_features), in x's dtype
-        if torch.is_grad_enabled() and x.requires_grad:
+        if x.requires_grad and torch.is_grad_enabled():
             raise TrainingError(
-                f"QuantizedLinear ({self.qtype.name}) has no gradients: to train, dequantize "
-                "the model's weights first (QuantizedLinear.dequantize, llmcore.ops.quant."
-                "dequantize), or keep them frozen and train LoRA adapters over them"
+                f"QuantizedLinear ({self.qtype.name}) has no gradients: to train, load the "
+                "model dequantized (llmcore.load(path, quantized=False)) or dequantize the "
+                "weight (QuantizedLinear.dequantize)"
             )
-        y = matmul(x, self.qtype, self.blocks, (self.out_features, self.in_features))
+        n, k = self.out_features, self.in_features
+        if x.dtype == torch.float32 and x.device.type == "cpu" and x.shape[-1] == k:
+            # the common case, decode and prefill: no argument re-checks, one kernel call
+            x2 = x.reshape(-1, k).contiguous()  # (M, K), a view when x is contiguous
+            y = torch.empty(x2.shape[0], n)  # (M, N)
+            b = self.blocks
+            _C.quant_matmul(
+                self.qtype.ggml_type, x2.data_ptr(), x2.shape[0], k, b.data_ptr(), b.numel(),
+                n, y.data_ptr(), torch.get_num_threads(),
+            )  # fmt: skip
+            y = y.view(*x.shape[:-1], n)
+        else:
+            y = matmul(x, self.qtype, self.blocks, (n, k))
         if self.bias is not None:
             y += self.bias
-        return y.to(x.dtype) if x.is_floating_point() else y
+        return y if y.dtype == x.dtype or not x.is_floating_point() else y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

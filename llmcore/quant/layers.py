@@ -1,0 +1,83 @@
+"""The token embedding over quantized blocks.
+
+An embedding lookup reads a few rows: :class:`QuantizedEmbedding` gathers their blocks and
+dequantizes only those (bit identical to dequantizing the whole matrix, as every row is its
+own run of blocks). A tied LM head is a :class:`~llmcore.ops.quant.QuantizedLinear` over the
+very same blocks tensor, so the file's one matrix serves both ends.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llmcore.ops import quant
+
+
+class QuantizedEmbedding(nn.Module):
+    """``ids -> rows`` of a ``(num_embeddings, embedding_dim)`` table held as GGUF blocks.
+
+    Args:
+        qtype: the blocks' type.
+        blocks: ``(num_embeddings, row_bytes)`` uint8 tensor (kept as is: a view of a memory
+            map stays one).
+        num_embeddings, embedding_dim: the table's shape.
+        dtype: the dtype of the rows it returns.
+    """
+
+    def __init__(
+        self,
+        qtype: str | int | quant.QuantType,
+        blocks: torch.Tensor,
+        num_embeddings: int,
+        embedding_dim: int,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.qtype = quant.quant_type(qtype)
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        shape = (self.num_embeddings, self.embedding_dim)
+        if not isinstance(blocks, torch.Tensor) or blocks.dtype != torch.uint8:
+            raise ValueError("QuantizedEmbedding: blocks must be a uint8 tensor")
+        row_bytes = self.qtype.nbytes((1, self.embedding_dim))
+        if blocks.numel() != self.qtype.nbytes(shape):
+            raise ValueError(
+                f"{self.qtype.name}: {blocks.numel()} bytes of blocks, but a {shape} table "
+                f"takes {self.qtype.nbytes(shape)}"
+            )
+        self.register_buffer("blocks", blocks.reshape(self.num_embeddings, row_bytes))
+        self.out_dtype = dtype
+
+    @property
+    def weight(self) -> quant.QuantizedWeight:
+        """The table's shape, dtype and device, for code that reads ``wte.weight``."""
+        return quant.QuantizedWeight(
+            self.qtype, self.blocks, (self.num_embeddings, self.embedding_dim)
+        )
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # (...) long -> (..., embedding_dim)
+        rows = self.blocks.index_select(0, ids.reshape(-1))  # (n, row_bytes), a small copy
+        out = quant.dequantize(
+            self.qtype, rows, (rows.shape[0], self.embedding_dim), _dense(self.out_dtype)
+        )
+        out = out if out.dtype == self.out_dtype else out.to(self.out_dtype)
+        return out.view(*ids.shape, self.embedding_dim)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense table."""
+        return self.weight.dequantize(dtype)
+
+    def head(self) -> quant.QuantizedLinear:
+        """The tied LM head: a linear layer over this table's blocks (no copy)."""
+        return quant.QuantizedLinear(
+            self.qtype, self.blocks, self.embedding_dim, self.num_embeddings
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.qtype.name}, {self.num_embeddings}, {self.embedding_dim}"
+
+
+def _dense(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
+
