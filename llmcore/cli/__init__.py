@@ -25,6 +25,7 @@ COMMANDS = (
     "finetune",
     "merge_lora",
     "convert",
+    "quantize",
     "tokenizer",
     "config",
     "plugins",

@@ -35,6 +35,13 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     add_set_option(p, "'generate.samplers=[{name: typical, p: 0.9}]'")
+    p.add_argument(
+        "--keep-quantized",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run a GGUF file's quantized matrices as they are stored (the default for .gguf "
+        "files: 2-8x less memory); --no-keep-quantized dequantizes them to float32",
+    )
 
 
 def add_to(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +69,12 @@ def load(args: argparse.Namespace):
     from llmcore.config import Component, _apply_override, config_from_dict
     from llmcore.loading import load as load_model
 
-    loaded = load_model(args.run)
+    keep = getattr(args, "keep_quantized", None)
+    if keep is None:  # the default: a GGUF file runs quantized, other sources hold no blocks
+        from llmcore.loading import source_kind
+
+        keep = source_kind(args.run) == "gguf"
+    loaded = load_model(args.run, quantized=keep)
     raw = loaded.config.to_dict()
     for item in args.overrides:
         _apply_override(raw, item)

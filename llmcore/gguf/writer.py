@@ -22,9 +22,9 @@ from llmcore.gguf.tensors import GPT2_BLOCK, GPT2_TOP, LLAMA_BLOCK, LLAMA_TOP, P
 from llmcore.hf import archs as hf_archs
 from llmcore.hf.tensors import tensor_map
 
-QTYPES = ("f16", "q8_0", "q4_0")
-# --type -> llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*)
-FILE_TYPES = {"f16": 1, "q8_0": 7, "q4_0": 2}
+QTYPES = ("f16", "q8_0", "q4_0", "q4_k")
+# --type -> llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*; q4_k is Q4_K_S)
+FILE_TYPES = {"f16": 1, "q8_0": 7, "q4_0": 2, "q4_k": 14}
 # pre-tokenizer family -> tokenizer.ggml.pre
 PRE_NAMES = {"gpt2": "gpt2", "cl100k_base": "llama-bpe"}
 
@@ -124,19 +124,30 @@ def _tokenizer(w: Any, tokenizer: Any, vocab_size: int) -> None:
     w.add_add_bos_token(False)
 
 
+def default_type(name: str, shape: tuple[int, ...], qtype: str) -> str:
+    """The type a tensor is written as: ``qtype`` for matrices whose rows split into its
+    blocks, else f16; f32 for norms and vectors."""
+    from llmcore.ops import quant
+
+    if len(shape) != 2 or name.endswith("_norm.weight"):
+        return "f32"
+    if qtype != "f16" and shape[-1] % quant.quant_type(qtype).block_size == 0:
+        return qtype
+    return "f16"
+
+
 def _encoded(name: str, t: torch.Tensor, qtype: str) -> tuple[np.ndarray, Any]:
-    """The array and GGML type a tensor is written as."""
+    """The array and GGML type a tensor of type ``qtype`` (f32, f16 or quantized) is
+    written as."""
     import gguf
 
     from llmcore.ops import quant
 
-    matrix = t.dim() == 2 and not name.endswith("_norm.weight")
-    if not matrix:
+    if qtype == "f32":
         return t.numpy(), None
-    if qtype != "f16" and t.shape[-1] % 32 == 0:
-        raw = quant.quantize(qtype, t).numpy()
-        return raw, gguf.GGMLQuantizationType[qtype.upper()]
-    return t.to(torch.float16).numpy(), None
+    if qtype == "f16":
+        return t.to(torch.float16).numpy(), None
+    return quant.quantize(qtype, t).numpy(), gguf.GGMLQuantizationType[qtype.upper()]
 
 
 def save_gguf(
@@ -147,8 +158,12 @@ def save_gguf(
     *,
     name: str | None = None,
     chat_template: str | None = None,
+    tensor_type: Any = None,
 ) -> Path:
     """Write ``model`` and ``tokenizer`` to the GGUF file ``out``; returns its path.
+
+    ``tensor_type(gguf_name, shape, qtype) -> type`` chooses each tensor's type (f32, f16 or
+    a quantized one); the default is :func:`default_type`.
 
     Raises:
         ConfigError: an unknown ``qtype`` or a model no GGUF architecture expresses.
@@ -169,7 +184,8 @@ def save_gguf(
         if chat_template:
             w.add_chat_template(chat_template)
         for tname, t in _tensors(model, h):
-            arr, raw_type = _encoded(tname, t, qtype)
+            chosen = (tensor_type or default_type)(tname, tuple(t.shape), qtype)
+            arr, raw_type = _encoded(tname, t, chosen)
             w.add_tensor(tname, arr, raw_dtype=raw_type)
         w.write_header_to_file()
         w.write_kv_data_to_file()

@@ -72,6 +72,9 @@ class Engine:
                 )
         self.amp_dtype = autocast_dtype(t.dtype, self.device)
         workflow.setup(self)
+        from llmcore.quant import check_trainable
+
+        check_trainable(workflow.model)  # quantized weights have no gradients
         saved = workflow.saved
         self.tied = set(saved.state_dict()) - set(ckpt.model_state(saved))
         state: dict[str, Any] | None = None
