@@ -81,6 +81,8 @@ def load_gguf(
                 )
             skip = keep_quantized(model, f, h)
         load_weights(model, f, h, skip)
+        if quantized:  # inference only: the norms need no gradient either
+            model.requires_grad_(False)
         template, stops = tokenizer.chat_template(f), tokenizer.stop_ids(f)
     return LoadedCheckpoint(file, cfg, model.eval(), tok, 0, template, stops)
 
