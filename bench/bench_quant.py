@@ -151,6 +151,11 @@ def bench_speed(args, folder: Path) -> dict:
                     row[f"{e}_{task}_peak_rss_mb"] = rss
                     if task == "decode":
                         row[f"{e}_decode_weight_gb_s"] = wb * tps / 1e9
+                if task == "decode" and "llamacpp" in engines:  # how long the ids agree
+                    a, b = runs["llmcore"][0]["ids"], runs["llamacpp"][0]["ids"]
+                    row["greedy_ids_agree"] = next(
+                        (i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))
+                    )
                 if "llamacpp" in engines:
                     row[f"{task}_ratio"] = row[f"llmcore_{task}_tok_s"] / row[f"llamacpp_{task}_tok_s"]
             rows[q] = row

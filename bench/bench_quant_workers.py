@@ -73,8 +73,12 @@ def llmcore_task(task: str, path: str, threads: int) -> dict:
         return {"tokens_per_s": BATCH * BATCH_NEW / dt, "peak_rss_mb": peak_rss_mb()}
     ids = prompt_ids(PROMPT, vocab=vocab)
     list(stream(model, tok, ids, max_new_tokens=4, **kw))  # warm-up
-    stamps = [time.perf_counter() for _ in stream(model, tok, ids, max_new_tokens=NEW + 1, **kw)]
-    return {"tokens_per_s": NEW / (stamps[-1] - stamps[0]), "peak_rss_mb": peak_rss_mb()}
+    stamps, got = [], []
+    for token in stream(model, tok, ids, max_new_tokens=NEW + 1, **kw):
+        stamps.append(time.perf_counter())
+        got.append(token.id)
+    return {"tokens_per_s": NEW / (stamps[-1] - stamps[0]), "peak_rss_mb": peak_rss_mb(),
+            "ids": got[:NEW]}  # fmt: skip
 
 
 def _window_ids() -> tuple[list[int], int]:
@@ -104,7 +108,7 @@ def llmcore_ppl(model) -> float:
 # -- llama.cpp ------------------------------------------------------------------------------------
 
 
-def llamacpp_model(path: str, threads: int, n_ctx: int, n_seq: int = 1, logits_all=False):
+def llamacpp_model(path: str, threads: int, n_ctx: int, logits_all: bool = False):
     import llama_cpp
     import llama_cpp.llama_cpp as C
 
@@ -116,16 +120,22 @@ def llamacpp_model(path: str, threads: int, n_ctx: int, n_seq: int = 1, logits_a
         return p
 
     C.llama_model_default_params = params
-    kw = {"n_seq_max": n_seq} if n_seq > 1 else {}
     return llama_cpp.Llama(
         path, n_ctx=n_ctx, n_batch=max(LONG, 512), n_ubatch=max(LONG, 512), n_threads=threads,
-        n_threads_batch=threads, verbose=False, logits_all=logits_all, **kw,
+        n_threads_batch=threads, verbose=False, logits_all=logits_all,
     )  # fmt: skip
 
 
-def llamacpp_task(task: str, path: str, threads: int) -> dict:
+def _argmax_row(ptr, vocab: int) -> int:
+    import ctypes
+
     import numpy as np
 
+    row = ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float))
+    return int(np.argmax(np.ctypeslib.as_array(row, shape=(vocab,))))
+
+
+def llamacpp_task(task: str, path: str, threads: int) -> dict:
     if task == "ppl":
         return {"ppl": llamacpp_ppl(path, threads), "peak_rss_mb": peak_rss_mb()}
     if task == "batch8":
@@ -143,21 +153,28 @@ def llamacpp_task(task: str, path: str, threads: int) -> dict:
     llm.eval(ids[:4])  # warm-up
     llm.reset()
     llm.eval(ids)
+    n_vocab = llm.n_vocab()
     t = time.perf_counter()
-    for _ in range(NEW):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
-    return {"tokens_per_s": NEW / (time.perf_counter() - t), "peak_rss_mb": peak_rss_mb()}
+    got = []
+    for _ in range(NEW):  # greedy, as llmcore's half: the argmax of the last logits
+        got.append(_argmax_row(llm._ctx.get_logits(), n_vocab))
+        llm.eval([got[-1]])
+    return {"tokens_per_s": NEW / (time.perf_counter() - t), "peak_rss_mb": peak_rss_mb(),
+            "ids": got}  # fmt: skip
 
 
 def llamacpp_batch(path: str, threads: int) -> dict:
-    """BATCH sequences decoded together through llama.cpp's batch API."""
-    import ctypes
-
-    import numpy as np
+    """BATCH sequences decoded together through llama.cpp's batch API, in a context of
+    BATCH sequences of its own."""
     import llama_cpp.llama_cpp as C
 
-    llm = llamacpp_model(path, threads, n_ctx=BATCH * (PROMPT + BATCH_NEW + 8), n_seq=BATCH)
-    ctx, vocab = llm._ctx.ctx, llm.n_vocab()
+    llm = llamacpp_model(path, threads, n_ctx=64)
+    cp = C.llama_context_default_params()
+    cp.n_ctx = BATCH * (PROMPT + BATCH_NEW + 8)
+    cp.n_batch = cp.n_ubatch = BATCH * PROMPT
+    cp.n_seq_max, cp.n_threads, cp.n_threads_batch = BATCH, threads, threads
+    ctx = C.llama_init_from_model(llm._model.model, cp)
+    vocab = llm.n_vocab()
     batch = C.llama_batch_init(BATCH * PROMPT, 0, BATCH)
 
     def run(items):  # items: (token, position, sequence, wants logits)
@@ -168,19 +185,16 @@ def llamacpp_batch(path: str, threads: int) -> dict:
         if C.llama_decode(ctx, batch) != 0:
             raise RuntimeError("llama_decode failed")
 
-    def argmax(i):
-        row = C.llama_get_logits_ith(ctx, i)
-        return int(np.argmax(np.ctypeslib.as_array(ctypes.cast(row, ctypes.POINTER(ctypes.c_float)), (vocab,))))
-
     prompts = [prompt_ids(PROMPT, r, min(vocab, 256)) for r in range(BATCH)]
     run([(t, p, s, p == PROMPT - 1) for s, ids in enumerate(prompts) for p, t in enumerate(ids)])
-    nxt = [argmax(s * PROMPT + PROMPT - 1) for s in range(BATCH)]
+    nxt = [_argmax_row(C.llama_get_logits_ith(ctx, s * PROMPT + PROMPT - 1), vocab) for s in range(BATCH)]
     t = time.perf_counter()
     for step in range(BATCH_NEW):
         run([(nxt[s], PROMPT + step, s, True) for s in range(BATCH)])
-        nxt = [argmax(s) for s in range(BATCH)]
+        nxt = [_argmax_row(C.llama_get_logits_ith(ctx, s), vocab) for s in range(BATCH)]
     dt = time.perf_counter() - t
     C.llama_batch_free(batch)
+    C.llama_free(ctx)
     return {"tokens_per_s": BATCH * BATCH_NEW / dt, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -308,10 +308,29 @@ class QuantizedLinear(nn.Module):
 
     def functional(self):
         """``forward`` as a plain function of ``x`` with the weight bound, for the lean
-        decode step (no ``nn.Module`` dispatch)."""
+        decode step: no ``nn.Module`` dispatch and no buffer lookups per call, the same
+        result. It holds the blocks as they are now: build it again after moving them."""
         if type(self).forward is not QuantizedLinear.forward:
             return None  # a subclass computes something else
-        return self.forward
+        ggml, n, k = self.qtype.ggml_type, self.out_features, self.in_features
+        bias, forward, blocks = self.bias, self.forward, self.blocks
+        addr, nbytes = blocks.data_ptr(), blocks.numel()
+
+        def linear(x: torch.Tensor) -> torch.Tensor:
+            if x.dtype != torch.float32 or x.shape[-1] != k or x.requires_grad:
+                return forward(x)  # the checks and conversions of the general path
+            x2 = x.reshape(-1, k).contiguous()  # (M, K)
+            y = torch.empty(x2.shape[0], n)  # (M, N)
+            _C.quant_matmul(
+                ggml, x2.data_ptr(), x2.shape[0], k, addr, nbytes, n, y.data_ptr(),
+                torch.get_num_threads(),
+            )  # fmt: skip
+            if bias is not None:
+                y += bias
+            return y.view(*x.shape[:-1], n)
+
+        linear.blocks = blocks  # keeps the buffer (and a memory map under it) alive
+        return linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (..., in_features) -> (..., out_features), in x's dtype
