@@ -85,9 +85,7 @@ def weight_bytes(path: Path) -> int:
     with GGUFFile(path) as f:
         tied = "output.weight" not in f.tensors
         return sum(
-            i.stop - i.start
-            for i in f.tensors.values()
-            if i.name != "token_embd.weight" or tied
+            i.stop - i.start for i in f.tensors.values() if i.name != "token_embd.weight" or tied
         )
 
 
@@ -157,7 +155,9 @@ def bench_speed(args, folder: Path) -> dict:
                         (i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))
                     )
                 if "llamacpp" in engines:
-                    row[f"{task}_ratio"] = row[f"llmcore_{task}_tok_s"] / row[f"llamacpp_{task}_tok_s"]
+                    row[f"{task}_ratio"] = (
+                        row[f"llmcore_{task}_tok_s"] / row[f"llamacpp_{task}_tok_s"]
+                    )
             rows[q] = row
             print(f"{name} {q}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
         out["shapes"][name] = rows

@@ -187,7 +187,10 @@ def llamacpp_batch(path: str, threads: int) -> dict:
 
     prompts = [prompt_ids(PROMPT, r, min(vocab, 256)) for r in range(BATCH)]
     run([(t, p, s, p == PROMPT - 1) for s, ids in enumerate(prompts) for p, t in enumerate(ids)])
-    nxt = [_argmax_row(C.llama_get_logits_ith(ctx, s * PROMPT + PROMPT - 1), vocab) for s in range(BATCH)]
+    nxt = [
+        _argmax_row(C.llama_get_logits_ith(ctx, s * PROMPT + PROMPT - 1), vocab)
+        for s in range(BATCH)
+    ]
     t = time.perf_counter()
     for step in range(BATCH_NEW):
         run([(nxt[s], PROMPT + step, s, True) for s in range(BATCH)])

@@ -348,7 +348,9 @@ def check_quantized_linear(
     blocks = quant.quantize(qtype, w)
     bias = torch.randn(out_features, generator=g)
     layer = factory(blocks=blocks, in_features=in_features, out_features=out_features, bias=bias)
-    _require(isinstance(layer, nn.Module), f"a quantized linear must be an nn.Module, got {layer!r}")
+    _require(
+        isinstance(layer, nn.Module), f"a quantized linear must be an nn.Module, got {layer!r}"
+    )
     dense = quant.dequantize(qtype, blocks, (out_features, in_features))
     x = torch.randn(2, 3, in_features, generator=g)
     with torch.no_grad():

@@ -20,8 +20,9 @@ from llmcore.generation import generate, stream  # noqa: E402
 from llmcore.generation.lean import LeanStep, lean_step  # noqa: E402
 from llmcore.ops.quant import QuantizedLinear  # noqa: E402
 from llmcore.quant import check_trainable, is_quantized  # noqa: E402
-from llmcore.quant.layers import QuantizedEmbedding  # noqa: E402
+from llmcore.quant.layers import QuantizedEmbedding, StackedQuantizedLinear  # noqa: E402
 from tests.test_gguf import IDS, T, hf_model, transformers_gguf, write_gguf  # noqa: E402
+
 
 def logits(model, ids=IDS):
     with torch.no_grad():
@@ -109,19 +110,28 @@ def test_batched_decode_matches_one_prompt_at_a_time(q8):
         assert g.ids == generate(loaded.model, loaded.tokenizer, [p], **kw)[0].ids
 
 
-def test_mixed_formats_in_one_fused_layer_load_dense(tmp_path):
-    # attn_v in another format than attn_q / attn_k (as Q4_K_M files do): qkv stays dense
-    path = write_gguf(hf_model("llama"), tmp_path / "m.gguf", T.Q8_0)
-    mixed = write_mixed(path, tmp_path / "mixed.gguf")
+def test_mixed_formats_in_one_fused_layer(tmp_path):
+    # attn_v in another format than attn_q / attn_k, as Q4_K_M files have it
+    path = write_gguf(hf_model("llama"), tmp_path / "m.gguf", T.Q4_0)
+    mixed = write_mixed(path, tmp_path / "mixed.gguf", T.Q8_0)
     model = llmcore.load(mixed, quantized=True).model
+    qkv = model.blocks[0].attn.qkv
+    assert type(qkv) is StackedQuantizedLinear
+    assert [p.qtype.name for p in qkv.parts] == ["q4_0", "q8_0"]
+    assert isinstance(lean_step(model, model.new_cache(1, 8)), LeanStep)
+    want = logits(transformers_gguf(mixed))
+    torch.testing.assert_close(logits(model), want, rtol=1e-3, atol=1e-3 * float(want.abs().max()))
+    # a float attn_v: that layer loads dense, the others stay quantized
+    dense_v = write_mixed(path, tmp_path / "f16v.gguf", T.F16)
+    model = llmcore.load(dense_v, quantized=True).model
     assert type(model.blocks[0].attn.qkv) is torch.nn.Linear
     assert type(model.blocks[0].mlp.down) is QuantizedLinear
-    want = logits(transformers_gguf(mixed))
+    want = logits(transformers_gguf(dense_v))
     torch.testing.assert_close(logits(model), want, rtol=1e-3, atol=1e-3 * float(want.abs().max()))
 
 
-def write_mixed(src, out):
-    """``src`` with every ``attn_v`` re-encoded as F16 (with gguf's own writer)."""
+def write_mixed(src, out, v_type):
+    """``src`` with every ``attn_v`` re-encoded as ``v_type`` (with gguf's own writer)."""
     reader = gguf.GGUFReader(str(src))
     w = gguf.GGUFWriter(str(out), "llama")
     for field in reader.fields.values():
@@ -137,8 +147,12 @@ def write_mixed(src, out):
     for t in reader.tensors:
         data = np.asarray(t.data)
         if ".attn_v." in t.name:
-            dense = gguf.quants.dequantize(data, t.tensor_type).astype(np.float16)
-            w.add_tensor(t.name, dense)
+            dense = gguf.quants.dequantize(data, t.tensor_type)
+            if v_type == T.F16:
+                w.add_tensor(t.name, dense.astype(np.float16))
+            else:
+                raw = gguf.quants.quantize(dense, v_type)
+                w.add_tensor(t.name, raw, raw_shape=raw.shape, raw_dtype=v_type)
         else:
             w.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=t.tensor_type)
     w.write_header_to_file()

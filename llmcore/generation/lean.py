@@ -188,10 +188,14 @@ def lean_step(model, cache) -> LeanStep | None:
     if type(model) is not Transformer or model.training or _hooked(model):
         return None
     from llmcore.ops.quant import QuantizedLinear
-    from llmcore.quant.layers import QuantizedEmbedding
+    from llmcore.quant.layers import QuantizedEmbedding, StackedQuantizedLinear
 
-    linear = (nn.Linear, QuantizedLinear)  # exactly these: a subclass may compute more
-    if type(model.wte) not in (nn.Embedding, QuantizedEmbedding) or type(model.lm_head) not in linear:
+    # exactly these: a subclass may compute more
+    linear = (nn.Linear, QuantizedLinear, StackedQuantizedLinear)
+    if (
+        type(model.wte) not in (nn.Embedding, QuantizedEmbedding)
+        or type(model.lm_head) not in linear
+    ):
         return None
     for blk in model.blocks:
         if type(blk) is not Block or type(blk.attn) is not CausalSelfAttention:

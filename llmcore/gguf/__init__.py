@@ -4,7 +4,8 @@
     llmcore.gguf.save_gguf(model, tokenizer, "out.gguf", qtype="q8_0")
 
 Architectures: gpt2, llama (SmolLM, TinyLlama...), mistral, qwen2. Tensor types: F32, F16,
-BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, dequantized on load.
+BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, dequantized on load (kept as they
+are with ``quantized=True``, see :mod:`llmcore.quant`).
 """
 
 from __future__ import annotations

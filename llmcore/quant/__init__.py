@@ -4,8 +4,9 @@
   registered ``quantized_linear`` plugin (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k
   built in) as it is in the file: attention and MLP projections become
   :class:`~llmcore.ops.quant.QuantizedLinear`, the token embedding a
-  :class:`~llmcore.quant.layers.QuantizedEmbedding` and a tied LM head reads the same blocks
-  (:mod:`llmcore.quant.from_gguf`).
+  :class:`~llmcore.quant.layers.QuantizedEmbedding` and a tied LM head reads the same blocks;
+  a fused layer whose rows come in several formats is a
+  :class:`~llmcore.quant.layers.StackedQuantizedLinear` (:mod:`llmcore.quant.from_gguf`).
 - ``llmcore quantize MODEL --type q8_0|q4_0|q4_k --out PATH`` writes a quantized GGUF file
   (:mod:`llmcore.quant.export`).
 - Training refuses a quantized model (:func:`check_trainable`).

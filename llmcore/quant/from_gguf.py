@@ -2,12 +2,14 @@
 embedding are replaced by layers over the file's own blocks.
 
 Each llmcore linear layer is made of one or more GGUF tensors (the fused ``attn.qkv`` of
-llama's ``attn_q``, ``attn_k`` and ``attn_v``). It is kept quantized when all its tensors
-have one block format with a registered ``quantized_linear`` plugin; its blocks are then a
+llama's ``attn_q``, ``attn_k`` and ``attn_v``). It is kept quantized when each of its tensors
+is in a block format with a registered ``quantized_linear`` plugin; its blocks are then a
 view of the file's memory map when one tensor fills it as stored, and a copy otherwise
 (q/k rows that llama.cpp permuted, or rows stacked from several tensors: each row is its own
-run of blocks, so both are row moves, never a dequantize). A layer whose tensors mix formats,
-or that a float type stores, is loaded dense as before.
+run of blocks, so both are row moves, never a dequantize). Rows in different formats (the
+q6_k ``attn_v`` of a Q4_K_M file under a q4_k ``attn_q``) make a
+:class:`~llmcore.quant.layers.StackedQuantizedLinear` of one part per format. A layer that a
+float type stores, even in part, is loaded dense as before.
 """
 
 from __future__ import annotations
@@ -48,26 +50,52 @@ def keep_quantized(model: nn.Module, f: GGUFFile, h: dict[str, Any]) -> set[str]
     modules = dict(model.named_modules())
     tied = h["tie_word_embeddings"]
     for path, tensors in parts.items():
-        types = {info.type for _, info in tensors}
-        qtype = next(iter(types)).lower()
-        if len(types) != 1 or qtype.upper() in FLOAT_TYPES or qtype not in formats:
+        types = {info.type.lower() for _, info in tensors}
+        if any(t.upper() in FLOAT_TYPES or t not in formats for t in types):
             continue
         tensors.sort(key=lambda pair: (pair[0].rows or (0, 0))[0])
-        blocks = torch.cat([_rows(f, info, h) for _, info in tensors]) if len(
-            tensors
-        ) > 1 else _rows(f, tensors[0][1], h)
         module = modules[path]
         if isinstance(module, nn.Embedding):
+            qtype = tensors[0][1].type.lower()
+            blocks = _rows(f, tensors[0][1], h)
             _set(model, path, _embedding(f, tensors[0][1], qtype, blocks, module))
             if tied:
                 _set(model, "lm_head", model.wte.head())
         else:
             bias, bias_names = _bias(f, h, entries, path, module)
-            layer = _linear(f, tensors, qtype, blocks, module, bias)
-            _set(model, path, layer)
+            _set(model, path, _layer(f, h, tensors, module, bias))
             consumed.update(bias_names)
         consumed.update(info.name for _, info in tensors)
     return consumed
+
+
+def _layer(f, h, tensors, module: nn.Linear, bias) -> nn.Module:
+    """One quantized layer over the tensors' rows; a stacked one when runs of rows come in
+    different formats."""
+    from llmcore.quant.layers import StackedQuantizedLinear
+
+    runs: list[list] = []  # consecutive tensors of one format share a part
+    for pair in tensors:
+        if runs and runs[-1][0][1].type == pair[1].type:
+            runs[-1].append(pair)
+        else:
+            runs.append([pair])
+    out_f = module.weight.shape[0]
+    rows = sum(info.shape[0] for _, info in tensors)
+    if rows != out_f:
+        names = ", ".join(repr(info.name) for _, info in tensors)
+        raise CheckpointError(
+            f"{f.path}: tensor(s) {names} have {rows} rows, the layer needs {out_f}"
+        )
+    parts, start = [], 0
+    for run in runs:
+        got = [_rows(f, info, h) for _, info in run]
+        blocks = got[0] if len(got) == 1 else torch.cat(got)  # one tensor: the map's view
+        stop = start + blocks.shape[0]
+        part_bias = None if bias is None else bias[start:stop]
+        parts.append(_linear(f, run, run[0][1].type.lower(), blocks, module, part_bias))
+        start = stop
+    return parts[0] if len(parts) == 1 else StackedQuantizedLinear(parts)
 
 
 def _rows(f: GGUFFile, info: TensorInfo, h: dict[str, Any]) -> torch.Tensor:
@@ -120,10 +148,12 @@ def _bias(f, h, entries, path: str, module: nn.Module):
         return None, set()
     found.sort(key=lambda pair: (pair[0].rows or (0, 0))[0])
     chunks = []
-    for entry, info in found:
+    for _, info in found:
         t = read_tensor(f, info, torch.float32).float()
         if arch in PERMUTED_ARCHS and (".attn_q." in info.name or ".attn_k." in info.name):
-            heads = h["num_attention_heads"] if ".attn_q." in info.name else h["num_key_value_heads"]
+            heads = (
+                h["num_attention_heads"] if ".attn_q." in info.name else h["num_key_value_heads"]
+            )
             t = unpermute(t, heads)
         chunks.append(t)
     bias = torch.cat(chunks)
@@ -139,13 +169,14 @@ def _linear(f, tensors, qtype: str, blocks, module: nn.Linear, bias) -> nn.Modul
     from llmcore.components import create
     from llmcore.config import Component
 
-    out_f, in_f = module.weight.shape
+    in_f = module.weight.shape[1]
+    out_f = blocks.shape[0]
     names = ", ".join(repr(info.name) for _, info in tensors)
-    if blocks.shape[0] != out_f or any(info.shape[-1] != in_f for _, info in tensors):
+    if any(info.shape[-1] != in_f for _, info in tensors):
         shapes = [info.shape for _, info in tensors]
         raise CheckpointError(
-            f"{f.path}: tensor(s) {names} of shape(s) {shapes} do not make the "
-            f"({out_f}, {in_f}) weight the metadata implies"
+            f"{f.path}: tensor(s) {names} of shape(s) {shapes} do not have the "
+            f"{in_f} columns the metadata implies"
         )
     try:
         return create(

@@ -81,3 +81,49 @@ class QuantizedEmbedding(nn.Module):
 def _dense(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
 
+
+class StackedWeight(quant.QuantizedWeight):
+    """The :class:`~llmcore.ops.quant.QuantizedWeight` face of a
+    :class:`StackedQuantizedLinear`: its parts' rows, one after the other."""
+
+    def __init__(self, layer: StackedQuantizedLinear) -> None:
+        first = layer.parts[0].weight
+        super().__init__(first.qtype, first.blocks, (layer.out_features, layer.in_features))
+        self.layer = layer
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.cat([p.weight.dequantize(dtype) for p in self.layer.parts])
+
+
+class StackedQuantizedLinear(nn.Module):
+    """One linear layer whose rows are stored in several formats: llama.cpp's mixed files
+    (Q4_K_M keeps ``attn_v`` in q6_k next to a q4_k ``attn_q`` and ``attn_k``) give the fused
+    ``attn.qkv`` a quantized part per run of rows; the outputs are concatenated."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        if len({p.in_features for p in parts}) != 1:
+            raise ValueError("StackedQuantizedLinear: the parts must share in_features")
+        self.parts = nn.ModuleList(parts)
+        self.in_features = parts[0].in_features
+        self.out_features = sum(p.out_features for p in parts)
+
+    @property
+    def weight(self) -> StackedWeight:
+        return StackedWeight(self)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense ``(out_features, in_features)`` weight."""
+        return self.weight.dequantize(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (..., in_features) -> (..., out_features): each part's rows, in order
+        return torch.cat([p(x) for p in self.parts], dim=-1)
+
+    def functional(self):
+        """``forward`` over the parts' own functions (see QuantizedLinear.functional)."""
+        fns = [getattr(p, "functional", lambda: None)() or p for p in self.parts]
+        return lambda x: torch.cat([f(x) for f in fns], dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
