@@ -200,3 +200,36 @@ def test_training_a_quantized_model_is_refused(q8):
     with pytest.raises(TrainingError, match=r"quantized=False"):
         model.blocks[0].mlp.up(x)
     check_trainable(llmcore.load(q8).model)  # the dequantized model trains
+
+
+@pytest.mark.parametrize("name", ["q8_0", "q4_0", "q4_1", "q4_k"])
+def test_built_in_quantized_linears_meet_the_contract(name):
+    from llmcore.testing import check_registered
+
+    assert llmcore.available("quantized_linear")[name].distribution == "llmcore"
+    check_registered("quantized_linear", name, qtype=name, in_features=256)
+
+
+def test_the_contract_check_catches_a_wrong_layer():
+    from llmcore.testing import ConformanceError, check_component
+
+    def off_by_one(blocks, in_features, out_features, bias=None):
+        return _Shifted(QuantizedLinear("q8_0", blocks, in_features, out_features, bias))
+
+    with pytest.raises(ConformanceError, match="differs from x @ W.T"):
+        check_component("quantized_linear", off_by_one)
+
+
+class _Shifted(torch.nn.Module):
+    """A quantized layer that adds one to its output: not x @ W.T + b."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    @property
+    def weight(self):
+        return self.layer.weight
+
+    def forward(self, x):
+        return self.layer(x) + 1
