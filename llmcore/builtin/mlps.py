@@ -88,7 +88,10 @@ class SwiGLU(nn.Module):
         """``forward`` as a plain function of ``x`` with the weights bound; None when a
         layer is wrapped (LoRA)."""
         if not _plain_linear(self.gate, self.up, self.down):
-            return None
+            g, u, d = (_linear_function(m) for m in (self.gate, self.up, self.down))
+            if None in (g, u, d):
+                return None
+            return lambda x: d(F.silu(g(x)) * u(x))  # quantized layers (llmcore.quant)
         gw, gb, uw, ub = self.gate.weight, self.gate.bias, self.up.weight, self.up.bias
         dw, db = self.down.weight, self.down.bias
         return lambda x: F.linear(F.silu(F.linear(x, gw, gb)) * F.linear(x, uw, ub), dw, db)
@@ -97,6 +100,13 @@ class SwiGLU(nn.Module):
 def _plain_linear(*layers: nn.Module) -> bool:
     """Every layer is a plain ``nn.Linear``, not a subclass or a wrapper that adds to it."""
     return all(type(layer) is nn.Linear for layer in layers)
+
+
+def _linear_function(layer: nn.Module):
+    """The ``functional()`` of a linear layer that offers one for its own ``forward`` (the
+    quantized layers of :mod:`llmcore.quant`); None otherwise (a LoRA wrapper)."""
+    fn = getattr(layer, "functional", None)
+    return fn() if callable(fn) else None
 
 
 @hookimpl
