@@ -233,3 +233,21 @@ class _Shifted(torch.nn.Module):
 
     def forward(self, x):
         return self.layer(x) + 1
+
+
+def test_the_training_engine_refuses_a_quantized_model(q8, tmp_path):
+    from llmcore.config import Config
+    from llmcore.train import Engine, Workflow
+
+    loaded = llmcore.load(q8, quantized=True)
+
+    class Given(Workflow):  # a workflow handed a quantized model
+        def setup(self, engine):
+            self.model = self.loss_module = self.saved = loaded.model
+            self.tokenizer = loaded.tokenizer
+
+    cfg = Config()
+    cfg.train.device = "cpu"
+    with pytest.raises(TrainingError, match=r"quantized weights .*quantized=False"):
+        Engine(cfg, Given(), out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "ckpt").exists()
