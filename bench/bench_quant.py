@@ -9,7 +9,8 @@
    2 threads each: decode tokens/s at batch 1 (32-token prompt, 128 new tokens), prefill
    tokens/s (512-token prompt), decode at batch 8, peak RSS; medians of --repeats runs.
    Effective weight bandwidth = bytes of weights read per decoded token x tokens/s, against
-   the read bandwidth of a 2-thread sum over a large array measured in the same run.
+   the read bandwidth of a 2-thread sum over a large array measured in the same run; the
+   time per token beyond those reads (Python dispatch, attention, sampling) is quoted too.
 2. Accuracy: a small BPE Llama trained by llmcore on Tiny Shakespeare (its first 90%), written
    as Q8_0 and Q4_0 by ``llmcore quantize``; perplexity on the last 10% for the dense run and
    both files in llmcore, and for an F16 file and the same Q4_0 file in llama.cpp, so that
@@ -153,6 +154,10 @@ def bench_speed(args, folder: Path) -> dict:
                     row[f"{e}_{task}_peak_rss_mb"] = rss
                     if task == "decode":
                         row[f"{e}_decode_weight_gb_s"] = wb * tps / 1e9
+                        # per token, the time beyond reading the weights once at the
+                        # measured bandwidth: dispatch, attention, sampling
+                        floor = wb / (out["read_gb_s"] * 1e9)
+                        row[f"{e}_decode_ms_beyond_reads"] = (1 / tps - floor) * 1e3
                 if task == "decode" and "llamacpp" in engines:  # how long the ids agree
                     a, b = runs["llmcore"][0]["ids"], runs["llamacpp"][0]["ids"]
                     row["greedy_ids_agree"] = next(
