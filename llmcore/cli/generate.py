@@ -8,6 +8,9 @@ Prompt text is plain text by default: ``<|endoftext|>`` typed into a prompt is e
 those characters, the safe reading of user input. ``--allow-special`` encodes special-token
 text as the special id instead, as Hugging Face tokenizers do by default.
 
+A ``.gguf`` file runs with its quantized matrices kept as stored (``llmcore.load(path,
+quantized=True)``, see :mod:`llmcore.quant`); ``--no-keep-quantized`` dequantizes them.
+
 Generation stops at the model's end-of-turn and eos ids (``stop_ids`` of an HF folder's
 generation_config.json or a GGUF file's metadata) and at the tokenizer's end-of-text id.
 """
