@@ -18,8 +18,9 @@ small heads with one row are bit-identical), but:
 - the new key and value are written in place with one ``index_copy_`` per tensor.
 
 It is used only when nothing observes the modules (no forward hooks) and every linear
-layer is a plain ``nn.Linear`` or a built-in quantized one; otherwise :func:`lean_step` returns None and the engine
-calls the model as usual (adapters such as LoRA wrap linear layers, so they take that path).
+layer is a plain ``nn.Linear`` or a built-in quantized one; otherwise :func:`lean_step`
+returns None and the engine calls the model as usual (adapters such as LoRA wrap linear
+layers, so they take that path).
 """
 
 from __future__ import annotations
