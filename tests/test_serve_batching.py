@@ -244,3 +244,40 @@ def test_slot_forward_across_runs_of_slots_matches_the_full_forward(lean):
             ref = model(torch.tensor([tok.encode(prompts[s] + "q")]))[0, -1]
             torch.testing.assert_close(logits[b], ref, atol=1e-5, rtol=1e-5)
     assert runs_of(slots) == [(0, 1), (1, 3), (3, 4)]
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_prefix_cache_reuses_a_shared_prompt_start_with_the_same_text(prefix_cache):
+    """A prompt that starts like one in a running slot copies that prefix; one that starts
+    like one in a slot given back takes the slot over; the text is generate()'s either way."""
+    served = char_served()
+    engine = Engine(served, max_batch=3, prefix_cache=prefix_cache)
+    system = "you are a helpful bot. "
+    prompts = [system + "hello", system + "abc", system + "hello there"]
+    out: list = []
+
+    def submit(k: int) -> None:
+        body = {"prompt": prompts[k], "max_tokens": 10, "temperature": 0}
+        seqs = build_sequences(served, parse_request(body, chat=False), _collect(out), 64)
+        for s in seqs:
+            s.index = k
+        engine.submit(seqs)
+
+    with torch.inference_mode():
+        submit(0)
+        engine.step()  # prompt 0 is in its slot and decoding
+        submit(1)  # shares the system prompt with a running slot
+        for _ in range(30):
+            engine.step()
+        assert engine.cache.used == 0
+        submit(2)  # shares all of prompt 0 (and its answer's start) with a free slot
+        for _ in range(30):
+            engine.step()
+    for k, p in enumerate(prompts):
+        text = "".join(t.text for d in out if d.index == k for t in d.tokens)
+        assert text == generate(served.model, served.tokenizer, p, max_new_tokens=10)[0].text
+    shared = len(served.tokenizer.encode(system))
+    if prefix_cache:
+        assert engine.cache.reused_tokens >= shared + len(served.tokenizer.encode(prompts[0]))
+    else:
+        assert engine.cache.reused_tokens == 0

@@ -69,18 +69,14 @@ def choose_tokens(
     ``top_logprobs[b]`` how many alternatives row b reports (0: none).
     """
     B, V = logits.shape
-    scores = logits
-    pen = [b for b, r in enumerate(rows) if r.penalised]
-    if pen:
-        scores = scores.clone()
-        scores[pen] = _penalise(scores[pen], [rows[b] for b in pen], [histories[b] for b in pen])
+    scores = row_scores(logits, rows, histories)
     greedy = [b for b, r in enumerate(rows) if r.temperature == 0]
     sampled = [b for b, r in enumerate(rows) if r.temperature != 0]
     out = torch.empty(B, dtype=torch.long, device=logits.device)
     if greedy:
         out[greedy] = scores[greedy].argmax(dim=-1) if len(greedy) < B else scores.argmax(dim=-1)
     if sampled:
-        sub = _warp(scores[sampled], [rows[b] for b in sampled])
+        sub = scores[sampled] if len(sampled) < B else scores
         out[sampled] = _draw(sub, [rows[b].generator for b in sampled], shared)
     tokens = out.tolist()
     lps: list[float | None] = [None] * B
@@ -99,6 +95,23 @@ def choose_tokens(
             if kb:
                 tops[b] = list(zip(ids[i][:kb], vals[i][:kb]))
     return Chosen(tokens, lps, tops)
+
+
+def row_scores(
+    logits: torch.Tensor, rows: list[RowSampling], histories: list[list[int]]
+) -> torch.Tensor:
+    """The scores each row draws from (greedy rows: takes the argmax of): ``logits``
+    after the penalties and, for sampling rows, the warpers."""
+    scores = logits
+    pen = [b for b, r in enumerate(rows) if r.penalised]
+    if pen:
+        scores = scores.clone()
+        scores[pen] = _penalise(scores[pen], [rows[b] for b in pen], [histories[b] for b in pen])
+    sampled = [b for b, r in enumerate(rows) if r.temperature != 0]
+    if sampled:
+        scores = scores.clone() if scores is logits else scores
+        scores[sampled] = _warp(scores[sampled], [rows[b] for b in sampled])
+    return scores
 
 
 def _column(rows: list[RowSampling], name: str, like: torch.Tensor) -> torch.Tensor:
