@@ -117,7 +117,13 @@ class Engine:
         live = [s for s in live if not s.done]
         if live:
             self._decode(live)
-        self.metrics.observe_step(len(sched.waiting), len(sched.running), len(rows))
+        self.metrics.observe_step(
+            len(sched.waiting),
+            len(sched.running),
+            len(rows),
+            self.cache.used,
+            self.cache.reused_tokens,
+        )
 
     def _prefill(self, chunk: list[tuple[Sequence, int]]) -> None:
         """Prefill ``n`` more prompt tokens of each ``(seq, n)`` in one padded pass."""

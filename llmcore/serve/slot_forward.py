@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from llmcore.generation.lean import _transposed_head, lean_step
 
-
 #: From this many rows on, torch's GEMM is as fast as the transposed product LeanStep
 #: takes for a few rows, and its (B, V) result is contiguous.
 _GEMV_ROWS = 8
