@@ -280,11 +280,18 @@ def soak_jobs(n: int, rng: random.Random, block: int) -> list:
 
 
 def soak(server, n: int, deadline, rng: random.Random) -> dict:
-    warm = soak_jobs(32, random.Random(1), 1024)
-    asyncio.run(run_clients(server, warm, 32, deadline))
-    rss_warm = server.rss_mib()
+    """The soak phase (see the module docstring); RSS is read after a warm-up that sends
+    every distinct prompt once, then after each quarter of the requests."""
     jobs = soak_jobs(n, rng, 1024)
-    res, secs = asyncio.run(run_clients(server, jobs, 32, deadline))
+    pool = list({(tuple(p), k): (p, k, None) for p, k, _ in jobs}.values())
+    asyncio.run(run_clients(server, pool, 32, deadline))
+    rss = [round(server.rss_mib(), 1)]
+    res, secs = [], 0.0
+    quarter = max(1, -(-n // 4))
+    for i in range(0, n, quarter):
+        r, t = asyncio.run(run_clients(server, jobs[i : i + quarter], 32, deadline))
+        res, secs = res + r, secs + t
+        rss.append(round(server.rss_mib(), 1))
     texts: dict = {}
     for (prompt, n_new, _), r in zip(jobs, res):
         if r[0] == "ok":
@@ -305,9 +312,9 @@ def soak(server, n: int, deadline, rng: random.Random) -> dict:
         "tokens_per_s": round(sum(r[2] for r in res if r[0] == "ok") / secs, 1),
         "ttft_p50": quantile([r[1] for r in res if r[0] == "ok"], 0.5),
         "ttft_p99": quantile([r[1] for r in res if r[0] == "ok"], 0.99),
-        "rss_mib_after_warmup": round(rss_warm, 1),
-        "rss_mib_end": round(server.rss_mib(), 1),
+        "rss_mib_after_warmup_then_each_quarter": rss,
         "kv_slots_in_use_after": server.metric("llmcore_kv_slots_in_use"),
+        "prefix_cache_reused_tokens": server.metric("llmcore_prefix_cache_reused_tokens_total"),
     }
 
 

