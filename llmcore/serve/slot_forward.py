@@ -47,11 +47,15 @@ class SlotForward:
 
     def __init__(self, model, cache) -> None:
         lean = lean_step(model, cache)
-        if lean is None:
+        if not _mirrors(lean):
             raise ValueError("the model does not take the lean path")
         self.cache, self.lean = cache, lean
         self.window = model.config.sliding_window
-        self.head_t = _transposed_head(model.lm_head)  # for one row (see LeanStep)
+        # layers that run as a function of their own (quantized ones) where the lean step has them
+        self.wte_fn = getattr(lean, "wte_fn", None)
+        self.head_fn = getattr(lean, "head_fn", None)
+        plain_head = self.head_fn is None and type(model.lm_head) is torch.nn.Linear
+        self.head_t = _transposed_head(model.lm_head) if plain_head else None
 
     def _mask(self, starts: torch.Tensor, T: int, Tk: int) -> torch.Tensor:
         """Additive (R, 1, T, Tk): 0 where query t of row r sees key j, else -inf."""
@@ -83,9 +87,10 @@ class SlotForward:
             Tk = min(max(lens[a:z]) + T, cache.max_len)
             masks.append(self._mask(starts[a:z], T, Tk))
         idx = torch.tensor(slots, device=dev)
-        x = lean.position.embed(F.embedding(tokens, lean.wte), positions)  # (B, T, C)
+        e = F.embedding(tokens, lean.wte) if self.wte_fn is None else self.wte_fn(tokens)
+        x = lean.position.embed(e, positions)  # (B, T, C)
         for norm1, qw, qb, sizes, H, Hkv, D, attend, _w, pw, pb, norm2, mlp, kc, vc in lean.layers:
-            q, k, v = F.linear(norm1(x), qw, qb).split(sizes, dim=-1)
+            q, k, v = _linear(norm1(x), qw, qb).split(sizes, dim=-1)
             q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
             k = k.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
             v = v.view(B, T, Hkv, D).transpose(1, 2)
@@ -103,7 +108,7 @@ class SlotForward:
                 ks, vs = kc[s0 : s0 + z - a, :, :Tk], vc[s0 : s0 + z - a, :, :Tk]
                 ys.append(attend(q[a:z], ks, vs, causal=True, mask=m, window=None))
             y = ys[0] if len(ys) == 1 else torch.cat(ys)
-            x = x + F.linear(y.transpose(1, 2).reshape(B, T, H * D), pw, pb)
+            x = x + _linear(y.transpose(1, 2).reshape(B, T, H * D), pw, pb)
             x = x + mlp(norm2(x))
         last = torch.tensor(counts, device=dev) - 1
         h = lean.norm_f(x[torch.arange(B, device=dev), last])  # (B, C)
@@ -111,6 +116,8 @@ class SlotForward:
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         lean = self.lean
+        if self.head_fn is not None:
+            return self.head_fn(h)
         if self.head_t is not None:
             # (B, C) @ (C, V) on the transposed copy: for one row it reads the weight at
             # full speed (see LeanStep), for 16 rows it is 10-15% faster on CPU than the
@@ -123,10 +130,23 @@ class SlotForward:
         return F.linear(h, lean.head, lean.head_bias)
 
 
+def _linear(x: torch.Tensor, w, b) -> torch.Tensor:
+    """A lean layer entry: ``(weight, bias)`` of a plain linear layer, or a function in
+    the weight's place (a quantized layer's ``functional()``)."""
+    return F.linear(x, w, b) if isinstance(w, torch.Tensor) else w(x)
+
+
+def _mirrors(lean) -> bool:
+    """Whether this pass computes what the lean step computes: not when the position adds
+    a bias to the attention scores (ALiBi), which the model's own forward joins to the
+    mask (this pass builds a mask per run of slots)."""
+    return lean is not None and not getattr(lean, "biased", False)
+
+
 def slot_forward(model, cache):
     """A :class:`SlotForward` for ``model``, or :func:`slots_forward_plain` bound to it when
     the lean step does not mirror the model."""
-    if lean_step(model, cache) is not None:
+    if _mirrors(lean_step(model, cache)):
         return SlotForward(model, cache)
     return lambda tokens, slots, counts, every=False: slots_forward_plain(
         model, cache, tokens, slots, counts, every
