@@ -64,6 +64,7 @@ class Engine:
         self.cache = SlotCache(self.model, max_batch, self.context, prefix_cache=prefix_cache)
         self.forward = slot_forward(self.model, self.cache)
         self.generator = new_generator(self.model, None)  # draws of rows without a seed
+        self._last: tuple = (None, [])  # the last decode's (B, V) logits and its rows
         self.scheduler = Scheduler(self.cache, max_batch, max_queue)
         self.metrics = Metrics()
         self._stop = threading.Event()
@@ -152,7 +153,12 @@ class Engine:
 
     def _choose(self, rows: list[Sequence]) -> None:
         """Sample the next token of every row with fresh logits, all at once."""
-        logits = torch.stack([s.logits for s in rows])  # (B, V)
+        rows = sorted(rows, key=lambda s: s.slot)
+        last_logits, last_rows = self._last
+        # the rows of the last decode in its order take its (B, V) logits without a copy
+        same = rows == last_rows
+        logits = last_logits if same else torch.stack([s.logits for s in rows])
+        self._last = (None, [])
         chosen = choose_tokens(
             logits,
             [s.sampling for s in rows],
@@ -173,3 +179,4 @@ class Engine:
         for b, s in enumerate(rows):
             self.cache.lengths[s.slot] += 1
             s.logits = logits[b]
+        self._last = (logits, rows)
