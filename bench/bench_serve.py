@@ -23,7 +23,11 @@ streaming completions at temperature 0:
    so that 1,000 requests fit in minutes on two cores; ``--soak-shape 6l384`` soaks the
    throughput model instead.
 
-Every phase stops at ``--time-limit`` seconds in all.
+The peer serves one request at a time: llama-cpp-python's server holds its one model
+behind a lock (no batching across requests), and by default a new request cuts off the
+stream in flight (``interrupt_requests``), which the bench turns off so that requests
+queue instead. Every phase stops at ``--time-limit`` seconds in all. On a machine other
+work keeps busy, ``--threads 1`` keeps both servers off threads that wait for each other.
 
     python bench/bench_serve.py --peer llamacpp      # full size (minutes)
     python bench/bench_serve.py --smoke              # seconds: a tiny model, few requests
