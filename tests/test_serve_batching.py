@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from llmcore.serve import Engine, Served  # noqa: E402
 from llmcore.serve.kv_slots import SlotCache  # noqa: E402
 from llmcore.serve.prepare import build_sequences, render_chat  # noqa: E402
 from llmcore.serve.schemas import ApiError, parse_request  # noqa: E402
+from llmcore.serve.slot_forward import SlotForward, runs_of, slots_forward_plain  # noqa: E402
 
 from .serve_helpers import bigram_model, char_served, running_server, tiny_model  # noqa: E402
 
@@ -216,28 +218,66 @@ def test_long_prompt_prefilled_in_chunks_gives_the_same_text(monkeypatch):
         assert text == generate(served.model, served.tokenizer, p, max_new_tokens=12)[0].text
 
 
-def test_decode_across_gaps_in_the_slots_matches_the_full_forward():
+@pytest.mark.parametrize("lean", [True, False])
+def test_slot_forward_across_runs_of_slots_matches_the_full_forward(lean):
+    """Padded prefill chunks and a one-token step over slots with gaps between them
+    (three runs), through the lean pass and through the model's own forward."""
     served = char_served()
     model, tok = served.model, served.tokenizer
     cache = SlotCache(model, 6, 64)
+    fwd = SlotForward(model, cache) if lean else partial(slots_forward_plain, model, cache)
     prompts = {0: "hello", 2: "ab", 3: "the quick", 5: "xy"}  # slots 1 and 4 are gaps
+    cache.lengths[4] = 64  # a full slot in a gap must not break the step
+    slots = sorted(prompts)
     with torch.no_grad():
-        for slot, text in prompts.items():
-            ids = tok.encode(text)
-            view = cache.batch([slot], len(ids))
-            model.hidden_states(
-                torch.tensor([ids]), positions=view.positions, cache=view, mask=view.mask
-            )
-            view.commit()
-        cache.lengths[4] = 64  # a full slot in a gap must not break the step
-        view = cache.decode_view([0, 2, 3, 5])
-        assert view.slots == [0, 1, 2, 3, 4, 5] and view.run
-        inp = torch.tensor([[tok.encode("q")[0]]] * 6)
-        x = model.hidden_states(inp, positions=view.positions, cache=view, mask=view.mask)
-        view.commit()
-        got = model.lm_head(x[:, -1])
-        for slot, text in prompts.items():
-            ref = model(torch.tensor([tok.encode(text + "q")]))[0, -1]
-            torch.testing.assert_close(got[slot], ref, atol=1e-5, rtol=1e-5)
-    assert cache.lengths == [6, 0, 3, 10, 64, 3]
-    assert cache.decode_rows([0, 9]) == [0, 9]  # mostly gaps: only the live rows
+        ids = [tok.encode(prompts[s]) for s in slots]
+        T = max(map(len, ids))
+        inp = torch.tensor([x + [0] * (T - len(x)) for x in ids])  # right-padded
+        logits, _ = fwd(inp, slots, [len(x) for x in ids])
+        for b, s in enumerate(slots):
+            cache.lengths[s] += len(ids[b])
+            ref = model(torch.tensor([ids[b]]))[0, -1]
+            torch.testing.assert_close(logits[b], ref, atol=1e-5, rtol=1e-5)
+        q = tok.encode("q")[0]
+        logits, _ = fwd(torch.tensor([[q]] * 4), slots, [1] * 4)
+        for b, s in enumerate(slots):
+            ref = model(torch.tensor([tok.encode(prompts[s] + "q")]))[0, -1]
+            torch.testing.assert_close(logits[b], ref, atol=1e-5, rtol=1e-5)
+    assert runs_of(slots) == [(0, 1), (1, 3), (3, 4)]
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_prefix_cache_reuses_a_shared_prompt_start_with_the_same_text(prefix_cache):
+    """A prompt that starts like one in a running slot copies that prefix; one that starts
+    like one in a slot given back takes the slot over; the text is generate()'s either way."""
+    served = char_served()
+    engine = Engine(served, max_batch=3, prefix_cache=prefix_cache)
+    system = "you are a helpful bot. "
+    prompts = [system + "hello", system + "abc", system + "hello there"]
+    out: list = []
+
+    def submit(k: int) -> None:
+        body = {"prompt": prompts[k], "max_tokens": 10, "temperature": 0}
+        seqs = build_sequences(served, parse_request(body, chat=False), _collect(out), 64)
+        for s in seqs:
+            s.index = k
+        engine.submit(seqs)
+
+    with torch.inference_mode():
+        submit(0)
+        engine.step()  # prompt 0 is in its slot and decoding
+        submit(1)  # shares the system prompt with a running slot
+        for _ in range(30):
+            engine.step()
+        assert engine.cache.used == 0
+        submit(2)  # shares all of prompt 0 (and its answer's start) with a free slot
+        for _ in range(30):
+            engine.step()
+    for k, p in enumerate(prompts):
+        text = "".join(t.text for d in out if d.index == k for t in d.tokens)
+        assert text == generate(served.model, served.tokenizer, p, max_new_tokens=10)[0].text
+    shared = len(served.tokenizer.encode(system))
+    if prefix_cache:
+        assert engine.cache.reused_tokens >= shared + len(served.tokenizer.encode(prompts[0]))
+    else:
+        assert engine.cache.reused_tokens == 0

@@ -1,10 +1,13 @@
 """The step loop of the server, in a background thread.
 
 Each step: the scheduler takes finished and cancelled sequences out and admits waiting
-ones; at most one prompt chunk is prefilled (so a long prompt delays the running rows by
-one chunk, never by its whole length); every sequence with fresh logits samples its next
-token; then one batched forward pass of one token per row computes every live row's next
-logits, each row at its own position in its own KV slot.
+ones (reusing a cached prompt prefix where a slot holds one); the prompts being prefilled
+advance by one chunk each, batched up to ``PREFILL_CHUNK`` tokens in all (so a long prompt
+delays the running rows by one chunk, never by its whole length); every sequence with
+fresh logits gets its next token, all rows sampled together
+(:func:`~llmcore.serve.sampling.choose_tokens`); then one batched forward pass of one
+token per row (:mod:`llmcore.serve.slot_forward`) computes every live row's next logits,
+each row at its own position in its own KV slot.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from dataclasses import dataclass
 
 import torch
 
+from llmcore.generation.steps import new_generator
 from llmcore.serve.kv_slots import SlotCache
 from llmcore.serve.metrics import Metrics
+from llmcore.serve.sampling import choose_tokens
 from llmcore.serve.scheduler import Scheduler
 from llmcore.serve.sequence import Sequence
+from llmcore.serve.slot_forward import slot_forward
 
 log = logging.getLogger("llmcore.serve")
 
-#: prompt tokens prefilled per step
+#: prompt tokens prefilled per step (rows times the longest chunk among them)
 PREFILL_CHUNK = 256
 
 
@@ -41,13 +47,24 @@ class Served:
 
 
 class Engine:
-    """Continuous batching over ``max_batch`` KV slots of ``block_size`` positions."""
+    """Continuous batching over ``max_batch`` KV slots of ``block_size`` positions;
+    ``prefix_cache`` reuses the keys of a prompt prefix that a slot already holds."""
 
-    def __init__(self, served: Served, *, max_batch: int = 16, max_queue: int = 256) -> None:
+    def __init__(
+        self,
+        served: Served,
+        *,
+        max_batch: int = 16,
+        max_queue: int = 256,
+        prefix_cache: bool = True,
+    ) -> None:
         self.served = served
         self.model = served.model.eval()
         self.context = self.model.config.block_size
-        self.cache = SlotCache(self.model, max_batch, self.context)
+        self.cache = SlotCache(self.model, max_batch, self.context, prefix_cache=prefix_cache)
+        self.forward = slot_forward(self.model, self.cache)
+        self.generator = new_generator(self.model, None)  # draws of rows without a seed
+        self._last: tuple = (None, [])  # the last decode's (B, V) logits and its rows
         self.scheduler = Scheduler(self.cache, max_batch, max_queue)
         self.metrics = Metrics()
         self._stop = threading.Event()
@@ -88,12 +105,12 @@ class Engine:
         """One scheduling step (see the module docstring)."""
         sched = self.scheduler
         sched.plan()
-        seq = sched.prefilling()
-        if seq is not None:
-            self._prefill_chunk(seq)
+        chunk = sched.prefilling(PREFILL_CHUNK)
+        if chunk:
+            self._prefill(chunk)
         rows = sched.decoding()
-        for s in rows:
-            s.choose()
+        if rows:
+            self._choose(rows)
         live = [s for s in rows if not s.done and not s.cancelled]
         full = [s for s in live if self.cache.lengths[s.slot] >= self.context]
         for s in full:  # the slot is full: the context ends here
@@ -101,36 +118,65 @@ class Engine:
         live = [s for s in live if not s.done]
         if live:
             self._decode(live)
-        self.metrics.observe_step(len(sched.waiting), len(sched.running), len(rows))
+        self.metrics.observe_step(
+            len(sched.waiting),
+            len(sched.running),
+            len(rows),
+            self.cache.used,
+            self.cache.reused_tokens,
+        )
 
-    def _prefill_chunk(self, seq: Sequence) -> None:
-        a = seq.filled
-        ids = seq.prompt[a : a + PREFILL_CHUNK]
-        view = self.cache.batch([seq.slot], len(ids))
+    def _prefill(self, chunk: list[tuple[Sequence, int]]) -> None:
+        """Prefill ``n`` more prompt tokens of each ``(seq, n)`` in one padded pass."""
+        chunk = sorted(chunk, key=lambda c: c[0].slot)
+        T = max(n for _, n in chunk)
         dev = self.model.lm_head.weight.device
-        inp = torch.tensor([ids], device=dev)  # (1, T)
-        x = self.model.hidden_states(inp, positions=view.positions, cache=view, mask=view.mask)
-        view.commit()
-        seq.filled += len(ids)
-        if seq.want_prompt_lp:  # echo with logprobs: score every prompt token after the first
-            lp = torch.log_softmax(self.model.lm_head(x[0]).float(), dim=-1)  # (T, V)
-            nxt = seq.prompt[a + 1 : a + 1 + len(ids)]
-            seq.prompt_lp += lp[torch.arange(len(nxt)), torch.tensor(nxt)].tolist()
-        if seq.prefilled:
-            if seq.max_new == 0:
-                seq.finish_now("length")
-            else:
-                seq.logits = self.model.lm_head(x[0, -1])  # (V,)
+        inp = torch.zeros(len(chunk), T, dtype=torch.long)
+        for b, (seq, n) in enumerate(chunk):
+            inp[b, :n] = torch.tensor(seq.prompt[seq.filled : seq.filled + n])
+        slots, counts = [s.slot for s, _ in chunk], [n for _, n in chunk]
+        every = any(s.want_prompt_lp for s, _ in chunk)
+        logits, states = self.forward(inp.to(dev), slots, counts, every)
+        for b, (seq, n) in enumerate(chunk):
+            self.cache.lengths[seq.slot] += n
+            a = seq.filled
+            seq.filled += n
+            if seq.want_prompt_lp:  # echo with logprobs: every prompt token after the first
+                lp = torch.log_softmax(self.model.lm_head(states[b, :n]).float(), dim=-1)
+                nxt = seq.prompt[a + 1 : a + 1 + n]
+                seq.prompt_lp += lp[torch.arange(len(nxt)), torch.tensor(nxt)].tolist()
+            if seq.prefilled:
+                if seq.max_new == 0:
+                    seq.finish_now("length")
+                else:
+                    seq.logits = logits[b]  # (V,)
+
+    def _choose(self, rows: list[Sequence]) -> None:
+        """Sample the next token of every row with fresh logits, all at once."""
+        rows = sorted(rows, key=lambda s: s.slot)
+        last_logits, last_rows = self._last
+        # the rows of the last decode in its order take its (B, V) logits without a copy
+        same = rows == last_rows
+        logits = last_logits if same else torch.stack([s.logits for s in rows])
+        self._last = (None, [])
+        chosen = choose_tokens(
+            logits,
+            [s.sampling for s in rows],
+            [s.history for s in rows],
+            self.generator,
+            logprob_rows=[b for b, s in enumerate(rows) if s.text.want_logprobs],
+            top_logprobs=[s.top_logprobs for s in rows],
+        )
+        for b, s in enumerate(rows):
+            s.accept(chosen.tokens[b], chosen.logprobs[b], chosen.tops[b])
 
     def _decode(self, rows: list[Sequence]) -> None:
-        by_slot = {s.slot: s for s in rows}
-        view = self.cache.decode_view(sorted(by_slot))  # neighbouring slots: one view
+        """One token per row through the model; each row gets its next logits."""
+        rows = sorted(rows, key=lambda s: s.slot)
         dev = self.model.lm_head.weight.device
-        tokens = [[by_slot[s].history[-1] if s in by_slot else 0] for s in view.slots]
-        inp = torch.tensor(tokens, device=dev)  # (B, 1), a gap's row reads token 0
-        x = self.model.hidden_states(inp, positions=view.positions, cache=view, mask=view.mask)
-        view.commit()
-        logits = self.model.lm_head(x[:, -1])  # (B, V)
-        for b, slot in enumerate(view.slots):
-            if slot in by_slot:
-                by_slot[slot].logits = logits[b]
+        inp = torch.tensor([[s.history[-1]] for s in rows], device=dev)  # (B, 1)
+        logits, _ = self.forward(inp, [s.slot for s in rows], [1] * len(rows))
+        for b, s in enumerate(rows):
+            self.cache.lengths[s.slot] += 1
+            s.logits = logits[b]
+        self._last = (logits, rows)

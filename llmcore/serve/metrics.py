@@ -1,5 +1,6 @@
-"""What ``/metrics`` reports, in Prometheus' text format: queue depth, running batch,
-tokens generated and their rate, and time to first token."""
+"""What ``/metrics`` reports, in Prometheus' text format: queue depth, running batch, KV
+slots in use, tokens generated and their rate, prompt tokens reused from the prefix
+cache, and time to first token."""
 
 from __future__ import annotations
 
@@ -20,16 +21,21 @@ class Metrics:
         self.running = 0
         self.peak_running = 0  # the largest running batch seen
         self.tokens_total = 0
+        self.slots_in_use = 0
+        self.prefix_reused = 0  # prompt tokens whose keys came from the prefix cache
         self.requests_total = 0
         self.ttft_sum = 0.0
         self.ttft_count = 0
         self.ttft_recent: deque[float] = deque(maxlen=1000)
         self._rate: deque[tuple[float, int]] = deque()
 
-    def observe_step(self, waiting: int, running: int, tokens: int) -> None:
+    def observe_step(
+        self, waiting: int, running: int, tokens: int, slots: int = 0, reused: int = 0
+    ) -> None:
         now = time.monotonic()
         with self.lock:
             self.queue_depth, self.running = waiting, running
+            self.slots_in_use, self.prefix_reused = slots, reused
             self.peak_running = max(self.peak_running, running)
             self.tokens_total += tokens
             self._rate.append((now, tokens))
@@ -63,6 +69,10 @@ class Metrics:
                 f"llmcore_running_batch {self.running}",
                 "# TYPE llmcore_running_batch_peak gauge",
                 f"llmcore_running_batch_peak {self.peak_running}",
+                "# TYPE llmcore_kv_slots_in_use gauge",
+                f"llmcore_kv_slots_in_use {self.slots_in_use}",
+                "# TYPE llmcore_prefix_cache_reused_tokens_total counter",
+                f"llmcore_prefix_cache_reused_tokens_total {self.prefix_reused}",
                 "# TYPE llmcore_generated_tokens_total counter",
                 f"llmcore_generated_tokens_total {self.tokens_total}",
                 "# TYPE llmcore_tokens_per_second gauge",

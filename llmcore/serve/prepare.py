@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmcore import plugins
 from llmcore.errors import LLMCoreError
-from llmcore.generation.settings import fuse_samplers
 from llmcore.generation.steps import new_generator
 from llmcore.generation.text import RowText
 from llmcore.serve.engine import Served
+from llmcore.serve.sampling import RowSampling
 from llmcore.serve.schemas import DEFAULT_COMPLETION_TOKENS, ApiError, GenRequest, Sampling
 from llmcore.serve.sequence import Sequence
 
@@ -59,32 +58,20 @@ def render_chat(served: Served, messages: list[dict]) -> tuple[list[int], set[in
     return ids, set(), [chat.template.end]
 
 
-def sampler_chain(s: Sampling) -> tuple[list, object]:
-    """The sampler plugins and decoder of ``s`` (Hugging Face's order); temperature 0 is greedy."""
-    chain = []
-
-    def add(name: str, **params) -> None:
-        chain.append(plugins.create("sampler", name, **params))
-
-    if s.repetition_penalty not in (None, 1.0):
-        add("repetition_penalty", penalty=s.repetition_penalty)
-    if s.frequency_penalty:
-        add("frequency_penalty", penalty=s.frequency_penalty)
-    if s.presence_penalty:
-        add("presence_penalty", penalty=s.presence_penalty)
-    if s.temperature == 0:
-        return chain, plugins.create("decoder", "greedy")
-    if s.temperature != 1.0:
-        add("temperature", temperature=s.temperature)
-    if s.top_k is not None:
-        add("top_k", k=s.top_k)
-    if s.top_p < 1.0:
-        add("top_p", p=s.top_p)
-    if s.min_p:
-        add("min_p", p=s.min_p)
-    if s.typical_p is not None and s.typical_p < 1.0:
-        add("typical", p=s.typical_p)
-    return fuse_samplers(chain), plugins.create("decoder", "multinomial")
+def row_sampling(s: Sampling, model, seed: int | None) -> RowSampling:
+    """The settings of one choice; a seeded choice gets a generator of its own."""
+    vocab = model.config.vocab_size
+    return RowSampling(
+        temperature=s.temperature,
+        top_k=0 if s.top_k is None or s.top_k >= vocab else s.top_k,
+        top_p=s.top_p,
+        min_p=s.min_p or 0.0,
+        typical_p=1.0 if s.typical_p is None else s.typical_p,
+        repetition_penalty=1.0 if s.repetition_penalty is None else s.repetition_penalty,
+        frequency_penalty=s.frequency_penalty,
+        presence_penalty=s.presence_penalty,
+        generator=None if seed is None else new_generator(model, seed),
+    )
 
 
 def prompt_ids(served: Served, req: GenRequest, prompt) -> tuple[list[int], set[int], list[str]]:
@@ -126,18 +113,15 @@ def build_sequences(served: Served, req: GenRequest, emit, context: int) -> list
                 "max_tokens",
             )
         for i in range(req.n):
-            chain, decoder = sampler_chain(req.sampling)
             seed = req.sampling.seed
-            gen = new_generator(served.model, None if seed is None else seed + i)
+            sampling = row_sampling(req.sampling, served.model, None if seed is None else seed + i)
             text = RowText(tok, base | stop_ids, req.stop + stops, req.logprobs)
             seqs.append(
                 Sequence(
                     p * req.n + i,
                     ids,
                     max_new,
-                    chain,
-                    decoder,
-                    gen,
+                    sampling,
                     text,
                     emit,
                     top_logprobs=req.top_logprobs,

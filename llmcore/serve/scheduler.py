@@ -1,5 +1,6 @@
 """Which sequences run: a bounded waiting queue, admission into the running batch at every
-step while slots are free, one prefill chunk per step, and removal of finished or
+step while slots are free (a slot that holds the start of the prompt saves computing it),
+a bounded number of prompt tokens prefilled per step, and removal of finished or
 cancelled sequences (their slots freed at once).
 """
 
@@ -53,16 +54,30 @@ class Scheduler:
             while self.waiting and self.waiting[0].cancelled:
                 self.waiting.popleft().finish_cancelled()
             while self.waiting and len(self.running) < self.max_batch:
-                slot = self.cache.alloc()
-                if slot is None:
+                seq = self.waiting[0]
+                # the prompt's log-probabilities need every prompt position computed
+                got = self.cache.alloc(seq.history, reuse=not seq.want_prompt_lp)
+                if got is None:
                     break
-                seq = self.waiting.popleft()
-                seq.slot = slot
+                self.waiting.popleft()
+                seq.slot, seq.filled = got
                 self.running.append(seq)
 
-    def prefilling(self) -> Sequence | None:
-        """The first admitted sequence whose prompt is not yet in its slot."""
-        return next((s for s in self.running if not s.prefilled and not s.cancelled), None)
+    def prefilling(self, budget: int) -> list[tuple[Sequence, int]]:
+        """``(sequence, tokens)`` to prefill this step: the admitted sequences whose prompt
+        is not yet in their slot, first come first, while ``rows x the longest chunk``
+        stays within ``budget`` (the first one always gets a chunk)."""
+        out: list[tuple[Sequence, int]] = []
+        longest = 0
+        for s in self.running:
+            if s.prefilled or s.cancelled:
+                continue
+            n = min(len(s.prompt) - s.filled, budget)
+            if out and (len(out) + 1) * max(longest, n) > budget:
+                break
+            out.append((s, n))
+            longest = max(longest, n)
+        return out
 
     def decoding(self) -> list[Sequence]:
         """The running sequences with logits waiting to be sampled."""

@@ -1,5 +1,4 @@
-"""One choice being generated: its prompt, sampling chain and generator, its slot, its
-text (through :class:`~llmcore.generation.text.RowText`, which holds back split
+"""One choice being generated: its prompt, sampling settings, its slot, its text (through :class:`~llmcore.generation.text.RowText`, which holds back split
 characters and possible stop strings), and the callback that hands results to the client.
 
 ``emit`` is called from the engine's thread with :class:`Delta` objects; the last one
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llmcore.generation.text import RowText, Token
+from llmcore.serve.sampling import RowSampling
 
 
 @dataclass
@@ -37,9 +37,7 @@ class Sequence:
         index: int,
         prompt: list[int],
         max_new: int,
-        samplers: list,
-        decoder,
-        generator: torch.Generator,
+        sampling: RowSampling,
         text: RowText,
         emit: Callable[[Delta], None],
         *,
@@ -47,11 +45,12 @@ class Sequence:
         prompt_logprobs: bool = False,
     ) -> None:
         self.index, self.prompt, self.max_new = index, prompt, max_new
-        self.samplers, self.decoder, self.generator = samplers, decoder, generator
+        self.sampling = sampling
         self.text, self.emit = text, emit
         self.top_logprobs, self.want_prompt_lp = top_logprobs, prompt_logprobs
         self.prompt_lp: list[float | None] = [None]  # the first prompt token has no context
-        self.history = list(prompt)  # prompt and generated ids, for history-based samplers
+        # prompt and generated ids: for the penalties, and what the slot's keys hold
+        self.history = list(prompt)
         self.slot: int | None = None
         self.filled = 0  # prompt tokens already in the slot
         self.logits: torch.Tensor | None = None  # (V,) for the next token
@@ -70,32 +69,21 @@ class Sequence:
         """Ask the engine to drop this sequence (its slot is freed at the next step)."""
         self.cancelled = True
 
-    def choose(self) -> int:
-        """Sample the next token from ``logits``, release its text, and return it."""
-        logits = self.logits[None]  # (1, V)
+    def accept(self, token: int, lp: float | None, tops: list[tuple[int, float]]) -> None:
+        """Take the sampled ``token`` (its log-probability and top alternatives when
+        asked), release its text, and end at a stop or at ``max_tokens``."""
         self.logits = None
-        want_lp = self.text.want_logprobs
-        raw = torch.log_softmax(logits.float(), dim=-1) if want_lp else None  # (1, V)
-        scores = logits
-        if self.samplers:
-            hist = torch.tensor([self.history], device=logits.device)  # (1, L)
-            for proc in self.samplers:
-                scores = proc(hist, scores)
-        token = int(self.decoder(scores, self.generator)[0])
-        lp = float(raw[0, token]) if want_lp else None
         self.history.append(token)
         self.generated += 1
         if self.t_first is None:
             self.t_first = time.perf_counter()
         if token not in self.text.stop_ids and self.top_logprobs:
-            vals, ids = raw[0].topk(min(self.top_logprobs, raw.shape[-1]))
-            self._tops.append(list(zip(ids.tolist(), vals.tolist())))
+            self._tops.append(tops)
         released = self.text.push(token, lp)
         if not self.text.done and self.generated >= self.max_new:
             released += self.text.finish("length")
         self.done = self.text.done
         self._send(released)
-        return token
 
     def finish_now(self, reason: str) -> None:
         """End without another token (``max_tokens`` 0, or the context is full)."""
