@@ -8,8 +8,9 @@ The modules here never look a component up by name: :func:`build_model` (with
 and position plugins through :func:`llmcore.components.create` and passes them in, so a
 :class:`Block` can be built from hand-made parts as well. Attention rotates q and k with
 ``position.rotate`` and calls the ``attention`` plugin; with a :class:`KVCache` the new keys
-and values are written in place and attention reads the cache. The fused LM-head loss lives
-in :mod:`llmcore.ops.loss`.
+and values are written in place and attention reads the cache. A position plugin that biases
+the attention scores (ALiBi) has its bias folded into the attention mask once per pass
+(:mod:`llmcore.score_bias`). The fused LM-head loss lives in :mod:`llmcore.ops.loss`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmcore import plugins
 from llmcore.components import create
 from llmcore.config import ModelConfig
 from llmcore.ops.loss import LossWorkspace, TiedEmbedding, TiedGradient, linear_cross_entropy
+from llmcore.score_bias import (
+    biases_scores,
+    check_takes_score_bias,
+    key_count,
+    takes_score_bias,
+    with_score_bias,
+)
 
 
 def _dropout(p: float) -> nn.Module:
@@ -73,10 +82,15 @@ class CausalSelfAttention(nn.Module):
     ``attend(q, k, v, causal=, mask=, window=)`` is the attention plugin; this module owns
     the projections and the head layout. ``layer`` is its index into a :class:`KVCache`.
 
-    ``observer``, when set, is called as ``observer(layer, q, k, v, scale, window)`` with the
-    tensors the attention plugin receives (after the position rotation and the cache) so that
-    tracing (:mod:`llmcore.inspect`) can recompute attention weights that fused kernels never
-    materialise. It is None by default and costs nothing then.
+    ``observer``, when set, is called as ``observer(layer, q, k, v, scale, window, mask=)``
+    with the tensors the attention plugin receives (after the position rotation and the cache;
+    ``mask`` includes a position's score bias) so that tracing (:mod:`llmcore.inspect`) can
+    recompute attention weights that fused kernels never materialise. It is None by default
+    and costs nothing then.
+
+    ``takes_score_bias`` says whether ``attend`` adds an additive float mask to its scores
+    (it or its factory declares ``standard`` or ``takes_score_bias``), which a position that
+    biases the scores needs; see :mod:`llmcore.score_bias`.
     """
 
     observer: Callable[..., None] | None = None
@@ -106,6 +120,15 @@ class CausalSelfAttention(nn.Module):
         self.attend = attend
         self.dropout = _dropout(dropout)
 
+    @property
+    def takes_score_bias(self) -> bool:
+        said = getattr(self, "_declared", None)  # (attend, what its factory declared)
+        return said[1] if said and said[0] is self.attend else takes_score_bias(self.attend)
+
+    @takes_score_bias.setter
+    def takes_score_bias(self, value: bool) -> None:
+        self._declared = (self.attend, bool(value))  # holds until attend is replaced
+
     def forward(self, x, position, positions, cache: KVCache | None = None, mask=None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(self.sizes, dim=-1)
@@ -116,7 +139,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, Hkv, Tk, D): the past and the new
         if self.observer is not None:
-            self.observer(self.layer, q, k, v, 1.0 / math.sqrt(self.head_dim), self.window)
+            scale = 1.0 / math.sqrt(self.head_dim)
+            self.observer(self.layer, q, k, v, scale, self.window, mask=mask)
         y = self.attend(q, k, v, causal=True, mask=mask, window=self.window)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, H*D)
         return self.dropout(self.proj(y))
@@ -169,6 +193,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm_f = norm_f
         self.lm_head = lm_head
+        check_takes_score_bias(self)
         self.loss_workspace = LossWorkspace()  # scratch of loss(), reused across steps
         # loss() with tied embeddings: one (V, C) weight gradient, see TiedGradient
         self.fuse_tied_gradient = True
@@ -212,6 +237,10 @@ class Transformer(nn.Module):
             tokens = TiedEmbedding.apply(idx, self.wte.weight, _tied)
         x = self.position.embed(tokens, positions)  # (B, T, C): learned adds wpe, rope does not
         x = self.dropout(x)
+        if biases_scores(self.position):  # a score bias (ALiBi) joins the mask, for every block
+            check_takes_score_bias(self)  # an attention swapped in since, too
+            tk, cached = key_count(T, cache, mask), cache is not None
+            mask = with_score_bias(self.position, self.config.n_head, positions, mask, tk, cached)
         for block in self.blocks:
             x = block(x, self.position, positions, cache, mask)
         if cache is not None:
@@ -301,7 +330,7 @@ class Transformer(nn.Module):
 
 def build_attention(cfg: ModelConfig, layer: int) -> CausalSelfAttention:
     """The attention of block ``layer``, around the configured attention plugin."""
-    return CausalSelfAttention(
+    attn = CausalSelfAttention(
         cfg.n_embd,
         cfg.n_head,
         cfg.kv_heads,
@@ -313,6 +342,10 @@ def build_attention(cfg: ModelConfig, layer: int) -> CausalSelfAttention:
         window=cfg.sliding_window,
         dropout=cfg.dropout,
     )
+    # a factory may declare for what it builds (a plain function, say)
+    name = getattr(cfg.attention, "name", cfg.attention)
+    attn.takes_score_bias |= takes_score_bias(plugins.factory("attention", name))
+    return attn
 
 
 def build_block(cfg: ModelConfig, layer: int) -> Block:

@@ -71,7 +71,10 @@ def _sdpa():
     return sdpa_attention
 
 
-_math.standard = _sdpa.standard = True  # exactly the softmax formula (see contracts.Attention)
+# exactly the softmax formula, additive masks included (see contracts.Attention); said of the
+# functions too, so that a model built by hand around them runs a score bias (ALiBi)
+_math.standard = _sdpa.standard = True
+math_attention.standard = sdpa_attention.standard = True
 
 
 @hookimpl

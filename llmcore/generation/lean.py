@@ -13,7 +13,8 @@ small heads with one row are bit-identical), but:
   that function; any other component runs its own ``forward``. A subclass that overrides
   ``forward`` without overriding ``functional`` runs its ``forward``;
 - ``nn.Linear`` layers run as ``F.linear``;
-- the attention and position plugins are still called through their contract;
+- the attention and position plugins are still called through their contract (a score
+  bias of the position, ALiBi, joins the mask once per step, as in ``hidden_states``);
 - the new key and value are written in place with one ``index_copy_`` per tensor.
 
 It is used only when nothing observes the modules (no forward hooks) and every linear
@@ -26,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from llmcore.score_bias import biases_scores, key_count, with_score_bias
 
 
 def _hooked(model: nn.Module) -> bool:
@@ -60,6 +63,8 @@ class LeanStep:
         self.cache = cache
         self.wte = model.wte.weight
         self.position = model.position
+        self.n_head = model.config.n_head
+        self.biased = biases_scores(model.position)
         self.norm_f = _plain_forward(model.norm_f)
         self.head = model.lm_head.weight
         self.head_bias = model.lm_head.bias
@@ -98,6 +103,9 @@ class LeanStep:
             raise ValueError(f"KV cache overflow: {n} positions > max_len {cache.max_len}")
         self.index.fill_(cache.length)
         x = self.position.embed(F.embedding(tokens, self.wte), positions)  # (B, 1, C)
+        if self.biased:
+            tk = key_count(1, cache, mask)
+            mask = with_score_bias(self.position, self.n_head, positions, mask, tk, True)
         for (
             norm1,
             qw,
