@@ -22,17 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcore import plugins
+from llmcore import plugins, score_bias
 from llmcore.components import create
 from llmcore.config import ModelConfig
 from llmcore.ops.loss import LossWorkspace, TiedEmbedding, TiedGradient, linear_cross_entropy
-from llmcore.score_bias import (
-    biases_scores,
-    check_takes_score_bias,
-    key_count,
-    takes_score_bias,
-    with_score_bias,
-)
 
 
 def _dropout(p: float) -> nn.Module:
@@ -87,10 +80,6 @@ class CausalSelfAttention(nn.Module):
     ``mask`` includes a position's score bias) so that tracing (:mod:`llmcore.inspect`) can
     recompute attention weights that fused kernels never materialise. It is None by default
     and costs nothing then.
-
-    ``takes_score_bias`` says whether ``attend`` adds an additive float mask to its scores
-    (it or its factory declares ``standard`` or ``takes_score_bias``), which a position that
-    biases the scores needs; see :mod:`llmcore.score_bias`.
     """
 
     observer: Callable[..., None] | None = None
@@ -119,15 +108,6 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(n_head * head_dim, dim, bias=bias)
         self.attend = attend
         self.dropout = _dropout(dropout)
-
-    @property
-    def takes_score_bias(self) -> bool:
-        said = getattr(self, "_declared", None)  # (attend, what its factory declared)
-        return said[1] if said and said[0] is self.attend else takes_score_bias(self.attend)
-
-    @takes_score_bias.setter
-    def takes_score_bias(self, value: bool) -> None:
-        self._declared = (self.attend, bool(value))  # holds until attend is replaced
 
     def forward(self, x, position, positions, cache: KVCache | None = None, mask=None):
         B, T, _ = x.shape
@@ -193,7 +173,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm_f = norm_f
         self.lm_head = lm_head
-        check_takes_score_bias(self)
+        score_bias.check_takes_score_bias(self)
         self.loss_workspace = LossWorkspace()  # scratch of loss(), reused across steps
         # loss() with tied embeddings: one (V, C) weight gradient, see TiedGradient
         self.fuse_tied_gradient = True
@@ -237,10 +217,12 @@ class Transformer(nn.Module):
             tokens = TiedEmbedding.apply(idx, self.wte.weight, _tied)
         x = self.position.embed(tokens, positions)  # (B, T, C): learned adds wpe, rope does not
         x = self.dropout(x)
-        if biases_scores(self.position):  # a score bias (ALiBi) joins the mask, for every block
-            check_takes_score_bias(self)  # an attention swapped in since, too
-            tk, cached = key_count(T, cache, mask), cache is not None
-            mask = with_score_bias(self.position, self.config.n_head, positions, mask, tk, cached)
+        if score_bias.biases_scores(self.position):  # ALiBi: the bias joins every block's mask
+            score_bias.check_takes_score_bias(self)  # an attention swapped in since, too
+            tk, cached = score_bias.key_count(T, cache, mask), cache is not None
+            mask = score_bias.with_score_bias(
+                self.position, self.config.n_head, positions, mask, tk, cached
+            )
         for block in self.blocks:
             x = block(x, self.position, positions, cache, mask)
         if cache is not None:
@@ -342,9 +324,9 @@ def build_attention(cfg: ModelConfig, layer: int) -> CausalSelfAttention:
         window=cfg.sliding_window,
         dropout=cfg.dropout,
     )
-    # a factory may declare for what it builds (a plain function, say)
-    name = getattr(cfg.attention, "name", cfg.attention)
-    attn.takes_score_bias |= takes_score_bias(plugins.factory("attention", name))
+    factory = plugins.factory("attention", getattr(cfg.attention, "name", cfg.attention))
+    if score_bias.takes_score_bias(factory):  # said of what it builds (a plain function, say)
+        attn.score_bias_declared_for = (attn.attend,)  # until attend is replaced
     return attn
 
 

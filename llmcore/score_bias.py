@@ -33,13 +33,15 @@ def takes_score_bias(attend) -> bool:
 
 def check_takes_score_bias(model) -> None:
     """Raise ConfigError when the model's position biases the attention scores and the
-    attention of a block (its ``attn.takes_score_bias``) does not take the bias."""
+    attention plugin of a block does not take the bias: neither it nor the factory that
+    built it (``attn.score_bias_declared_for``, set by ``build_attention``) declares so."""
     if not biases_scores(model.position):
         return
     cfg = model.config
     for layer, block in enumerate(model.blocks):
-        if not getattr(block.attn, "takes_score_bias", False):
-            attend = block.attn.attend
+        attend = block.attn.attend
+        declared_for = getattr(block.attn, "score_bias_declared_for", (None,))[0]
+        if not (takes_score_bias(attend) or declared_for is attend):
             raise ConfigError(
                 f"model.position {getattr(cfg.position, 'name', cfg.position)!r} adds a bias "
                 "to the attention scores, but the attention of block "

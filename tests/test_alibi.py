@@ -341,6 +341,43 @@ def test_a_non_standard_attention_that_declares_it_takes_the_bias_gets_it():
         )
 
 
+class ThirdPartyAttentions:
+    """Two registered plugins: a factory that declares standard for the plain function it
+    builds, and a linear attention that declares nothing."""
+
+    @staticmethod
+    @llmcore.hookimpl
+    def register_attentions(register):
+        from llmcore.builtin.attention import math_attention
+
+        def softmax_fn():
+            return lambda q, k, v, **kw: math_attention(q, k, v, **kw)
+
+        softmax_fn.standard = True
+        register("softmax_fn", softmax_fn)
+        register("linear", lambda: linear_attention)
+
+
+@pytest.fixture
+def third_party_attentions():
+    from llmcore import plugins
+
+    plugins.registry().add_plugin(ThirdPartyAttentions, "fake_attentions", "fake", "0.1")
+    yield
+    plugins.reload()
+
+
+def test_a_configured_attention_is_judged_by_what_its_factory_declares(third_party_attentions):
+    model = alibi_model("softmax_fn")
+    ids = torch.randint(0, TOK.vocab_size, (1, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(ids).double(), reference_logits(model, ids), atol=1e-5, rtol=1e-5
+        )
+    with pytest.raises(ConfigError, match=r"model.position 'alibi'.*model.attention 'linear'"):
+        alibi_model("linear")
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "native"])
 def test_the_trace_shows_the_biased_attention_weights(attention):
     model = alibi_model(attention, n_head=3, block_size=32)
