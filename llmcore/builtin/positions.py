@@ -149,9 +149,10 @@ class AlibiPosition(NoPosition):
     ) -> torch.Tensor:
         """``-m_h * (q - k)``: float32, ``(1 or B, H, Tq, Tk)`` for positions ``(Tq,)`` or
         ``(B, Tq)`` and ``(Tk,)`` or ``(B, Tk)`` (see :class:`llmcore.contracts.Position`)."""
-        q = q_positions if q_positions.dim() == 2 else q_positions[None]  # (B or 1, Tq)
-        k = k_positions if k_positions.dim() == 2 else k_positions[None]  # (B or 1, Tk)
-        distance = (q[:, :, None] - k[:, None, :]).float()  # (B or 1, Tq, Tk)
+        # float before the subtraction: exact below 2^24 positions, and one pass over Tq x Tk
+        q = q_positions.float().view(-1, q_positions.shape[-1])  # (B or 1, Tq)
+        k = k_positions.float().view(-1, k_positions.shape[-1])  # (B or 1, Tk)
+        distance = q[:, :, None] - k[:, None, :]  # (B or 1, Tq, Tk)
         m = self.slopes(n_head, distance.device)
         return distance[:, None] * -m[None, :, None, None]  # (B or 1, H, Tq, Tk)
 
