@@ -165,6 +165,22 @@ def test_cached_decode_token_by_token_equals_the_full_forward(attention):
             torch.testing.assert_close(got, full[:, t], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_a_bfloat16_model_decodes_with_the_bias_as_its_full_forward(attention):
+    model = alibi_model(attention, n_layer=2, block_size=16).to(torch.bfloat16)
+    ids = torch.randint(0, TOK.vocab_size, (2, 12))
+    with torch.no_grad():
+        full = model(ids).float()
+        cache = model.new_cache(2)
+        parts = [model(ids[:, :4], cache=cache)] + [
+            model(ids[:, t : t + 1], cache=cache) for t in range(4, 12)
+        ]
+        fp32 = model.float()(ids)
+    # bfloat16 keeps 8 bits: the cached pass rounds in another order, nothing more
+    torch.testing.assert_close(torch.cat(parts, 1).float(), full, atol=0.1, rtol=0.05)
+    torch.testing.assert_close(full, fp32, atol=0.3, rtol=0.05)  # the bias survives bfloat16
+
+
 @pytest.mark.parametrize("lean", [True, False])
 def test_a_left_padded_batch_decodes_like_each_row_alone(monkeypatch, lean):
     monkeypatch.setattr(steps, "LEAN", lean)
