@@ -111,7 +111,9 @@ class Attention(Protocol):
     queries against a cache give what the full pass gives. An implementation that computes
     exactly the softmax formula above declares ``standard = True`` (an attribute of its
     factory or of what the factory builds); :func:`llmcore.testing.check_attention` then also
-    compares its values with the formula.
+    compares its values with the formula. Another that adds an additive float ``mask`` to its
+    scores as the formula does declares ``takes_score_bias = True``: only such plugins can
+    run a position that biases the scores (``Position.score_bias``, ALiBi).
     """
 
     def __call__(
@@ -163,9 +165,20 @@ class MLPFactory(Protocol):
 
 
 class Position(Protocol):
-    """Position information, either added to the embeddings or rotated into q and k.
+    """Position information: added to the embeddings, rotated into q and k, or added to
+    the attention scores.
 
     Built as ``factory(dim=C, head_dim=D, max_seq_len=T_max, **params)``; an ``nn.Module``.
+
+    A scheme that biases the scores (ALiBi) also has the optional method
+    ``score_bias(n_head, q_positions, k_positions) -> Tensor``: the additive bias, float,
+    broadcastable to ``(B, H, Tq, Tk)``, for queries at ``q_positions`` ``(Tq,)`` or
+    ``(B, Tq)`` over keys at ``k_positions`` ``(Tk,)`` or ``(B, Tk)``. The model adds it to
+    the ``mask`` of every attention call (cached and batched decode included), so the
+    attention plugin must take an additive float mask: one that declares ``standard = True``
+    or ``takes_score_bias = True`` (see :class:`Attention`); a model built with any other
+    is refused. It is added before the causal mask hides the later keys, so it need not
+    hide them itself.
     """
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

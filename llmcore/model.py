@@ -8,8 +8,9 @@ The modules here never look a component up by name: :func:`build_model` (with
 and position plugins through :func:`llmcore.components.create` and passes them in, so a
 :class:`Block` can be built from hand-made parts as well. Attention rotates q and k with
 ``position.rotate`` and calls the ``attention`` plugin; with a :class:`KVCache` the new keys
-and values are written in place and attention reads the cache. The fused LM-head loss lives
-in :mod:`llmcore.ops.loss`.
+and values are written in place and attention reads the cache. A position plugin that biases
+the attention scores (ALiBi) has its bias folded into the attention mask once per pass
+(:mod:`llmcore.score_bias`). The fused LM-head loss lives in :mod:`llmcore.ops.loss`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmcore import plugins, score_bias
 from llmcore.components import create
 from llmcore.config import ModelConfig
 from llmcore.ops.loss import LossWorkspace, TiedEmbedding, TiedGradient, linear_cross_entropy
@@ -73,10 +75,11 @@ class CausalSelfAttention(nn.Module):
     ``attend(q, k, v, causal=, mask=, window=)`` is the attention plugin; this module owns
     the projections and the head layout. ``layer`` is its index into a :class:`KVCache`.
 
-    ``observer``, when set, is called as ``observer(layer, q, k, v, scale, window)`` with the
-    tensors the attention plugin receives (after the position rotation and the cache) so that
-    tracing (:mod:`llmcore.inspect`) can recompute attention weights that fused kernels never
-    materialise. It is None by default and costs nothing then.
+    ``observer``, when set, is called as ``observer(layer, q, k, v, scale, window, mask=)``
+    with the tensors the attention plugin receives (after the position rotation and the cache;
+    ``mask`` includes a position's score bias) so that tracing (:mod:`llmcore.inspect`) can
+    recompute attention weights that fused kernels never materialise. It is None by default
+    and costs nothing then.
     """
 
     observer: Callable[..., None] | None = None
@@ -116,7 +119,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, Hkv, Tk, D): the past and the new
         if self.observer is not None:
-            self.observer(self.layer, q, k, v, 1.0 / math.sqrt(self.head_dim), self.window)
+            scale = 1.0 / math.sqrt(self.head_dim)
+            self.observer(self.layer, q, k, v, scale, self.window, mask=mask)
         y = self.attend(q, k, v, causal=True, mask=mask, window=self.window)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, H*D)
         return self.dropout(self.proj(y))
@@ -169,6 +173,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm_f = norm_f
         self.lm_head = lm_head
+        score_bias.check_takes_score_bias(self)
         self.loss_workspace = LossWorkspace()  # scratch of loss(), reused across steps
         # loss() with tied embeddings: one (V, C) weight gradient, see TiedGradient
         self.fuse_tied_gradient = True
@@ -212,6 +217,12 @@ class Transformer(nn.Module):
             tokens = TiedEmbedding.apply(idx, self.wte.weight, _tied)
         x = self.position.embed(tokens, positions)  # (B, T, C): learned adds wpe, rope does not
         x = self.dropout(x)
+        if score_bias.biases_scores(self.position):  # ALiBi: the bias joins every block's mask
+            score_bias.check_takes_score_bias(self)  # an attention swapped in since, too
+            tk, cached = score_bias.key_count(T, cache, mask), cache is not None
+            mask = score_bias.with_score_bias(
+                self.position, self.config.n_head, positions, mask, tk, cached
+            )
         for block in self.blocks:
             x = block(x, self.position, positions, cache, mask)
         if cache is not None:
@@ -301,7 +312,7 @@ class Transformer(nn.Module):
 
 def build_attention(cfg: ModelConfig, layer: int) -> CausalSelfAttention:
     """The attention of block ``layer``, around the configured attention plugin."""
-    return CausalSelfAttention(
+    attn = CausalSelfAttention(
         cfg.n_embd,
         cfg.n_head,
         cfg.kv_heads,
@@ -313,6 +324,10 @@ def build_attention(cfg: ModelConfig, layer: int) -> CausalSelfAttention:
         window=cfg.sliding_window,
         dropout=cfg.dropout,
     )
+    factory = plugins.factory("attention", getattr(cfg.attention, "name", cfg.attention))
+    if score_bias.takes_score_bias(factory):  # said of what it builds (a plain function, say)
+        attn.score_bias_declared_for = (attn.attend,)  # until attend is replaced
+    return attn
 
 
 def build_block(cfg: ModelConfig, layer: int) -> Block:

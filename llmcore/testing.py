@@ -164,12 +164,22 @@ def _check_attention_formula(attend: Callable[..., Any], gen: torch.Generator) -
             f"attention declares standard = True but differs from the softmax formula by "
             f"{err:.2e} for B={B} H={H} Hkv={Hkv} Tq={Tq} Tk={Tk} D={D} causal={causal}",
         )
+    # an additive float mask per head, as a position's score bias (ALiBi) arrives
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=gen) for _ in range(3))
+    bias = torch.randn(1, 4, 6, 6, generator=gen)
+    err = (attend(q, k, v, mask=bias) - reference(q, k, v, mask=bias)).abs().max().item()
+    _require(
+        err < 1e-4,
+        f"attention declares standard = True but adds an additive float mask differently "
+        f"from the softmax formula (by {err:.2e})",
+    )
 
 
 def check_position(
     factory: Callable[..., Any], dim: int = 16, head_dim: int = 8, **params: Any
 ) -> None:
-    """A position module has ``embed`` and ``rotate`` that keep shapes."""
+    """A position module has ``embed`` and ``rotate`` that keep shapes, and an optional
+    ``score_bias`` gives a finite float bias broadcastable to ``(B, H, Tq, Tk)``."""
     pos = factory(dim=dim, head_dim=head_dim, max_seq_len=32, **params)
     positions = torch.arange(5)
     x = torch.randn(2, 5, dim)
@@ -177,6 +187,23 @@ def check_position(
     q, k = torch.randn(2, 4, 5, head_dim), torch.randn(2, 2, 5, head_dim)
     q2, k2 = pos.rotate(q, k, positions)
     _require(q2.shape == q.shape and k2.shape == k.shape, "position.rotate changed a shape")
+    if callable(getattr(pos, "score_bias", None)):  # optional: a bias on the attention scores
+        rows = torch.stack((positions, positions + 3))  # (B=2, T) per-row positions
+        bias = pos.score_bias(4, rows, rows)
+        _require(
+            isinstance(bias, torch.Tensor) and bias.is_floating_point(),
+            f"position.score_bias must return a float tensor, got {getattr(bias, 'dtype', bias)}",
+        )
+        try:
+            fits = torch.broadcast_shapes(bias.shape, (2, 4, 5, 5)) == (2, 4, 5, 5)
+        except RuntimeError:
+            fits = False
+        _require(
+            fits,
+            f"position.score_bias gave {tuple(bias.shape)}, not broadcastable to "
+            "(B, H, Tq, Tk) = (2, 4, 5, 5)",
+        )
+        _require(bool(torch.isfinite(bias).all()), "position.score_bias produced non-finite values")
 
 
 def check_sampler(factory: Callable[..., Any], vocab: int = 50, **params: Any) -> None:

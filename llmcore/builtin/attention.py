@@ -15,9 +15,10 @@ from llmcore.hookspecs import hookimpl
 def merge_masks(
     mask: torch.Tensor | None, allowed: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor | None:
-    """One mask for SDPA: bool if both are bool, else additive float."""
+    """One mask for SDPA: bool if both are bool, else additive float of ``dtype``."""
     if allowed is None:
-        return mask
+        float_mask = mask is not None and mask.dtype != torch.bool
+        return mask.to(dtype) if float_mask else mask
     if mask is None:
         return allowed
     if mask.dtype == torch.bool:
@@ -57,7 +58,10 @@ def sdpa_attention(q, k, v, *, causal=True, scale=None, mask=None, window=None):
         return F.scaled_dot_product_attention(
             q, k, v, is_causal=causal and Tq > 1, scale=scale, enable_gqa=gqa
         )
-    allowed = allowed_keys(Tq, Tk, causal, window, q.device)
+    # one bottom-right causal query sees every key: only a window hides some (decode steps
+    # with a padding mask or a score bias skip building an all-true mask per layer)
+    single = Tq == 1 and window is None
+    allowed = None if single else allowed_keys(Tq, Tk, causal, window, q.device)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=merge_masks(mask, allowed, q.dtype), scale=scale, enable_gqa=gqa
     )
@@ -71,7 +75,10 @@ def _sdpa():
     return sdpa_attention
 
 
-_math.standard = _sdpa.standard = True  # exactly the softmax formula (see contracts.Attention)
+# exactly the softmax formula, additive masks included (see contracts.Attention); said of the
+# functions too, so that a model built by hand around them runs a score bias (ALiBi)
+_math.standard = _sdpa.standard = True
+math_attention.standard = sdpa_attention.standard = True
 
 
 @hookimpl

@@ -1,9 +1,10 @@
 """Position plugins: ``learned`` (GPT-2's absolute embeddings), ``rope`` (rotary, with
-Llama 3 frequency scaling) and ``none``.
+Llama 3 frequency scaling), ``alibi`` (a per-head linear bias on the attention scores) and
+``none``.
 
 Each declares ``max_positions``, the number of positions it can encode: the length of its
-table (``learned``, ``rope``), or None when it has none (``none``), so that generation
-knows whether a sliding-window model may run past ``block_size``.
+table (``learned``, ``rope``), or None when it has none (``alibi``, ``none``), so that
+generation knows whether a sliding-window model may run past ``block_size``.
 """
 
 from __future__ import annotations
@@ -113,8 +114,52 @@ def _llama3_scaling(inv_freq: torch.Tensor, s: dict) -> torch.Tensor:
     return torch.where(medium, smoothed, scaled)
 
 
+def alibi_slopes(n_head: int) -> list[float]:
+    """ALiBi's head slopes (Press et al., 2022): ``2^(-8 (h + 1) / n)`` for ``n`` a power of
+    two; otherwise the slopes of the largest power of two ``p < n``, then every other slope
+    of ``2 p`` heads (the odd multiples of ``-4 / p`` as exponents) for the remaining heads."""
+    if n_head < 1:
+        raise ValueError(f"alibi needs at least one attention head, found {n_head}")
+    p = 1 << (n_head.bit_length() - 1)  # the largest power of two <= n_head
+    slopes = [2.0 ** (-8.0 * (h + 1) / p) for h in range(p)]
+    # the heads past p interleave between the first ones: 2^(-8 (2i + 1) / (2p))
+    slopes += [2.0 ** (-8.0 * (2 * i + 1) / (2 * p)) for i in range(n_head - p)]
+    return slopes
+
+
+class AlibiPosition(NoPosition):
+    """Attention with Linear Biases: no embedding and no rotation, but query ``i`` of head
+    ``h`` scores key ``j`` with an added ``-m_h * (i - j)`` (``m_h`` from
+    :func:`alibi_slopes`), so attention fades with distance. Nothing is learned and nothing
+    ends at ``max_seq_len``: any length works, longer than the training length too."""
+
+    def __init__(self, dim: int, head_dim: int, max_seq_len: int) -> None:
+        super().__init__(dim, head_dim, max_seq_len)
+        self._slopes: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def slopes(self, n_head: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The ``(n_head,)`` float32 slopes on ``device`` (made once per head count and device)."""
+        key = (n_head, torch.device(device))
+        if key not in self._slopes:
+            self._slopes[key] = torch.tensor(alibi_slopes(n_head), device=device)
+        return self._slopes[key]
+
+    def score_bias(
+        self, n_head: int, q_positions: torch.Tensor, k_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """``-m_h * (q - k)``: float32, ``(1 or B, H, Tq, Tk)`` for positions ``(Tq,)`` or
+        ``(B, Tq)`` and ``(Tk,)`` or ``(B, Tk)`` (see :class:`llmcore.contracts.Position`)."""
+        # float before the subtraction: exact below 2^24 positions, and one pass over Tq x Tk
+        q = q_positions.float().view(-1, q_positions.shape[-1])  # (B or 1, Tq)
+        k = k_positions.float().view(-1, k_positions.shape[-1])  # (B or 1, Tk)
+        distance = q[:, :, None] - k[:, None, :]  # (B or 1, Tq, Tk)
+        m = self.slopes(n_head, distance.device)
+        return distance[:, None] * -m[None, :, None, None]  # (B or 1, H, Tq, Tk)
+
+
 @hookimpl
 def register_positions(register):
     register("learned", LearnedPosition)
     register("rope", RotaryPosition)
+    register("alibi", AlibiPosition)
     register("none", NoPosition)

@@ -14,7 +14,8 @@ small heads with one row are bit-identical), but:
   ``forward`` without overriding ``functional`` runs its ``forward``;
 - ``nn.Linear`` layers run as ``F.linear``; quantized layers (:mod:`llmcore.quant`) as their
   ``functional()``, one kernel call each;
-- the attention and position plugins are still called through their contract;
+- the attention and position plugins are still called through their contract (a score
+  bias of the position, ALiBi, joins the mask once per step, as in ``hidden_states``);
 - the new key and value are written in place with one ``index_copy_`` per tensor.
 
 It is used only when nothing observes the modules (no forward hooks) and every linear
@@ -28,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from llmcore.score_bias import biases_scores, key_count, with_score_bias
 
 
 def _hooked(model: nn.Module) -> bool:
@@ -65,6 +68,8 @@ class LeanStep:
         self.wte_fn = None if type(model.wte) is nn.Embedding else model.wte.forward
         self.head_fn = None if type(model.lm_head) is nn.Linear else model.lm_head.functional()
         self.position = model.position
+        self.n_head = model.config.n_head
+        self.biased = biases_scores(model.position)
         self.norm_f = _plain_forward(model.norm_f)
         self.head = model.lm_head.weight
         self.head_bias = model.lm_head.bias
@@ -103,6 +108,9 @@ class LeanStep:
         self.index.fill_(cache.length)
         e = F.embedding(tokens, self.wte) if self.wte_fn is None else self.wte_fn(tokens)
         x = self.position.embed(e, positions)  # (B, 1, C)
+        if self.biased:
+            tk = key_count(1, cache, mask)
+            mask = with_score_bias(self.position, self.n_head, positions, mask, tk, True)
         for (
             norm1,
             qw,

@@ -7,7 +7,8 @@ attention weights of the chosen layers and heads, the logit lens and the residua
 Attention weights come from a side path, not from the attention plugin: every
 :class:`~llmcore.model.CausalSelfAttention` calls its ``observer`` with the q, k and v that
 the plugin receives (rotated by the position plugin, so rope is included), and the weights
-are recomputed as ``softmax(q k^T * scale)`` under the causal and sliding-window mask. So the
+are recomputed as ``softmax(q k^T * scale + mask)`` under the causal and sliding-window mask,
+where ``mask`` carries a position plugin's score bias (ALiBi). So the
 fused plugins (``native``, ``sdpa``), which never materialise the weights, and third-party
 plugins are traced alike. A plugin that does not declare ``standard = True`` (see
 :class:`llmcore.contracts.Attention`) computes something else than that softmax; its record
@@ -221,7 +222,7 @@ class _Recorder:
         self.residuals: dict[int, torch.Tensor] = {}  # layer -> (T, C) after the block
         self.norms: list[torch.Tensor] = []  # (T,) residual norms, embeddings first
 
-    def __call__(self, layer, q, k, v, scale, window) -> None:
+    def __call__(self, layer, q, k, v, scale, window, mask=None) -> None:
         if not self.record_weights or layer not in self.layers:
             return
         H, Hkv = q.shape[1], k.shape[1]
@@ -229,6 +230,10 @@ class _Recorder:
         qh = q[0, self.heads].float()  # (h, T, D)
         kh = k[0, kv_head].float()  # (h, Tk, D): GQA reads the kv head of each query head
         att = qh @ kh.transpose(-2, -1) * scale  # (h, T, Tk)
+        if mask is not None:  # a score bias (ALiBi), or a bool mask
+            m = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))[0]  # (H|1, T, Tk)
+            m = m[self.heads] if m.shape[0] > 1 else m
+            att = att.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else att + m.float()
         ok = allowed_keys(q.shape[2], k.shape[2], True, window, q.device)
         att = torch.softmax(att.masked_fill(~ok, float("-inf")), dim=-1)
         self.weights.append(att.nan_to_num(0.0))
