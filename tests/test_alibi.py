@@ -211,11 +211,7 @@ def test_served_slots_of_different_lengths_decode_like_the_full_forward():
             )
             view.commit()
         for slots in ([0, 2, 3, 5], [3, 0]):  # a span with gaps; rows gathered out of order
-            view = (
-                cache.decode_view(sorted(slots))
-                if slots == sorted(slots)
-                else cache.batch(slots, 1)
-            )
+            view = cache.batch(slots, 1)  # gathered rows: the slots are no one run
             nxt = TOK.encode("q")[0]
             inp = torch.full((len(view.slots), 1), nxt)
             x = model.hidden_states(inp, positions=view.positions, cache=view, mask=view.mask)
@@ -266,7 +262,7 @@ def test_each_row_gets_its_own_true_distances_not_just_a_shifted_bias():
         )
         view.commit()
     seen.clear()
-    view = cache.decode_view([0, 1])
+    view = cache.batch([0, 1], 1)
     model.hidden_states(
         torch.zeros(2, 1, dtype=torch.long), positions=view.positions, cache=view, mask=view.mask
     )
