@@ -17,6 +17,7 @@ from llmcore.finetune.data import PairExample, pad_sequences, preference_example
 from llmcore.finetune.losses import bradley_terry_loss
 from llmcore.finetune.models import REWARD_HEAD_FILE, RewardModel
 from llmcore.finetune.session import FinetuneWorkflow, run_workflow
+from llmcore.train import distributed as D
 from llmcore.train.workflow import Update
 
 
@@ -82,7 +83,7 @@ class Reward(FinetuneWorkflow):
         )
 
     def extra_files(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {REWARD_HEAD_FILE: self.model.head.state_dict()}
+        return {REWARD_HEAD_FILE: D.full_state(self.model.head, self.env)}
 
     def load_weights(self, path: Path) -> None:
         ckpt.load_state_dict_strict(self.saved, path / ckpt.MODEL_FILE)
@@ -93,9 +94,14 @@ class Reward(FinetuneWorkflow):
             raise CheckpointError(f"{file}: bad reward head: {exc}") from None
 
     def evaluate(self, engine) -> dict[str, float]:
+        """Loss and pairwise accuracy over every held-out pair, by the reward model itself
+        (its weights gathered under FSDP)."""
+        return D.gathered(engine.wrapped, self.env, self._evaluate, engine)
+
+    def _evaluate(self, engine) -> dict[str, float]:
         bs, val, rm = self.cfg.train.batch_size, self.val_pairs, self.model
         rm.eval()
-        with torch.no_grad(), engine.autocast():
+        with engine.autocast():
             c, r = zip(*(pair_scores(rm, val[i : i + bs]) for i in range(0, len(val), bs)))
             loss, acc = bradley_terry_loss(torch.cat(c), torch.cat(r))
         rm.train()
