@@ -285,3 +285,20 @@ def test_reward_dpo_and_ppo_resume_exactly(world, tmp_path, method):
     assert (cut / "ckpt" / "latest").read_text().strip() == "00000003"
     run(finetune_config(path), resume=cut, progress=False)
     assert records(cut) == records(ref)
+
+
+def test_ppo_rollouts_are_scored_in_the_precision_of_the_updates(world, tmp_path):
+    """Under bf16 autocast the rollouts' log-probs and values come from the same autocast
+    forward as the update's: with one update per rollout batch the policy is still the one
+    that sampled, so every ratio is 1 (approx_kl 0 but for rounding) and none is clipped.
+    Log-probs taken in float32 instead differ from bf16's by about 5e-4 per token, an
+    approx_kl near 1e-7."""
+    from llmcore.finetune.ppo import run_ppo
+
+    path = method_config(world, tmp_path / "ppo.yaml", "ppo")
+    overrides = ["train.dtype=bfloat16", "finetune.ppo.minibatch=4", "finetune.ppo.epochs=1"]
+    run, _ = run_ppo(finetune_config(path, overrides), out_dir=tmp_path / "run", progress=False)
+    steps = [r for r in records(run) if "approx_kl" in r]
+    assert len(steps) == 6
+    for r in steps:
+        assert r["approx_kl"] < 1e-8 and r["clip_frac"] == 0.0, r

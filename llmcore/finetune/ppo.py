@@ -205,10 +205,11 @@ def run_ppo(
 
 
 @torch.no_grad()
-def rollout_targets(wf: PPO, prompts, answers, scores):
+def rollout_targets(wf: PPO, engine, prompts, answers, scores):
     """Everything the updates of a rollout batch need, computed once without gradients:
     inputs, targets, answer positions and mask, old log-probs and values, advantages and
-    returns (each (B, Ta) but ``x`` and ``y``), and the per-token KL."""
+    returns (each (B, Ta) but ``x`` and ``y``), and the per-token KL. The forwards run in
+    the updates' precision (``train.dtype``), so the first update's ratio is 1."""
     p, dev, policy = wf.cfg.finetune.ppo, wf.device, wf.policy
     prompt_ids = [wf.chat.prompt_text(q) for q in prompts]
     x, y, _ = pad_responses(prompt_ids, answers)  # (B, T), answers marked in y
@@ -219,10 +220,12 @@ def rollout_targets(wf: PPO, prompts, answers, scores):
     idx = (start + ar).clamp(max=x.shape[1] - 1)  # (B, Ta) positions predicting answer ids
     mask = (ar < torch.tensor([len(a) for a in answers], device=dev)[:, None]).float()
     policy.eval()
-    logits, values = policy(x)
+    with engine.autocast():
+        logits, values = policy(x)
+        ref_logits = wf.reference(x)
     old_lp = token_logprobs(logits, y).gather(1, idx) * mask
-    old_v = values.gather(1, idx) * mask
-    ref_lp = token_logprobs(wf.reference(x), y).gather(1, idx) * mask
+    old_v = values.float().gather(1, idx) * mask
+    ref_lp = token_logprobs(ref_logits, y).gather(1, idx) * mask
     score_t = torch.tensor(scores, device=dev)
     if p.score_clip is not None:
         score_t = score_t.clamp(-p.score_clip, p.score_clip)
@@ -238,7 +241,9 @@ def ppo_step(wf: PPO, engine, prompts, answers, scores) -> dict[str, float]:
     """The updates of one rollout batch (``epochs`` passes of minibatches, each one optimizer
     step of the engine); returns their mean statistics."""
     p = wf.cfg.finetune.ppo
-    tensors, kl = D.gathered(engine.wrapped, wf.env, rollout_targets, wf, prompts, answers, scores)
+    tensors, kl = D.gathered(
+        engine.wrapped, wf.env, rollout_targets, wf, engine, prompts, answers, scores
+    )
     lengths = [len(a) for a in answers]  # answer tokens: the weight of each rollout
     B = len(answers)
     keys = ("train_loss", "policy_loss", "value_loss", "clip_frac", "approx_kl", "entropy")
