@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,11 +23,10 @@ from safetensors.torch import load_file
 
 from llmcore import checkpoint as ckpt
 from llmcore.finetune.session import finetune_config
-from tests.cli_runs import cli_env
-from tests.test_finetune import records, write
-from tests.test_finetune_engine import loop, world  # noqa: F401 (the fixture)
+from tests.test_distributed import torchrun
+from tests.test_finetune import records
+from tests.test_finetune_engine import method_config, world  # noqa: F401 (the fixture)
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 TOLERANCE = 2e-4
 #: safetensors files of a run's checkpoint: the model, and each method's head
 FILES = {"reward": ["reward_head.safetensors"], "dpo": [], "ppo": ["value_head.safetensors"]}
@@ -37,19 +34,6 @@ FILES = {"reward": ["reward_head.safetensors"], "dpo": [], "ppo": ["value_head.s
 #: a zero gradient but for rounding, which AdamW scales up to full-size steps: its value is
 #: noise in every run, one process or two.
 UNDETERMINED = {("reward_head.safetensors", "linear.bias")}
-
-
-def method_config(world, path: Path, method: str) -> Path:  # noqa: F811
-    """A tiny run of ``method``: 4 steps of 4 examples, evaluated at steps 0, 2 and 4 with
-    4 sampled answers scored by the ``format`` reward."""
-    finetune = {"base": str(world["base"]), "eval_samples": 4, "metrics": [{"name": "format"}]}
-    if method == "ppo":
-        finetune["data"] = str(world["files"]["prompts"])
-        finetune["ppo"] = {"reward": "format", "rollout_batch": 4, "max_new_tokens": 6}
-        finetune["ppo"].update({"minibatch": 2, "epochs": 2})
-    else:
-        finetune["data"] = str(world["files"]["pairs"])
-    return write(path, {"finetune": finetune, "train": loop(4, 4, eval_interval=2)})
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +44,7 @@ def single(world, tmp_path_factory):  # noqa: F811
 
     def get(method: str) -> tuple[Path, Path]:
         if method not in runs:
-            cfg = method_config(world, root / f"{method}.yaml", method)
+            cfg = method_config(world, root / f"{method}.yaml", method, 4, 2, epochs=2)
             run = getattr(importlib.import_module(f"llmcore.finetune.{method}"), f"run_{method}")
             ref, _ = run(finetune_config(cfg), out_dir=root / f"{method}-ref", progress=False)
             runs[method] = cfg, ref
@@ -99,13 +83,7 @@ def test_two_processes_log_and_save_what_one_process_does(single, tmp_path, meth
     cfg, ref = single(method)
     run = tmp_path / f"{method}-{mode}"
     args = ["finetune", method, str(cfg), "--out", str(run), "--no-progress"]
-    res = subprocess.run(
-        [*TORCHRUN, "-m", "llmcore", *args, "--set", f"train.distributed={mode}"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    torchrun(*args, "--set", f"train.distributed={mode}")
     want = records(ref)
     if method != "reward":  # a reward model samples nothing
         assert any("sample_format" in r for r in want)  # sampled scores are compared too
