@@ -17,11 +17,12 @@ from tests.test_resume import _setup
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def torchrun(*args: str) -> None:
-    """``llmcore ARGS`` under torchrun with 2 processes; it must succeed."""
+def torchrun(*args: str) -> str:
+    """``llmcore ARGS`` under torchrun with 2 processes; it must succeed. Returns stdout."""
     cmd = [*TORCHRUN, "-m", "llmcore", *args]
     res = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
 
 
 def _curve(run: Path) -> dict[tuple, float]:
@@ -72,7 +73,12 @@ def test_two_processes_follow_the_single_process_curve_and_resume(reference, mod
         "train.max_iters=20",
     )
     assert (run / "ckpt" / "latest").read_text().strip() == "00000020"
-    torchrun("train", "--resume", str(run), "--no-progress", "--set", "train.max_iters=30")
+    out = torchrun(
+        "train", "--resume", str(run), "--no-progress",
+        "--set", "train.max_iters=30", "--set", "train.sample_tokens=8",
+    )  # fmt: skip
+    assert out.count("sample:\n") == 1  # rank 0 samples the trained model (under FSDP: from
+    # the checkpoint, as its own weights are a shard)
     _assert_close(_curve(run), _curve(ref))
     assert (run / "ckpt" / "latest").read_text().strip() == "00000030"
     # only rank 0 writes: one metrics line per step and eval, as in the single-process run
