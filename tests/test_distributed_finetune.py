@@ -75,15 +75,25 @@ def assert_same_weights(got: Path, want: Path, names: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "method, mode", [("reward", "fsdp"), ("dpo", "fsdp"), ("ppo", "fsdp"), ("ppo", "ddp")]
+    "method, mode, stop_at",
+    [("reward", "fsdp", None), ("dpo", "fsdp", None), ("ppo", "fsdp", 2), ("ppo", "ddp", None)],
 )
-def test_two_processes_log_and_save_what_one_process_does(single, tmp_path, method, mode):
+def test_two_processes_log_and_save_what_one_process_does(single, tmp_path, method, mode, stop_at):
     """DDP keeps whole weights on every rank, so only PPO's rank-0 rollouts (and the
-    sampled scores) are new to it; FSDP changes how every method reaches its weights."""
+    sampled scores) are new to it; FSDP changes how every method reaches its weights.
+    With ``stop_at`` the run stops at that checkpoint and is resumed under torchrun: the
+    value head, the optimizer's sharded state and the sampling state come back."""
     cfg, ref = single(method)
     run = tmp_path / f"{method}-{mode}"
     args = ["finetune", method, str(cfg), "--out", str(run), "--no-progress"]
-    torchrun(*args, "--set", f"train.distributed={mode}")
+    mode_set = ["--set", f"train.distributed={mode}"]
+    if stop_at is None:
+        torchrun(*args, *mode_set)
+    else:
+        torchrun(*args, *mode_set, "--set", f"train.max_iters={stop_at}")
+        assert (run / "ckpt" / "latest").read_text().strip() == f"{stop_at:08d}"
+        resume = ["finetune", method, "--resume", str(run), "--no-progress"]
+        torchrun(*resume, "--set", "train.max_iters=4")
     want = records(ref)
     if method != "reward":  # a reward model samples nothing
         assert any("sample_format" in r for r in want)  # sampled scores are compared too
