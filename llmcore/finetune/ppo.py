@@ -8,13 +8,11 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from llmcore.components import create
 from llmcore.config import Config
-from llmcore.errors import CheckpointError, ConfigError, DataError, TrainingError
+from llmcore.errors import ConfigError, DataError, TrainingError
 from llmcore.finetune.chat import chat_for
 from llmcore.finetune.data import field_of, pad_responses, pad_sequences
 from llmcore.finetune.dpo import load_reference
@@ -28,7 +26,7 @@ from llmcore.finetune.losses import (
     ppo_losses,
     token_logprobs,
 )
-from llmcore.finetune.models import PolicyWithValue, freeze, load_reward_model
+from llmcore.finetune.models import PolicyWithValue, freeze, load_head, load_reward_model
 from llmcore.finetune.session import FinetuneWorkflow, check_scores, run_workflow
 from llmcore.train import distributed as D
 
@@ -171,11 +169,7 @@ class PPO(FinetuneWorkflow):
 
     def load_weights(self, path: Path) -> None:
         super().load_weights(path)
-        file = path / VALUE_HEAD_FILE
-        try:
-            self.policy.value_head.load_state_dict(load_file(str(file)))
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            raise CheckpointError(f"{file}: bad value head: {exc}") from None
+        load_head(self.policy.value_head, path / VALUE_HEAD_FILE, "value head")
 
     def state_dict(self) -> dict:
         state = {**super().state_dict(), "kl_coef": self.kl_ctl.value}
