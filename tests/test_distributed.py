@@ -4,7 +4,6 @@ single-process loss curve of the same global batch, and resume there too."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,20 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runs import cli
+from tests.cli_runs import cli, cli_env
 from tests.test_resume import _setup
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TORCHELASTIC_ERROR_FILE": os.devnull}
-
-
-def _torchrun(*args: str) -> None:
+def torchrun(*args: str) -> str:
+    """``llmcore ARGS`` under torchrun with 2 processes; it must succeed. Returns stdout."""
     cmd = [*TORCHRUN, "-m", "llmcore", *args]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    res = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
 
 
 def _curve(run: Path) -> dict[tuple, float]:
@@ -52,7 +49,7 @@ def reference(tmp_path_factory):
     subprocess.run(
         cli("train", str(cfg), "--out", str(ref), "--no-progress"),
         check=True,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
     )
     return cfg, ref
@@ -64,7 +61,7 @@ def test_two_processes_follow_the_single_process_curve_and_resume(reference, mod
     process run with the same global batch (each rank trains on its half of it)."""
     cfg, ref = reference
     run = ref.parent / f"run-{mode}"
-    _torchrun(
+    torchrun(
         "train",
         str(cfg),
         "--out",
@@ -76,7 +73,12 @@ def test_two_processes_follow_the_single_process_curve_and_resume(reference, mod
         "train.max_iters=20",
     )
     assert (run / "ckpt" / "latest").read_text().strip() == "00000020"
-    _torchrun("train", "--resume", str(run), "--no-progress", "--set", "train.max_iters=30")
+    out = torchrun(
+        "train", "--resume", str(run), "--no-progress",
+        "--set", "train.max_iters=30", "--set", "train.sample_tokens=8",
+    )  # fmt: skip
+    assert out.count("sample:\n") == 1  # rank 0 samples the trained model (under FSDP: from
+    # the checkpoint, as its own weights are a shard)
     _assert_close(_curve(run), _curve(ref))
     assert (run / "ckpt" / "latest").read_text().strip() == "00000030"
     # only rank 0 writes: one metrics line per step and eval, as in the single-process run

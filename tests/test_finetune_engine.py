@@ -8,7 +8,6 @@ import os
 import signal
 import string
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from llmcore.finetune.session import finetune_config
 from llmcore.finetune.sft import run_sft
 from llmcore.train import train
 from tests.cli_runs import cli, cli_env, steps_logged, wait_until_logged
+from tests.test_distributed import torchrun
 from tests.test_finetune import records, write
 
 NAMES = ("MENENIUS", "MARCIUS", "COMINIUS")
@@ -244,30 +244,28 @@ def single_process(world):
 def test_sft_under_torchrun_follows_the_single_process_curve(single_process, mode, tmp_path):
     cfg, ref = single_process
     run = tmp_path / mode
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     args = ["finetune", "sft", str(cfg), "--out", str(run), "--no-progress"]
-    res = subprocess.run(
-        [*torchrun, "-m", "llmcore", *args, "--set", f"train.distributed={mode}"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    torchrun(*args, "--set", f"train.distributed={mode}")
     a, b = _curve(run), _curve(ref)
     assert a.keys() == b.keys()
     assert max(abs(a[k] - b[k]) for k in a) < 2e-4
     assert len(records(run)) == len(records(ref))  # only rank 0 writes
 
 
-def method_config(world, path: Path, method: str) -> Path:
+def method_config(
+    world, path: Path, method: str, iters: int = 6, every: int = 3, epochs: int = 1
+) -> Path:
+    """A tiny run of ``method``: ``iters`` steps of 4 examples, evaluated every ``every``
+    with 4 sampled answers scored by the ``format`` reward (PPO: that reward, rollout
+    batches of 4 in minibatches of 2, ``epochs`` passes)."""
     finetune = {"base": str(world["base"]), "eval_samples": 4, "metrics": [{"name": "format"}]}
     if method == "ppo":
         finetune["data"] = str(world["files"]["prompts"])
         finetune["ppo"] = {"reward": "format", "rollout_batch": 4, "max_new_tokens": 6}
-        finetune["ppo"].update({"minibatch": 2, "epochs": 1})
+        finetune["ppo"].update({"minibatch": 2, "epochs": epochs})
     else:
         finetune["data"] = str(world["files"]["pairs"])
-    return write(path, {"finetune": finetune, "train": loop(6, 4, eval_interval=3)})
+    return write(path, {"finetune": finetune, "train": loop(iters, 4, eval_interval=every)})
 
 
 @pytest.mark.parametrize("method", ["reward", "dpo", "ppo"])
@@ -285,3 +283,20 @@ def test_reward_dpo_and_ppo_resume_exactly(world, tmp_path, method):
     assert (cut / "ckpt" / "latest").read_text().strip() == "00000003"
     run(finetune_config(path), resume=cut, progress=False)
     assert records(cut) == records(ref)
+
+
+def test_ppo_rollouts_are_scored_in_the_precision_of_the_updates(world, tmp_path):
+    """Under bf16 autocast the rollouts' log-probs and values come from the same autocast
+    forward as the update's: with one update per rollout batch the policy is still the one
+    that sampled, so every ratio is 1 (approx_kl 0 but for rounding) and none is clipped.
+    Log-probs taken in float32 instead differ from bf16's by about 5e-4 per token, an
+    approx_kl near 1e-7."""
+    from llmcore.finetune.ppo import run_ppo
+
+    path = method_config(world, tmp_path / "ppo.yaml", "ppo")
+    overrides = ["train.dtype=bfloat16", "finetune.ppo.minibatch=4", "finetune.ppo.epochs=1"]
+    run, _ = run_ppo(finetune_config(path, overrides), out_dir=tmp_path / "run", progress=False)
+    steps = [r for r in records(run) if "approx_kl" in r]
+    assert len(steps) == 6
+    for r in steps:
+        assert r["approx_kl"] < 1e-8 and r["clip_frac"] == 0.0, r

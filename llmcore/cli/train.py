@@ -47,16 +47,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"run written to {run_dir}")
     if cfg.train.sample_tokens > 0:
-        _print_sample(cfg, trainer)
+        _print_sample(cfg, trainer, run_dir)
     return 0
 
 
-def _print_sample(cfg, trainer) -> None:
+def _print_sample(cfg, trainer, run_dir) -> None:
     """A sample of ``train.sample_tokens`` tokens from the trained model, with the configured
     samplers (a top-k larger than the vocabulary is clamped to it). Past ``block_size`` it
-    conditions on the last ``block_size`` tokens, as ``llmcore generate`` does."""
+    conditions on the last ``block_size`` tokens, as ``llmcore generate`` does.
+
+    After an FSDP run this rank holds only its shard of the weights (and the process group
+    is gone): the sample comes from the last checkpoint, which holds them all."""
     from llmcore.components import build_sampler
     from llmcore.generation import generate
+
+    model = trainer.model
+    if trainer.env.mode == "fsdp" and trainer.env.enabled:
+        from llmcore.loading import load
+
+        model = load(run_dir, device=trainer.device).model
 
     vocab = trainer.tokenizer.vocab_size
     for comp in cfg.generate.samplers:
@@ -64,7 +73,7 @@ def _print_sample(cfg, trainer) -> None:
             comp.params["k"] = vocab
     samplers, decoder = build_sampler(cfg)
     out = generate(
-        trainer.model,
+        model,
         trainer.tokenizer,
         cfg.generate.prompt,
         max_new_tokens=cfg.train.sample_tokens,

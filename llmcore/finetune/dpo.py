@@ -14,6 +14,7 @@ from llmcore.finetune.data import PairExample, pad_responses, preference_example
 from llmcore.finetune.losses import dpo_loss, token_logprobs
 from llmcore.finetune.models import check_same_architecture, freeze, load_finetuned
 from llmcore.finetune.session import FinetuneWorkflow, run_workflow
+from llmcore.train import distributed as D
 from llmcore.train.workflow import Update
 
 
@@ -130,9 +131,16 @@ class DPO(FinetuneWorkflow):
         return self.micro_batches(rows, lambda _: 1, collate)
 
     def evaluate(self, engine) -> dict[str, float]:
+        """DPO loss and reward accuracy over every held-out pair (the policy's weights
+        gathered under FSDP), and the sampled answers' scores."""
+        out = D.gathered(engine.wrapped, self.env, self._pair_metrics, engine)
+        out.update(self.score_samples(engine, self.model))
+        return out
+
+    def _pair_metrics(self, engine) -> dict[str, float]:
         d, bs, val = self.cfg.finetune.dpo, self.cfg.train.batch_size, self.val_pairs
         self.model.eval()
-        with torch.no_grad(), engine.autocast():
+        with engine.autocast():
             accs, losses = [], []
             for i in range(0, len(val), bs):
                 c, r = pair_logprobs(self.model, val[i : i + bs])
@@ -140,10 +148,8 @@ class DPO(FinetuneWorkflow):
                 loss, rc, rr = dpo_loss(c, r, ref[:, 0], ref[:, 1], d.beta, d.label_smoothing)
                 losses.append(float(loss) * len(c))
                 accs.append(float((rc > rr).float().sum()))
-        out = {"val_loss": sum(losses) / len(val), "val_reward_accuracy": sum(accs) / len(val)}
-        out.update(self.score_samples(self.model))
         self.model.train()
-        return out
+        return {"val_loss": sum(losses) / len(val), "val_reward_accuracy": sum(accs) / len(val)}
 
 
 def run_dpo(

@@ -124,11 +124,16 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu"):
     if not file.exists():
         raise CheckpointError(f"{loaded.path}: not a reward-model run (no {REWARD_HEAD_FILE})")
     rm = RewardModel(loaded.model)
-    try:
-        rm.head.load_state_dict(load_file(str(file)))
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise CheckpointError(f"{file}: bad reward head: {exc}") from None
+    load_head(rm.head, file, "reward head")
     return rm.to(device), loaded
+
+
+def load_head(head: nn.Module, file: Path, what: str) -> None:
+    """Load the weights of a scalar head (a reward or value head) saved beside a model."""
+    try:
+        head.load_state_dict(load_file(str(file)))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"{file}: bad {what}: {exc}") from None
 
 
 class PolicyWithValue(nn.Module):

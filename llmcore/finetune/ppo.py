@@ -26,8 +26,12 @@ from llmcore.finetune.losses import (
     ppo_losses,
     token_logprobs,
 )
-from llmcore.finetune.models import PolicyWithValue, freeze, load_reward_model
+from llmcore.finetune.models import PolicyWithValue, freeze, load_head, load_reward_model
 from llmcore.finetune.session import FinetuneWorkflow, check_scores, run_workflow
+from llmcore.train import distributed as D
+
+#: the value head's weights in a checkpoint, beside the policy's
+VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 class RewardModelScorer:
@@ -137,6 +141,17 @@ class PPO(FinetuneWorkflow):
         p = self.cfg.finetune.ppo
         pick = torch.randint(len(self.prompts), (p.rollout_batch,), generator=self.gen).tolist()
         batch = [self.prompts[i] for i in pick]
+        # rank 0 samples and scores (a reward may be costly or not repeatable), every rank
+        # trains on its share of that rollout batch
+        answers, scores = D.gathered(
+            engine.wrapped, self.env, D.on_main, self.env, self.rollouts, batch
+        )
+        stats = ppo_step(self, engine, batch, answers, scores)
+        return {"mean_score": sum(scores) / len(scores), **stats}
+
+    def rollouts(self, batch: list[str]) -> tuple[list[list[int]], list[float]]:
+        """The policy's sampled answers (ids) to ``batch`` and their scores."""
+        p = self.cfg.finetune.ppo
         answers, texts = self.sample(self.policy.model, batch, p.max_new_tokens)
         ended = [self.chat.strip_end(a)[1] for a in answers]
         # a bad score rejects the step before anything is updated
@@ -144,17 +159,20 @@ class PPO(FinetuneWorkflow):
         scores = check_scores(scores, len(batch), self.reward_name, texts)
         if p.missing_end_penalty is not None:  # a cut answer is out of the reward's domain
             scores = [x if e else x - p.missing_end_penalty for x, e in zip(scores, ended)]
-        stats = ppo_step(self, engine, batch, answers, scores)
-        return {"mean_score": sum(scores) / len(scores), **stats}
+        return answers, scores
 
     def evaluate(self, engine) -> dict[str, float]:
-        return self.score_samples(self.policy.model)
+        return self.score_samples(engine, self.policy.model)
+
+    def extra_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {VALUE_HEAD_FILE: D.full_state(self.policy.value_head, self.env)}
+
+    def load_weights(self, path: Path) -> None:
+        super().load_weights(path)
+        load_head(self.policy.value_head, path / VALUE_HEAD_FILE, "value head")
 
     def state_dict(self) -> dict:
         state = {**super().state_dict(), "kl_coef": self.kl_ctl.value}
-        state["value_head"] = {
-            k: v.detach().cpu() for k, v in self.policy.value_head.state_dict().items()
-        }
         if isinstance(self.reward_fn, RewardModelScorer) and self.reward_fn.shift is not None:
             state["score_shift"] = self.reward_fn.shift
             state["score_scale"] = self.reward_fn.scale
@@ -163,7 +181,6 @@ class PPO(FinetuneWorkflow):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.kl_ctl.value = float(state["kl_coef"])
-        self.policy.value_head.load_state_dict(state["value_head"])
         if "score_shift" in state:
             self.reward_fn.shift = float(state["score_shift"])
             self.reward_fn.scale = float(state["score_scale"])
@@ -182,10 +199,11 @@ def run_ppo(
 
 
 @torch.no_grad()
-def rollout_targets(wf: PPO, prompts, answers, scores):
+def rollout_targets(wf: PPO, engine, prompts, answers, scores):
     """Everything the updates of a rollout batch need, computed once without gradients:
     inputs, targets, answer positions and mask, old log-probs and values, advantages and
-    returns (each (B, Ta) but ``x`` and ``y``), and the per-token KL."""
+    returns (each (B, Ta) but ``x`` and ``y``), and the per-token KL. The forwards run in
+    the updates' precision (``train.dtype``), so the first update's ratio is 1."""
     p, dev, policy = wf.cfg.finetune.ppo, wf.device, wf.policy
     prompt_ids = [wf.chat.prompt_text(q) for q in prompts]
     x, y, _ = pad_responses(prompt_ids, answers)  # (B, T), answers marked in y
@@ -196,10 +214,12 @@ def rollout_targets(wf: PPO, prompts, answers, scores):
     idx = (start + ar).clamp(max=x.shape[1] - 1)  # (B, Ta) positions predicting answer ids
     mask = (ar < torch.tensor([len(a) for a in answers], device=dev)[:, None]).float()
     policy.eval()
-    logits, values = policy(x)
+    with engine.autocast():
+        logits, values = policy(x)
+        ref_logits = wf.reference(x)
     old_lp = token_logprobs(logits, y).gather(1, idx) * mask
-    old_v = values.gather(1, idx) * mask
-    ref_lp = token_logprobs(wf.reference(x), y).gather(1, idx) * mask
+    old_v = values.float().gather(1, idx) * mask
+    ref_lp = token_logprobs(ref_logits, y).gather(1, idx) * mask
     score_t = torch.tensor(scores, device=dev)
     if p.score_clip is not None:
         score_t = score_t.clamp(-p.score_clip, p.score_clip)
@@ -215,7 +235,9 @@ def ppo_step(wf: PPO, engine, prompts, answers, scores) -> dict[str, float]:
     """The updates of one rollout batch (``epochs`` passes of minibatches, each one optimizer
     step of the engine); returns their mean statistics."""
     p = wf.cfg.finetune.ppo
-    tensors, kl = rollout_targets(wf, prompts, answers, scores)
+    tensors, kl = D.gathered(
+        engine.wrapped, wf.env, rollout_targets, wf, engine, prompts, answers, scores
+    )
     lengths = [len(a) for a in answers]  # answer tokens: the weight of each rollout
     B = len(answers)
     keys = ("train_loss", "policy_loss", "value_loss", "clip_frac", "approx_kl", "entropy")

@@ -6,17 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from llmcore import checkpoint as ckpt
 from llmcore.config import Config
-from llmcore.errors import CheckpointError, DataError
+from llmcore.errors import DataError
 from llmcore.finetune.data import PairExample, pad_sequences, preference_examples
 from llmcore.finetune.losses import bradley_terry_loss
-from llmcore.finetune.models import REWARD_HEAD_FILE, RewardModel
+from llmcore.finetune.models import REWARD_HEAD_FILE, RewardModel, load_head
 from llmcore.finetune.session import FinetuneWorkflow, run_workflow
+from llmcore.train import distributed as D
 from llmcore.train.workflow import Update
 
 
@@ -82,20 +81,21 @@ class Reward(FinetuneWorkflow):
         )
 
     def extra_files(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {REWARD_HEAD_FILE: self.model.head.state_dict()}
+        return {REWARD_HEAD_FILE: D.full_state(self.model.head, self.env)}
 
     def load_weights(self, path: Path) -> None:
         ckpt.load_state_dict_strict(self.saved, path / ckpt.MODEL_FILE)
-        file = path / REWARD_HEAD_FILE
-        try:
-            self.model.head.load_state_dict(load_file(str(file)))
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            raise CheckpointError(f"{file}: bad reward head: {exc}") from None
+        load_head(self.model.head, path / REWARD_HEAD_FILE, "reward head")
 
     def evaluate(self, engine) -> dict[str, float]:
+        """Loss and pairwise accuracy over every held-out pair, by the reward model itself
+        (its weights gathered under FSDP)."""
+        return D.gathered(engine.wrapped, self.env, self._evaluate, engine)
+
+    def _evaluate(self, engine) -> dict[str, float]:
         bs, val, rm = self.cfg.train.batch_size, self.val_pairs, self.model
         rm.eval()
-        with torch.no_grad(), engine.autocast():
+        with engine.autocast():
             c, r = zip(*(pair_scores(rm, val[i : i + bs]) for i in range(0, len(val), bs)))
             loss, acc = bradley_terry_loss(torch.cat(c), torch.cat(r))
         rm.train()

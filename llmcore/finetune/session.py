@@ -217,19 +217,25 @@ class FinetuneWorkflow(Workflow):
         texts = [self.tokenizer.decode(self.chat.strip_end(a)[0]) for a in ids]
         return ids, texts
 
-    def score_samples(self, model) -> dict[str, float]:
-        """Mean of each ``finetune.metrics`` reward over answers sampled for held-out prompts."""
+    def score_samples(self, engine: Engine, model) -> dict[str, float]:
+        """Mean of each ``finetune.metrics`` reward over answers sampled for held-out prompts
+        by ``model`` (a part of the engine's modules). Rank 0 samples and scores, with the
+        weights gathered under FSDP; every rank gets the means."""
         n = self.cfg.finetune.eval_samples
         if not self.metrics or n <= 0 or not self.eval_prompts:
             return {}
         prompts = [self.eval_prompts[i % len(self.eval_prompts)] for i in range(n)]
-        _, texts = self.sample(model, prompts)
-        asked = [p if isinstance(p, str) else _last_user_text(p) for p in prompts]
-        out = {}
-        for name, fn in self.metrics:
-            scores = check_scores(fn(asked, texts), len(texts), name, texts)
-            out[f"sample_{name}"] = sum(scores) / len(scores)
-        return out
+
+        def scored() -> dict[str, float]:
+            _, texts = self.sample(model, prompts)
+            asked = [p if isinstance(p, str) else _last_user_text(p) for p in prompts]
+            out = {}
+            for name, fn in self.metrics:
+                scores = check_scores(fn(asked, texts), len(texts), name, texts)
+                out[f"sample_{name}"] = sum(scores) / len(scores)
+            return out
+
+        return D.gathered(engine.wrapped, self.env, D.on_main, self.env, scored)
 
 
 def _last_user_text(messages: list[dict]) -> str:

@@ -87,7 +87,7 @@ class SFT(FinetuneWorkflow):
                 for i in range(0, len(val), bs)
             ]
         out = {"val_loss": sum(losses) / max(len(losses), 1)}
-        out.update(self.score_samples(self.model))
+        out.update(self.score_samples(engine, self.model))
         self.model.train()
         return out
 

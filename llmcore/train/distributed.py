@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from llmcore.errors import ConfigError
+from llmcore.errors import ConfigError, TrainingError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -86,14 +89,13 @@ def local_batch(batch_size: int, env: DistEnv, where: str = "train.batch_size") 
 
 def wrap(module: nn.Module, env: DistEnv, device: torch.device) -> nn.Module:
     """``module`` as trained on this rank: itself, DDP, or FSDP2 with one shard group per
-    transformer block plus the root."""
+    transformer block plus the root (the rest: embedding, final norm, heads)."""
     if not env.enabled:
         return module
     if env.mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        blocks = getattr(getattr(module, "model", module), "blocks", [])
-        for block in blocks:
+        for block in transformer_blocks(module):
             fully_shard(block)
         fully_shard(module)
         return module
@@ -101,6 +103,91 @@ def wrap(module: nn.Module, env: DistEnv, device: torch.device) -> nn.Module:
 
     ids = [device.index] if device.type == "cuda" else None
     return DDP(module, device_ids=ids)
+
+
+def transformer_blocks(module: nn.Module) -> list[nn.Module]:
+    """The blocks of every ``blocks`` list inside ``module`` (the language model may sit
+    under a reward or value head, or a loss module)."""
+    return [
+        block
+        for name, child in module.named_modules()
+        if name.rsplit(".", 1)[-1] == "blocks" and isinstance(child, nn.ModuleList)
+        for block in child
+    ]
+
+
+def gathered(module: nn.Module, env: DistEnv, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` without gradients, free to call any part of the unwrapped ``module``
+    directly (sampling, a value or reward head, a raw evaluation), not only its forward.
+
+    DDP and a single process keep whole weights on every rank: ``fn`` just runs. Under
+    FSDP the parts are sharded, and FSDP gathers a part only in the forward hooks that it
+    registers, which must first run on the root. So ``fn`` runs as the root's forward: every
+    shard group is gathered first and kept gathered to the end (``reshard_after_forward``
+    off, as FSDP advises for evaluation), so ``fn`` may call the blocks any number of times,
+    or on one rank only, with no collective in between. Then all is resharded. Every rank
+    must call this (the gathering is collective); the whole model is held meanwhile."""
+    if env.mode != "fsdp" or not env.enabled:
+        with torch.no_grad():
+            return fn(*args)
+    from torch.distributed.fsdp import FSDPModule
+
+    groups = [m for m in module.modules() if isinstance(m, FSDPModule)]
+
+    def forward() -> T:
+        for group in groups:
+            group.unshard()
+        return fn(*args)
+
+    module.set_reshard_after_forward(False)
+    module.forward = forward  # an instance attribute: nn.Module.__call__ runs FSDP's hooks
+    try:
+        with torch.no_grad():
+            return module()
+    finally:
+        del module.forward
+        for group in groups:
+            group.reshard()
+        module.set_reshard_after_forward(True)  # FSDP's defaults: blocks reshard after
+        module.set_reshard_after_forward(False, recurse=False)  # forward, the root does not
+
+
+def on_main(env: DistEnv, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` computed on rank 0 only and sent to every rank (the result must pickle).
+
+    For what must be the same on every rank and may be costly or not repeatable: sampled
+    answers and their rewards. An error on rank 0 is raised on every rank."""
+    if not env.enabled:
+        return fn(*args)
+    box: list[Any] = [None]
+    error: BaseException | None = None
+    if env.is_main:
+        try:
+            box = [("ok", fn(*args))]
+        except Exception as exc:  # every rank raises, none waits for a result that never comes
+            error = exc
+            box = [("error", f"{type(exc).__name__}: {exc}")]
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if error is not None:
+        raise error
+    if kind == "error":
+        raise TrainingError(f"rank 0 failed: {value}")
+    return value
+
+
+def full_state(module: nn.Module, env: DistEnv) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with whole tensors (a collective under FSDP: every rank
+    calls it); for the small parts saved beside the model, a reward or value head."""
+    state = module.state_dict()
+    if env.mode != "fsdp" or not env.enabled:
+        return state
+    from torch.distributed.tensor import DTensor
+
+    return {
+        k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu()
+        for k, v in state.items()
+    }
 
 
 def no_sync(model: nn.Module, sync: bool):
@@ -148,8 +235,11 @@ def full_model_state(module: nn.Module, raw: nn.Module, env: DistEnv) -> dict[st
     full = get_model_state_dict(
         module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
-    prefix = "model."
-    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in full.items()}
+    if not full:  # only rank 0 receives the tensors
+        return {}
+    name = next(n for n, m in module.named_modules() if m is raw)  # where ``raw`` sits
+    prefix = f"{name}." if name else ""
+    return {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
 
 
 def optimizer_state(module: nn.Module, optimizer: Any, env: DistEnv) -> dict[str, Any]:

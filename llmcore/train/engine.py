@@ -175,6 +175,7 @@ class Engine:
         weights = D.full_model_state(self.wrapped, self.workflow.saved, self.env)
         weights = {k: v for k, v in weights.items() if k not in self.tied}
         state = self.trainer_state()
+        extra = self.workflow.extra_files()  # on every rank: gathering a head is collective
         error: LLMCoreError | None = None
         if self.env.is_main:
             try:
@@ -185,7 +186,7 @@ class Engine:
                     self.cfg,
                     self.workflow.tokenizer,
                     state,
-                    extra_files=self.workflow.extra_files(),
+                    extra_files=extra,
                 )
                 if val_loss is not None and val_loss < self.best_val:
                     self.best_val, self.best_step = val_loss, path.name
