@@ -1,4 +1,10 @@
-"""y = x W^T with W in GGUF blocks, on every instruction-set level, and QuantizedLinear."""
+"""y = x W^T with W in GGUF blocks, on every instruction-set level, and QuantizedLinear.
+
+The reference is always torch: the weights dequantized (bit identical to gguf.quants, see
+test_quant.py) times x in float64. The float32-activation path is held to float32
+accumulation error; the default 8-bit-activation path to the closed-form bound of
+llmcore.ops.quant's docstring.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,48 @@ def isa(request):
         yield request.param
     finally:
         _C.set_isa(DEFAULT)
+
+
+# Byte range of each block's quants, and the byte that means quant 0 (an offset of 128 for
+# q8_0's signed bytes): with them set, a block dequantizes to its offsets o_k.
+QUANT_BYTES = {
+    "q4_0": (2, 18, 0),
+    "q4_1": (4, 20, 0),
+    "q5_0": (2, 22, 0),
+    "q5_1": (4, 24, 0),
+    "q8_0": (2, 34, 0x80),
+    "q4_k": (16, 144, 0),
+    "q5_k": (16, 176, 0),
+    "q6_k": (0, 192, 0),
+}
+
+
+def block_offsets(name: str, raw: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """o_k, the value each weight's block gives quant 0 (its offset in w = s q + o)."""
+    t = quant.quant_type(name)
+    lo, hi, zero = QUANT_BYTES[name]
+    blocks = raw.reshape(-1, t.block_bytes).copy()
+    blocks[:, lo:hi] = zero
+    return quant.dequantize(name, blocks.reshape(-1), shape)
+
+
+def int8_bound(x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """The documented bound of the 8-bit-activation product, (M, N), in float64."""
+    m, k = x.shape
+    amax = x.abs().reshape(m, k // 32, 32).amax(-1)  # float32, like the kernel
+    d = amax / 127
+    e = torch.where(d > 0, d.double() / 2 * (1 + 2.0**-20), amax.double())
+    e = e.repeat_interleave(32, dim=1)  # (M, K): the error bound of each activation
+    act = e @ w.double().abs().T
+    env = (x.double().abs() + e) @ (w.double().abs() + 2 * o.double().abs()).T
+    return act * (1 + 2.0**-20) + (k / 16 + 16) * 2.0**-24 * env
+
+
+def check_int8(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> None:
+    exact = x.double() @ w.double().T
+    err = (y.double() - exact).abs()
+    bound = int8_bound(x, w, o) + 1e-300
+    assert torch.all(err <= bound), f"max err/bound {(err / bound).max().item():.3g}"
 
 
 def check_against_float64(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> None:

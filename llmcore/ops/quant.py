@@ -15,9 +15,24 @@ block size.
   block's fp16 factors ``d``, ``dmin`` and sub-block ``j``'s 6-bit scale ``sc_j``).
   NaN or inf values, or values too large for a block's fp16 scale, are an error naming the
   row.
-- :func:`matmul` computes ``x @ W.T`` with ``W`` quantized, in float32 activations: the
+- :func:`matmul` computes ``x @ W.T`` with ``W`` quantized. By default
+  (``activations="int8"``, what llama.cpp does) each row of ``x`` is quantized once per
+  call to 8 bits per block of 32 values (``xd_b = max|x_k| / 127`` over block ``b``,
+  ``xq_k = round(x_k / xd_b)``) and multiplied by the weights' quants in integer dot
+  products; the result is within::
+
+      sum_b e_b * sum_{k in b} |w_k|  +  (K / 16 + 16) * 2**-24 * E
+
+  of the exact ``x . w``, where ``e_b = xd_b / 2 * (1 + 2**-20)`` (``max|x_k|`` where
+  ``xd_b`` underflows to 0) bounds each activation's rounding and
+  ``E = sum_k (|x_k| + e_b) * (|w_k| + 2 |o_k|)`` the float rounding of scales and sums,
+  ``o_k`` being the offset of ``w_k``'s block (its value at quant 0: ``-8 d`` for q4_0,
+  ``-128 d`` for q8_0, ``m`` for q4_1, ``-dmin m_j`` for q4_k, ``-32 d sc`` for q6_k).
+  The activation term is about ``|x| |w| / 254`` per value at worst, ~0.1-0.3% of a
+  typical output. ``activations="float32"`` keeps ``x`` exact instead (slower): the
   weights are dequantized exactly, so the only error is float32 accumulation,
-  ``|y - y_exact| <= K * 2**-24 * sum_k |x_k w_k|``.
+  ``|y - y_exact| <= K * 2**-24 * sum_k |x_k w_k|``. NaN or inf in ``x``, or a corrupt
+  (NaN/inf) block scale, makes the outputs it reaches non-finite on both paths.
 - :class:`QuantizedLinear` is an inference-only ``nn.Module`` over such a weight.
 """
 
@@ -34,6 +49,7 @@ from llmcore import _C
 from llmcore.errors import TrainingError
 
 _OUT_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+ACTIVATIONS = {"float32": 0, "int8": 1}  # how matmul treats x: exact, or 8-bit blocks
 
 
 @dataclass(frozen=True)
@@ -178,9 +194,18 @@ def matmul(
     raw: object,
     shape: tuple[int, int],
     threads: int | None = None,
+    activations: str = "int8",
 ) -> torch.Tensor:
-    """``x @ W.T`` (float32) for ``x`` of shape ``(..., K)`` and ``W`` of ``shape (N, K)`` in ``raw``."""
+    """``x @ W.T`` (float32) for ``x`` of shape ``(..., K)`` and ``W`` of ``shape (N, K)`` in ``raw``.
+
+    ``activations``: ``"int8"`` (default, fast; error bound in the module docstring) or
+    ``"float32"`` (exact activations, float32 accumulation only).
+    """
     t = quant_type(qtype)
+    if activations not in ACTIVATIONS:
+        raise ValueError(
+            f"{t.name}: activations must be one of {', '.join(ACTIVATIONS)}, got {activations!r}"
+        )
     if len(shape) != 2:
         raise ValueError(
             f"{t.name}: the weight shape must be (out_features, in_features), got {shape}"
@@ -204,6 +229,7 @@ def matmul(
         n_out,
         y.data_ptr(),
         _threads(threads),
+        ACTIVATIONS[activations],
     )
     return y.reshape(*x.shape[:-1], n_out)
 
@@ -227,6 +253,8 @@ class QuantizedLinear(nn.Module):
         in_features: K, a multiple of the type's block size.
         out_features: N.
         bias: optional ``(out_features,)`` tensor, kept frozen in float32.
+        activations: how :func:`matmul` treats the input: ``"int8"`` (default, fast) or
+            ``"float32"`` (exact); an attribute, so it can be switched later.
     """
 
     def __init__(
@@ -236,9 +264,16 @@ class QuantizedLinear(nn.Module):
         in_features: int,
         out_features: int,
         bias: torch.Tensor | None = None,
+        activations: str = "int8",
     ) -> None:
         super().__init__()
         self.qtype = quant_type(qtype)
+        if activations not in ACTIVATIONS:
+            raise ValueError(
+                f"QuantizedLinear: activations must be one of {', '.join(ACTIVATIONS)}, "
+                f"got {activations!r}"
+            )
+        self.activations = activations
         self.in_features, self.out_features = int(in_features), int(out_features)
         if isinstance(blocks, torch.Tensor):
             if blocks.dtype != torch.uint8:
@@ -262,10 +297,14 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("bias", bias_f)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, qtype: str | int | QuantType) -> QuantizedLinear:
+    def from_linear(
+        cls, linear: nn.Linear, qtype: str | int | QuantType, activations: str = "int8"
+    ) -> QuantizedLinear:
         """Quantize a dense ``nn.Linear``'s weight (see :func:`quantize`)."""
         blocks = quantize(qtype, linear.weight)
-        return cls(qtype, blocks, linear.in_features, linear.out_features, linear.bias)
+        return cls(
+            qtype, blocks, linear.in_features, linear.out_features, linear.bias, activations
+        )
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dense ``(out_features, in_features)`` weight."""
@@ -279,12 +318,14 @@ class QuantizedLinear(nn.Module):
                 "the model's weights first (QuantizedLinear.dequantize, llmcore.ops.quant."
                 "dequantize), or keep them frozen and train LoRA adapters over them"
             )
-        y = matmul(x, self.qtype, self.blocks, (self.out_features, self.in_features))
+        shape = (self.out_features, self.in_features)
+        y = matmul(x, self.qtype, self.blocks, shape, activations=self.activations)
         if self.bias is not None:
             y += self.bias
         return y.to(x.dtype) if x.is_floating_point() else y
 
     def extra_repr(self) -> str:
         return (
-            f"{self.qtype.name}, in_features={self.in_features}, out_features={self.out_features}"
+            f"{self.qtype.name}, in_features={self.in_features}, "
+            f"out_features={self.out_features}, activations={self.activations}"
         )
