@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -67,57 +68,85 @@ inline void quantize_act_row(const float* x, int64_t K, const ActLayout& lay, in
   for (int64_t h = 2 * nb; h < lay.xc_ld; ++h) xc[h] = 0.0f;
 }
 
-// One block of each type into (q, s, o) of its block_elems values (block_elems / 16 halves).
-inline void decode_int(const BlockQ8_0& b, uint8_t* q, float* s, float* o) {
-  std::memcpy(q, b.qs, kQK);
-  const float d = half_to_float(b.d);
-  s[0] = s[1] = d;
-  o[0] = o[1] = -128.0f * d;
+// One block of each type, at `b` in the byte buffer, into (q, s, o) of its block_elems
+// values (block_elems / 16 halves). The quants go through byte vectors loaded straight
+// from the buffer: GCC converts a block copied into a struct one byte at a time.
+typedef uint8_t U8x16 __attribute__((vector_size(16)));
+typedef uint8_t U8x32 __attribute__((vector_size(32)));
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
+
+template <class V>
+inline V load_bytes(const uint8_t* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class V>
+inline void store_bytes(uint8_t* p, const V& v) {
+  std::memcpy(p, &v, sizeof v);
 }
 
+inline float half_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof h);
+  return half_to_float(h);
+}
+
+inline void legacy_factors(float d, float off, float* s, float* o) {
+  s[0] = s[1] = d;
+  o[0] = o[1] = off;
+}
+
+// Nibbles of 16 bytes: element j in the low nibble of byte j, j + 16 in its high one.
 inline void split_nibbles(const uint8_t* qs, uint8_t* q) {
-  for (int j = 0; j < 16; ++j) {
-    q[j] = qs[j] & 0xF;
-    q[j + 16] = static_cast<uint8_t>(qs[j] >> 4);
-  }
+  const U8x16 v = load_bytes<U8x16>(qs);
+  store_bytes(q, U8x16(v & 0xF));
+  store_bytes(q + 16, U8x16(v >> 4));
 }
 
+// Bit j of the little-endian uint32 at qh is the fifth bit (16) of element j.
 inline void fifth_bits(const uint8_t* qh, uint8_t* q) {
-  const uint32_t h = high_bits(qh);
-  for (int j = 0; j < 32; ++j) q[j] = static_cast<uint8_t>(q[j] | ((h >> j) & 1u) << 4);
+  uint32_t h;
+  std::memcpy(&h, qh, sizeof h);
+  const U32x16 lanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const U32x16 lo = ((h >> lanes) & 1u) << 4, hi = ((h >> (lanes + 16u)) & 1u) << 4;
+  store_bytes(q, U8x16(load_bytes<U8x16>(q) | __builtin_convertvector(lo, U8x16)));
+  store_bytes(q + 16, U8x16(load_bytes<U8x16>(q + 16) | __builtin_convertvector(hi, U8x16)));
 }
 
-inline void decode_int(const BlockQ4_0& b, uint8_t* q, float* s, float* o) {
-  split_nibbles(b.qs, q);
-  const float d = half_to_float(b.d);
-  s[0] = s[1] = d;
-  o[0] = o[1] = -8.0f * d;
+inline void decode_q8_0(const uint8_t* b, uint8_t* q, float* s, float* o) {
+  store_bytes(q, load_bytes<U8x32>(b + offsetof(BlockQ8_0, qs)));
+  const float d = half_at(b);
+  legacy_factors(d, -128.0f * d, s, o);
 }
 
-inline void decode_int(const BlockQ4_1& b, uint8_t* q, float* s, float* o) {
-  split_nibbles(b.qs, q);
-  s[0] = s[1] = half_to_float(b.d);
-  o[0] = o[1] = half_to_float(b.m);
+inline void decode_q4_0(const uint8_t* b, uint8_t* q, float* s, float* o) {
+  split_nibbles(b + offsetof(BlockQ4_0, qs), q);
+  const float d = half_at(b);
+  legacy_factors(d, -8.0f * d, s, o);
 }
 
-inline void decode_int(const BlockQ5_0& b, uint8_t* q, float* s, float* o) {
-  split_nibbles(b.qs, q);
-  fifth_bits(b.qh, q);
-  const float d = half_to_float(b.d);
-  s[0] = s[1] = d;
-  o[0] = o[1] = -16.0f * d;
+inline void decode_q4_1(const uint8_t* b, uint8_t* q, float* s, float* o) {
+  split_nibbles(b + offsetof(BlockQ4_1, qs), q);
+  legacy_factors(half_at(b), half_at(b + offsetof(BlockQ4_1, m)), s, o);
 }
 
-inline void decode_int(const BlockQ5_1& b, uint8_t* q, float* s, float* o) {
-  split_nibbles(b.qs, q);
-  fifth_bits(b.qh, q);
-  s[0] = s[1] = half_to_float(b.d);
-  o[0] = o[1] = half_to_float(b.m);
+inline void decode_q5_0(const uint8_t* b, uint8_t* q, float* s, float* o) {
+  split_nibbles(b + offsetof(BlockQ5_0, qs), q);
+  fifth_bits(b + offsetof(BlockQ5_0, qh), q);
+  const float d = half_at(b);
+  legacy_factors(d, -16.0f * d, s, o);
+}
+
+inline void decode_q5_1(const uint8_t* b, uint8_t* q, float* s, float* o) {
+  split_nibbles(b + offsetof(BlockQ5_1, qs), q);
+  fifth_bits(b + offsetof(BlockQ5_1, qh), q);
+  legacy_factors(half_at(b), half_at(b + offsetof(BlockQ5_1, m)), s, o);
 }
 
 // Q4_K and Q5_K: sub-block j (32 values) scaled by d * sc_j, offset by -dmin * m_j.
-inline void k4_factors(uint16_t dh, uint16_t dminh, const uint8_t* scales, float* s, float* o) {
-  const float d = half_to_float(dh), dmin = half_to_float(dminh);
+inline void k4_factors(const uint8_t* b, const uint8_t* scales, float* s, float* o) {
+  const float d = half_at(b), dmin = half_at(b + 2);
   for (int j = 0; j < 8; ++j) {
     int sc, m;
     unpack_scales_k4(scales, j, sc, m);
@@ -126,48 +155,53 @@ inline void k4_factors(uint16_t dh, uint16_t dminh, const uint8_t* scales, float
   }
 }
 
-inline void decode_int(const BlockQ4_K& b, uint8_t* q, float* s, float* o) {
-  for (int c = 0; c < 4; ++c)
-    for (int l = 0; l < 32; ++l) {
-      q[c * 64 + l] = b.qs[c * 32 + l] & 0xF;
-      q[c * 64 + 32 + l] = static_cast<uint8_t>(b.qs[c * 32 + l] >> 4);
-    }
-  k4_factors(b.d, b.dmin, b.scales, s, o);
+// Byte l of chunk c (32 bytes) holds sub-block 2c in its low nibble, 2c + 1 in its high.
+inline void decode_q4_k(const uint8_t* b, uint8_t* q, float* s, float* o) {
+  for (int c = 0; c < 4; ++c) {
+    const U8x32 v = load_bytes<U8x32>(b + offsetof(BlockQ4_K, qs) + 32 * c);
+    store_bytes(q + 64 * c, U8x32(v & 0xF));
+    store_bytes(q + 64 * c + 32, U8x32(v >> 4));
+  }
+  k4_factors(b, b + offsetof(BlockQ4_K, scales), s, o);
 }
 
-inline void decode_int(const BlockQ5_K& b, uint8_t* q, float* s, float* o) {
-  for (int c = 0; c < 4; ++c)
-    for (int l = 0; l < 32; ++l) {
-      const uint8_t hi0 = static_cast<uint8_t>(((b.qh[l] >> (2 * c)) & 1) << 4);
-      const uint8_t hi1 = static_cast<uint8_t>(((b.qh[l] >> (2 * c + 1)) & 1) << 4);
-      q[c * 64 + l] = static_cast<uint8_t>((b.qs[c * 32 + l] & 0xF) | hi0);
-      q[c * 64 + 32 + l] = static_cast<uint8_t>((b.qs[c * 32 + l] >> 4) | hi1);
-    }
-  k4_factors(b.d, b.dmin, b.scales, s, o);
+// Plus bit j of qh[l] as the fifth bit of element l of sub-block j.
+inline void decode_q5_k(const uint8_t* b, uint8_t* q, float* s, float* o) {
+  const U8x32 qh = load_bytes<U8x32>(b + offsetof(BlockQ5_K, qh));
+  for (int c = 0; c < 4; ++c) {
+    const U8x32 v = load_bytes<U8x32>(b + offsetof(BlockQ5_K, qs) + 32 * c);
+    const U8x32 h0 = ((qh >> (2 * c)) & 1) << 4, h1 = ((qh >> (2 * c + 1)) & 1) << 4;
+    store_bytes(q + 64 * c, U8x32((v & 0xF) | h0));
+    store_bytes(q + 64 * c + 32, U8x32((v >> 4) | h1));
+  }
+  k4_factors(b, b + offsetof(BlockQ5_K, scales), s, o);
 }
 
-inline void decode_int(const BlockQ6_K& b, uint8_t* q, float* s, float* o) {
-  // Element e = h * 128 + k * 32 + l, as in dequant_block.hpp.
-  for (int h = 0; h < 2; ++h)
-    for (int k = 0; k < 4; ++k)
-      for (int l = 0; l < 32; ++l) {
-        const int lo = (b.ql[h * 64 + (k % 2) * 32 + l] >> (4 * (k / 2))) & 0xF;
-        const int hi = (b.qh[h * 32 + l] >> (2 * k)) & 3;
-        q[h * 128 + k * 32 + l] = static_cast<uint8_t>(lo | hi << 4);
-      }
-  const float d = half_to_float(b.d);
+// Element h * 128 + k * 32 + l: low 4 bits from ql[h * 64 + (k % 2) * 32 + l] (nibble
+// k / 2), high 2 from qh[h * 32 + l] (bits 2k, 2k + 1), as in dequant_block.hpp.
+inline void decode_q6_k(const uint8_t* b, uint8_t* q, float* s, float* o) {
+  for (int h = 0; h < 2; ++h) {
+    const U8x32 qh = load_bytes<U8x32>(b + offsetof(BlockQ6_K, qh) + 32 * h);
+    for (int k = 0; k < 4; ++k) {
+      const U8x32 ql = load_bytes<U8x32>(b + offsetof(BlockQ6_K, ql) + 64 * h + 32 * (k % 2));
+      const U8x32 lo = k < 2 ? U8x32(ql & 0xF) : U8x32(ql >> 4);
+      store_bytes(q + 128 * h + 32 * k, U8x32(lo | (((qh >> (2 * k)) & 3) << 4)));
+    }
+  }
+  const float d = half_at(b + offsetof(BlockQ6_K, d));
   for (int i = 0; i < 16; ++i) {
-    s[i] = d * static_cast<float>(b.scales[i]);
+    const auto sc = static_cast<int8_t>(b[offsetof(BlockQ6_K, scales) + i]);
+    s[i] = d * static_cast<float>(sc);
     o[i] = -32.0f * s[i];
   }
 }
 
-template <class Block>
-inline void decode_int_row(const uint8_t* src, int64_t nblocks, int elems, uint8_t* q, float* s,
-                           float* o) {
-  for (int64_t i = 0; i < nblocks; ++i)
-    decode_int(load_block<Block>(src + i * static_cast<int64_t>(sizeof(Block))), q + i * elems,
-               s + i * (elems / 16), o + i * (elems / 16));
+using DecodeFn = void (*)(const uint8_t*, uint8_t*, float*, float*);
+
+template <DecodeFn decode>
+inline void decode_int_row(const uint8_t* src, int64_t nblocks, int elems, int bytes, uint8_t* q,
+                           float* s, float* o) {
+  for (int64_t i = 0; i < nblocks; ++i) decode(src + i * bytes, q + i * elems, s + i * (elems / 16), o + i * (elems / 16));
 }
 
 // Row strides of a panel of decoded weight rows: kp quants, and kp / 16 scales and offsets
@@ -180,15 +214,16 @@ struct WeightLayout {
 // One weight row of K values into q, s and o (strides of `lay`), zero padded.
 inline void decode_weight_row(QType t, const uint8_t* src, int64_t K, const WeightLayout& lay,
                               uint8_t* q, float* s, float* o) {
+  const int64_t nl = K / kQK, nk = K / kQKK;
   switch (t) {
-    case QType::q8_0: decode_int_row<BlockQ8_0>(src, K / kQK, kQK, q, s, o); break;
-    case QType::q4_0: decode_int_row<BlockQ4_0>(src, K / kQK, kQK, q, s, o); break;
-    case QType::q4_1: decode_int_row<BlockQ4_1>(src, K / kQK, kQK, q, s, o); break;
-    case QType::q5_0: decode_int_row<BlockQ5_0>(src, K / kQK, kQK, q, s, o); break;
-    case QType::q5_1: decode_int_row<BlockQ5_1>(src, K / kQK, kQK, q, s, o); break;
-    case QType::q4_k: decode_int_row<BlockQ4_K>(src, K / kQKK, kQKK, q, s, o); break;
-    case QType::q5_k: decode_int_row<BlockQ5_K>(src, K / kQKK, kQKK, q, s, o); break;
-    case QType::q6_k: decode_int_row<BlockQ6_K>(src, K / kQKK, kQKK, q, s, o); break;
+    case QType::q8_0: decode_int_row<decode_q8_0>(src, nl, kQK, sizeof(BlockQ8_0), q, s, o); break;
+    case QType::q4_0: decode_int_row<decode_q4_0>(src, nl, kQK, sizeof(BlockQ4_0), q, s, o); break;
+    case QType::q4_1: decode_int_row<decode_q4_1>(src, nl, kQK, sizeof(BlockQ4_1), q, s, o); break;
+    case QType::q5_0: decode_int_row<decode_q5_0>(src, nl, kQK, sizeof(BlockQ5_0), q, s, o); break;
+    case QType::q5_1: decode_int_row<decode_q5_1>(src, nl, kQK, sizeof(BlockQ5_1), q, s, o); break;
+    case QType::q4_k: decode_int_row<decode_q4_k>(src, nk, kQKK, sizeof(BlockQ4_K), q, s, o); break;
+    case QType::q5_k: decode_int_row<decode_q5_k>(src, nk, kQKK, sizeof(BlockQ5_K), q, s, o); break;
+    case QType::q6_k: decode_int_row<decode_q6_k>(src, nk, kQKK, sizeof(BlockQ6_K), q, s, o); break;
   }
   std::memset(q + K, 0, static_cast<size_t>(lay.kp - K));
   for (int64_t h = K / 16; h < lay.s_ld; ++h) s[h] = o[h] = 0.0f;

@@ -42,7 +42,8 @@ enum class Acts : int {
   // e_b = xd_b / 2 * (1 + 2^-20) (or max |x_k| when xd_b underflows to 0) bounds the
   // activation error and E = sum_k (|x_k| + e_b) (|w_k| + 2 |o_k|), o_k being the
   // block's offset (-8 d for Q4_0, -dmin * m_j for Q4_K, ...; int_operands.hpp), bounds
-  // the float rounding of the scales and sums.
+  // the float rounding of the scales and sums; plus 2^-149 (K * 255 * 127 + sum_k |o_k| +
+  // K) for scale products below float32's normal range.
   int8 = 1,
 };
 

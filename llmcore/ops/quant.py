@@ -21,13 +21,15 @@ block size.
   ``xq_k = round(x_k / xd_b)``) and multiplied by the weights' quants in integer dot
   products; the result is within::
 
-      sum_b e_b * sum_{k in b} |w_k|  +  (K / 16 + 16) * 2**-24 * E
+      sum_b e_b * sum_{k in b} |w_k|  +  (K / 16 + 16) * 2**-24 * E  +  U
 
   of the exact ``x . w``, where ``e_b = xd_b / 2 * (1 + 2**-20)`` (``max|x_k|`` where
   ``xd_b`` underflows to 0) bounds each activation's rounding and
   ``E = sum_k (|x_k| + e_b) * (|w_k| + 2 |o_k|)`` the float rounding of scales and sums,
   ``o_k`` being the offset of ``w_k``'s block (its value at quant 0: ``-8 d`` for q4_0,
-  ``-128 d`` for q8_0, ``m`` for q4_1, ``-dmin m_j`` for q4_k, ``-32 d sc`` for q6_k).
+  ``-128 d`` for q8_0, ``m`` for q4_1, ``-dmin m_j`` for q4_k, ``-32 d sc`` for q6_k),
+  and ``U = 2**-149 * (K * 255 * 127 + sum_k |o_k| + K)`` covers scale products that fall
+  below float32's normal range (only outputs near 1e-38 and below notice it).
   The activation term is about ``|x| |w| / 254`` per value at worst, ~0.1-0.3% of a
   typical output. ``activations="float32"`` keeps ``x`` exact instead (slower): the
   weights are dequantized exactly, so the only error is float32 accumulation,
