@@ -242,4 +242,17 @@ struct TileArgs {
 };
 using TileFn = void (*)(const TileArgs&);
 
+// The operands of a fused tile (int_tile.hpp): weight rows read straight from their blocks.
+struct FusedArgs {
+  const uint8_t* w;  // first of the tile's weight rows
+  int64_t row_bytes, nb;
+  const int8_t* xq;
+  const float* xd;
+  const int32_t* xoff;
+  int64_t xq_ld, xd_ld, xoff_ld;
+  float* y;
+  int64_t ldy;
+};
+using FusedFn = void (*)(const FusedArgs&);
+
 }  // namespace llmcore::quant::LLMCORE_ISA_NS

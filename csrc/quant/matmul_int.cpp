@@ -24,6 +24,8 @@ namespace llmcore::quant::LLMCORE_ISA_NS {
 
 #if defined(__AVX512BW__) && !defined(__AVX512VNNI__)
 TileFn vnni_tile_fn(bool signed_weights, int mr, int nr);  // matmul_vnni.cpp
+FusedFn vnni_fused_fn(bool q8, int mr, int nr);
+int vnni_fused_offset(bool q8);
 #endif
 
 namespace {
@@ -55,6 +57,47 @@ TileFn choose_tile(bool signed_weights, int mr, int nr) {
   return tile_plain::tile_fn(signed_weights, mr, nr);
 }
 
+#if defined(LLMCORE_QUANT_HAS_FUSED)
+constexpr int64_t kFusedMaxRows = 4;  // rows of x up to which Q4_0 and Q8_0 skip the panels
+
+// Tiles of M (<= 4) rows of x times 4 weight rows, read straight from the blocks.
+void fused_matmul(bool q8, const int8_t* xq, const float* xd, const ActLayout& al, int64_t M, int64_t K,
+                  const uint8_t* w, int64_t N, float* y, int nthreads) {
+  FusedFn fns[4];
+  int c;
+#if !defined(__AVX512VNNI__)
+  if (vnni_enabled()) {
+    c = vnni_fused_offset(q8);
+    for (int nr = 1; nr <= 4; ++nr) fns[nr - 1] = vnni_fused_fn(q8, static_cast<int>(M), nr);
+  } else
+#endif
+  {
+    c = tile_plain::fused_offset(q8);
+    for (int nr = 1; nr <= 4; ++nr) fns[nr - 1] = tile_plain::fused_fn(q8, static_cast<int>(M), nr);
+  }
+  thread_local std::vector<int32_t> xoff_buf;
+  const int64_t ld = al.kp / 4;
+  int32_t* xoff = grown(xoff_buf, M * ld);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t i = 0; i < ld; ++i) {
+      const int8_t* q = xq + m * al.xq_ld + 4 * i;
+      xoff[m * ld + i] = -c * (q[0] + q[1] + q[2] + q[3]);
+    }
+  const int64_t nb = K / kQK, row_bytes = nb * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  const int64_t ntiles = (N + 3) / 4;
+  (void)nthreads;
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+#endif
+  for (int64_t j = 0; j < ntiles; ++j) {
+    const int64_t n0 = 4 * j;
+    const int nt = static_cast<int>(std::min<int64_t>(4, N - n0));
+    const FusedArgs a{w + n0 * row_bytes, row_bytes, nb, xq, xd, xoff, al.xq_ld, al.xd_ld, ld, y + n0, N};
+    fns[nt - 1](a);
+  }
+}
+#endif
+
 }  // namespace
 
 void matmul_int(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w, int64_t N, float* y,
@@ -76,6 +119,10 @@ void matmul_int(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w,
   for (int64_t m = 0; m < M; ++m)
     quantize_act_row(x + m * K, K, al, xq + m * al.xq_ld, xd + m * al.xd_ld, xc + m * al.xc_ld);
 
+#if defined(LLMCORE_QUANT_HAS_FUSED)
+  if (M <= kFusedMaxRows && (t == QType::q4_0 || t == QType::q8_0))
+    return fused_matmul(t == QType::q8_0, xq, xd, al, M, K, w, N, y, nthreads);
+#endif
   const bool signed_weights = t == QType::q8_0;
   TileFn fns[kMR][kNR];
   for (int mr = 1; mr <= kMR; ++mr)

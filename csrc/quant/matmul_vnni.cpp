@@ -11,6 +11,7 @@
 #endif
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -32,6 +33,8 @@ namespace llmcore::quant::LLMCORE_ISA_NS {
 TileFn vnni_tile_fn(bool signed_weights, int mr, int nr) {
   return tile_vnni::tile_fn(signed_weights, mr, nr);
 }
+FusedFn vnni_fused_fn(bool q8, int mr, int nr) { return tile_vnni::fused_fn(q8, mr, nr); }
+int vnni_fused_offset(bool q8) { return tile_vnni::fused_offset(q8); }
 }  // namespace llmcore::quant::LLMCORE_ISA_NS
 
 #if defined(__clang__)
