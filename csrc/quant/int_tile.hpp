@@ -7,6 +7,9 @@
 // Per 64 bytes and (row, weight row) pair: one integer dot product (VNNI vpdpbusd, or
 // vpmaddubsw + vpmaddwd), a conversion, a scale product and a fused multiply-add.
 //
+// On AVX-512, fused_tile does the same for up to 4 rows of Q4_0 or Q8_0 straight from
+// their blocks (no decoded panel).
+//
 // Integer sums are exact: a lane sums 4 products of an unsigned byte <= 255 (only Q8_0's
 // flipped bytes reach it; vpmaddubsw is only given bytes <= 128, so its 16-bit pair sums
 // never saturate) and a signed byte |xq| <= 127.

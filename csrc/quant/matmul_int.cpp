@@ -4,6 +4,8 @@
 // call into per-thread scratch (int_operands.hpp) and multiplied by every row of x in
 // register tiles of kMR x kNR (int_tile.hpp). Many rows (prefill) thus decode each weight
 // block once, and a tile's activation rows stay in L1 across the panel's weight rows.
+// Up to 4 rows of Q4_0 or Q8_0 on AVX-512 (decode) skip the panel: the fused tiles read
+// the blocks themselves, as the decoding would cost twice the dot products there.
 // GCC 12 flags the deliberately undefined upper lanes inside its own AVX-512 intrinsics
 // (_mm512_broadcast_f32x4, _mm512_cvtepi32_ps, ...) as uninitialised (GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)

@@ -36,6 +36,12 @@ block size.
   ``|y - y_exact| <= K * 2**-24 * sum_k |x_k w_k|``. NaN or inf in ``x``, or a corrupt
   (NaN/inf) block scale, makes the outputs it reaches non-finite on both paths.
 - :class:`QuantizedLinear` is an inference-only ``nn.Module`` over such a weight.
+
+The integer kernels run at the instruction-set level llmcore._C chose (``_C.isa()``):
+AVX-512 with VNNI's ``vpdpbusd`` where the CPU has it (``_C.quant_vnni(False)`` forces
+the plain AVX-512 BW kernels), AVX2 (``vpmaddubsw``/``vpmaddwd``), or scalar loops; all
+give results within the same bound. Many input rows decode each weight block once and
+reuse it for all rows; OpenMP splits the output rows.
 """
 
 from __future__ import annotations
