@@ -64,8 +64,13 @@ if hasattr(_C, "quant_matmul"):
     for qtype in ("q8_0", "q4_0", "q4_k"):
         raw = quant.quantize(qtype, w)
         wd = quant.dequantize(qtype, raw, (7, 256)).double()
-        y = quant.matmul(x, qtype, raw, (7, 256))
-        assert torch.allclose(y.double(), x.double() @ wd.T, atol=1e-3), qtype
+        ref = x.double() @ wd.T
+        y = quant.matmul(x, qtype, raw, (7, 256), activations="float32")
+        assert torch.allclose(y.double(), ref, atol=1e-3), qtype
+        # 8-bit activations: each within half a step, max |x| / 254 per block of 32
+        step = (x.abs().reshape(3, 8, 32).amax(-1).double() / 254).repeat_interleave(32, 1)
+        y8 = quant.matmul(x, qtype, raw, (7, 256))
+        assert torch.all((y8.double() - ref).abs() <= step @ wd.abs().T * 1.001 + 1e-4), qtype
     print("quant ok", flush=True)
 print("ALL OK", flush=True)
 """

@@ -1,4 +1,10 @@
-"""y = x W^T with W in GGUF blocks, on every instruction-set level, and QuantizedLinear."""
+"""y = x W^T with W in GGUF blocks, on every instruction-set level, and QuantizedLinear.
+
+The reference is always torch: the weights dequantized (bit identical to gguf.quants, see
+test_quant.py) times x in float64. The float32-activation path is held to float32
+accumulation error; the default 8-bit-activation path to the closed-form bound of
+llmcore.ops.quant's docstring.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,77 @@ import torch
 from llmcore import _C
 from llmcore.errors import TrainingError
 from llmcore.ops import quant
-from tests.test_quant import ALL, random_blocks
+from tests.test_quant import ALL, HALF_FIELDS, random_blocks
 
 LEVELS = _C.isa_levels()
 DEFAULT = _C.isa()
+# The kernels to hold to the reference: every level, and on a VNNI CPU the AVX-512 level
+# without VNNI too (what an AVX-512 CPU without it runs).
+KERNELS = LEVELS + (["avx512-novnni"] if "avx512" in LEVELS and _C.quant_cpu_has_vnni() else [])
 
 
-@pytest.fixture(params=LEVELS)
+def use_kernel(kernel: str) -> None:
+    _C.set_isa(kernel.removesuffix("-novnni"))
+    _C.quant_vnni(_C.quant_cpu_has_vnni() and not kernel.endswith("-novnni"))
+
+
+def restore_kernel() -> None:
+    _C.set_isa(DEFAULT)
+    _C.quant_vnni(_C.quant_cpu_has_vnni())
+
+
+@pytest.fixture(params=KERNELS)
 def isa(request):
-    """Force one instruction-set level for the test, then restore the default."""
-    _C.set_isa(request.param)
+    """Force one kernel variant for the test, then restore the default."""
+    use_kernel(request.param)
     try:
         yield request.param
     finally:
-        _C.set_isa(DEFAULT)
+        restore_kernel()
+
+
+# Byte range of each block's quants, and the byte that means quant 0 (an offset of 128 for
+# q8_0's signed bytes): with them set, a block dequantizes to its offsets o_k.
+QUANT_BYTES = {
+    "q4_0": (2, 18, 0),
+    "q4_1": (4, 20, 0),
+    "q5_0": (2, 22, 0),
+    "q5_1": (4, 24, 0),
+    "q8_0": (2, 34, 0x80),
+    "q4_k": (16, 144, 0),
+    "q5_k": (16, 176, 0),
+    "q6_k": (0, 192, 0),
+}
+
+
+def block_offsets(name: str, raw: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """o_k, the value each weight's block gives quant 0 (its offset in w = s q + o)."""
+    t = quant.quant_type(name)
+    lo, hi, zero = QUANT_BYTES[name]
+    blocks = raw.reshape(-1, t.block_bytes).copy()
+    blocks[:, lo:hi] = zero
+    return quant.dequantize(name, blocks.reshape(-1), shape)
+
+
+def int8_bound(x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """The documented bound of the 8-bit-activation product, (M, N), in float64."""
+    m, k = x.shape
+    amax = x.abs().reshape(m, k // 32, 32).amax(-1)  # float32, like the kernel
+    d = amax / 127
+    e = torch.where(d > 0, d.double() / 2 * (1 + 2.0**-20), amax.double())
+    e = e.repeat_interleave(32, dim=1)  # (M, K): the error bound of each activation
+    act = e @ w.double().abs().T
+    env = (x.double().abs() + e) @ (w.double().abs() + 2 * o.double().abs()).T
+    # Scale products below float32's normal range round to a multiple of 2^-149 instead.
+    underflow = 2.0**-149 * (k * 255 * 127 + o.double().abs().sum(1) + k)  # (N,)
+    return act * (1 + 2.0**-20) + (k / 16 + 16) * 2.0**-24 * env + underflow
+
+
+def check_int8(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> None:
+    exact = x.double() @ w.double().T
+    err = (y.double() - exact).abs()
+    bound = int8_bound(x, w, o) + 1e-300
+    assert torch.all(err <= bound), f"max err/bound {(err / bound).max().item():.3g}"
 
 
 def check_against_float64(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> None:
@@ -36,46 +99,115 @@ def check_against_float64(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> 
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("m, n", [(1, 1), (1, 37), (3, 5), (17, 33)])
-def test_matches_float64_reference_on_every_level(isa, name, m, n):
+def test_both_paths_match_the_reference_on_every_level(isa, name, m, n):
     t = quant.quant_type(name)
-    k = 3 * t.block_size
+    k = 3 * t.block_size  # 96 for the legacy types: rows end inside a 64-value chunk
     raw = random_blocks(name, n * 3, seed=m * 100 + n)
     w = quant.dequantize(name, raw, (n, k))  # (N, K)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(n))
-    y = quant.matmul(x, name, raw, (n, k), threads=2)
+    y = quant.matmul(x, name, raw, (n, k), threads=2, activations="float32")
     assert y.shape == (m, n) and y.dtype == torch.float32
     check_against_float64(y, x, w)
+    y8 = quant.matmul(x, name, raw, (n, k), threads=2)
+    assert y8.shape == (m, n) and y8.dtype == torch.float32
+    check_int8(y8, x, w, block_offsets(name, raw, (n, k)))
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_fuzz_every_level_agrees_with_the_scalar_path(seed):
+# fp16 bit patterns of hostile block factors: largest finite, smallest subnormal, a mid
+# subnormal, zero, negative zero, and ordinary values of both signs.
+HOSTILE_HALVES = np.array(
+    [0x7BFF, 0xFBFF, 0x0001, 0x8001, 0x0200, 0x0000, 0x8000, 0x2E66, 0xAE66], dtype=np.uint16
+)
+
+
+def hostile_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
+    """Random quants with each fp16 factor drawn from HOSTILE_HALVES."""
+    rng = np.random.default_rng(seed)
+    raw = random_blocks(name, n_blocks, seed).reshape(n_blocks, -1)
+    for off in HALF_FIELDS[name]:
+        halves = rng.choice(HOSTILE_HALVES, size=n_blocks)
+        raw[:, off : off + 2] = halves.view(np.uint8).reshape(n_blocks, 2)
+    return raw.reshape(-1)
+
+
+def hostile_x(rng: np.random.Generator, m: int, k: int) -> torch.Tensor:
+    """Rows of x of every scale: normal, huge, tiny (float32 subnormal), zero, one spike."""
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    scales = np.array([1.0, 3e4, 1e-40, 0.0, 1e-3], dtype=np.float32)
+    x *= scales[np.arange(m) % len(scales)][:, None]
+    x[m // 2, k // 3] = 5e3  # one outlier in an otherwise ordinary row
+    return torch.from_numpy(x)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_fuzz_hostile_blocks_on_every_kernel(seed):
     rng = np.random.default_rng(seed)
     name = ALL[seed % len(ALL)]
     t = quant.quant_type(name)
-    m, n, kb = int(rng.integers(1, 9)), int(rng.integers(1, 40)), int(rng.integers(1, 5))
+    m, n, kb = int(rng.integers(1, 12)), int(rng.integers(1, 40)), int(rng.integers(1, 5))
     k = kb * t.block_size
-    raw = random_blocks(name, n * kb, seed=1000 + seed)
-    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32) * 3)
+    raw = hostile_blocks(name, n * kb, seed=2000 + seed)
+    x = hostile_x(rng, m, k)
     w = quant.dequantize(name, raw, (n, k))
-    results = {}
+    o = block_offsets(name, raw, (n, k))
     try:
-        for level in LEVELS:
-            _C.set_isa(level)
-            results[level] = quant.matmul(x, name, raw, (n, k), threads=1 + seed % 2)
+        for kernel in KERNELS:
+            use_kernel(kernel)
+            for threads in (1, 2):
+                y = quant.matmul(x, name, raw, (n, k), threads=threads)
+                assert torch.isfinite(y).all(), kernel
+                check_int8(y, x, w, o)
+                yf = quant.matmul(x, name, raw, (n, k), threads=threads, activations="float32")
+                check_against_float64(yf, x, w)
     finally:
-        _C.set_isa(DEFAULT)
-    ref = results[LEVELS[0]]
-    check_against_float64(ref, x, w)
-    bound = 2 * k * 2.0**-24 * (x.double().abs() @ w.double().abs().T) + 1e-30
-    for level, y in results.items():
-        assert torch.all((y.double() - ref.double()).abs() <= bound), level
+        restore_kernel()
 
 
-def test_prefill_sized_product_uses_threads():
-    raw = random_blocks("q4_0", 96 * 8, seed=11)
-    x = torch.randn(64, 256)
-    w = quant.dequantize("q4_0", raw, (96, 256))
-    check_against_float64(quant.matmul(x, "q4_0", raw, (96, 256), threads=2), x, w)
+@pytest.mark.parametrize("activations", ["int8", "float32"])
+@pytest.mark.parametrize("name", ["q8_0", "q4_1", "q4_k", "q6_k"])
+def test_non_finite_scales_and_inputs_reach_only_their_outputs(isa, name, activations):
+    t = quant.quant_type(name)
+    n, kb = 6, 3
+    raw = random_blocks(name, n * kb, seed=13).reshape(n * kb, -1)
+    off = HALF_FIELDS[name][0]
+    raw[2 * kb + 1, off : off + 2] = np.array([0x7C00], dtype=np.uint16).view(np.uint8)  # row 2
+    raw[4 * kb, off : off + 2] = np.array([0x7E00], dtype=np.uint16).view(np.uint8)  # row 4
+    x = torch.randn(3, kb * t.block_size)
+    x[1, 5] = float("nan")
+    y = quant.matmul(x, name, raw.reshape(-1), (n, kb * t.block_size), activations=activations)
+    bad = torch.zeros(3, n, dtype=torch.bool)
+    bad[:, [2, 4]] = True
+    bad[1, :] = True
+    assert not torch.isfinite(y[bad]).any() and torch.isfinite(y[~bad]).all()
+
+
+@pytest.mark.parametrize("name", ["q8_0", "q4_0", "q4_k", "q6_k"])
+def test_prefill_sized_product_tiles_and_threads(name):
+    # 67 x 53: partial register tiles and weight panels on both sides.
+    t = quant.quant_type(name)
+    k = 2 * 256
+    raw = random_blocks(name, 53 * k // t.block_size, seed=11)
+    x = torch.randn(67, k)
+    w = quant.dequantize(name, raw, (53, k))
+    y = quant.matmul(x, name, raw, (53, k), threads=2)
+    check_int8(y, x, w, block_offsets(name, raw, (53, k)))
+    o = block_offsets(name, raw, (53, k))
+    for m in (1, 5, 66):  # a row alone (the few-row kernels for q4_0, q8_0)
+        check_int8(quant.matmul(x[m : m + 1], name, raw, (53, k)), x[m : m + 1], w, o)
+    check_against_float64(quant.matmul(x, name, raw, (53, k), activations="float32"), x, w)
+
+
+def test_vnni_switch():
+    was = _C.quant_vnni()
+    try:
+        assert _C.quant_vnni(False) is False
+        if _C.quant_cpu_has_vnni():
+            assert _C.quant_vnni(True) is True
+        else:
+            with pytest.raises(ValueError, match="lacks AVX-512 VNNI"):
+                _C.quant_vnni(True)
+    finally:
+        _C.quant_vnni(was)
 
 
 def test_matmul_errors():
@@ -87,15 +219,29 @@ def test_matmul_errors():
     with pytest.raises(ValueError, match="row length 100"):
         quant.matmul(torch.randn(2, 100), "q8_0", raw, (1, 100))
     assert quant.matmul(torch.randn(0, 128), "q8_0", raw, (1, 128)).shape == (0, 1)
+    with pytest.raises(ValueError, match="activations must be one of float32, int8, got 'fp8'"):
+        quant.matmul(torch.randn(2, 128), "q8_0", raw, (1, 128), activations="fp8")
+    x = torch.randn(2, 128)
+    y = torch.empty(2, 1)
+    with pytest.raises(ValueError, match="activations code must be 0"):
+        _C.quant_matmul(8, x.data_ptr(), 2, 128, raw.ctypes.data, 136, 1, y.data_ptr(), 1, 7)
+    with pytest.raises(ValueError, match="negative number of input rows"):
+        _C.quant_matmul(8, x.data_ptr(), -2, 128, raw.ctypes.data, 136, 1, y.data_ptr(), 1)
+    with pytest.raises(ValueError, match="input too large"):
+        _C.quant_matmul(8, x.data_ptr(), 2**60, 128, raw.ctypes.data, 136, 1, y.data_ptr(), 1)
+    with pytest.raises(ValueError, match="null buffer for x"):
+        _C.quant_matmul(8, 0, 2, 128, raw.ctypes.data, 136, 1, y.data_ptr(), 1)
+    with pytest.raises(ValueError, match="unknown type id 99"):
+        _C.quant_matmul(99, x.data_ptr(), 2, 128, raw.ctypes.data, 136, 1, y.data_ptr(), 1)
 
 
 @pytest.mark.parametrize("name", ["q8_0", "q4_0", "q4_k"])
 def test_quantized_linear_matches_the_dequantized_dense_layer(name):
     torch.manual_seed(0)
     dense = torch.nn.Linear(512, 24)
-    layer = quant.QuantizedLinear.from_linear(dense, name)
+    layer = quant.QuantizedLinear.from_linear(dense, name, activations="float32")
     assert list(layer.parameters()) == [] and layer.blocks.dtype == torch.uint8
-    assert name in repr(layer)
+    assert name in repr(layer) and "activations=float32" in repr(layer)
     w = layer.dequantize()
     x = torch.randn(2, 3, 512)
     with torch.no_grad():
@@ -103,8 +249,16 @@ def test_quantized_linear_matches_the_dequantized_dense_layer(name):
         ref = x.double() @ w.double().T + dense.bias.double()
     assert y.shape == (2, 3, 24)
     torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    layer.activations = "int8"  # the default
+    with torch.no_grad():
+        y8 = layer(x) - dense.bias
+    o = block_offsets(name, layer.blocks.numpy(), (24, 512))
+    check_int8(y8.reshape(6, 24), x.reshape(6, 512), w, o)
+    assert quant.QuantizedLinear.from_linear(dense, name).activations == "int8"
     ybf = layer(x.bfloat16())
     assert ybf.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="activations must be one of float32, int8"):
+        quant.QuantizedLinear(name, layer.blocks, 512, 24, activations="int4")
 
 
 def test_quantized_linear_refuses_training_and_corrupt_blocks():

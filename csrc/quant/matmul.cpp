@@ -1,6 +1,7 @@
-// y = x W^T with W quantized, one instruction-set variant.
+// y = x W^T with W quantized, one instruction-set variant. 8-bit activations go to
+// matmul_int.cpp; this file is the exact path, Acts::f32.
 //
-// Activations stay float32 (no 8-bit activation quantization): a panel of W rows is
+// Activations stay float32: a panel of W rows is
 // dequantized once into per-thread scratch (exactly the reference values, see
 // dequantize.cpp) and multiplied by every row of x with vector FMAs, so the only error is
 // float32 accumulation, |y - y_exact| <= K * 2^-24 * sum_k |x_k w_k| (usually far less).
@@ -125,7 +126,8 @@ void fused_matmul(const float* x, int64_t M, int64_t K, const uint8_t* w, int64_
 }  // namespace
 
 void matmul(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w, int64_t N, float* y,
-            int threads) {
+            int threads, Acts acts) {
+  if (acts == Acts::int8) return matmul_int(t, x, M, K, w, N, y, threads);
   const TypeInfo& info = type_info(static_cast<int>(t));
   const int64_t nb = K / info.block_elems, row_bytes = nb * info.block_bytes;
   const int64_t npanels = (N + kPanel - 1) / kPanel;

@@ -1,5 +1,6 @@
 // The quant entry points: the type table, size and scale checks shared by every variant,
 // and the run-time choice of the instruction-set variant that does the work.
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -86,7 +87,9 @@ void dequantize(const TypeInfo& t, const uint8_t* src, int64_t nbytes, int64_t r
 }
 
 void matmul(const TypeInfo& t, const float* x, int64_t M, int64_t K, const uint8_t* w,
-            int64_t nbytes, int64_t N, float* y, int threads) {
+            int64_t nbytes, int64_t N, float* y, int threads, Acts acts) {
+  if (acts != Acts::f32 && acts != Acts::int8)
+    throw std::invalid_argument("matmul: activations code must be 0 (float32) or 1 (int8)");
   checked_bytes(t, N, K, nbytes);
   if (M < 0) throw std::invalid_argument(std::string(t.name) + ": negative number of input rows");
   if (M == 0 || N == 0) return;
@@ -94,7 +97,29 @@ void matmul(const TypeInfo& t, const float* x, int64_t M, int64_t K, const uint8
     std::memset(y, 0, sizeof(float) * static_cast<size_t>(M * N));
     return;
   }
-  LLMCORE_ISA_DISPATCH(matmul(t.type, x, M, K, w, N, y, threads));
+  LLMCORE_ISA_DISPATCH(matmul(t.type, x, M, K, w, N, y, threads, acts));
+}
+
+bool cpu_has_vnni() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__clang__) || defined(__GNUC__))
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vnni") != 0;
+#else
+  return false;
+#endif
+}
+
+static std::atomic<bool>& vnni_flag() {
+  static std::atomic<bool> on{cpu_has_vnni()};
+  return on;
+}
+
+bool vnni_enabled() { return vnni_flag().load(std::memory_order_relaxed); }
+
+void set_vnni(bool on) {
+  if (on && !cpu_has_vnni())
+    throw std::invalid_argument("quant: this CPU lacks AVX-512 VNNI; only set_vnni(False) is valid");
+  vnni_flag().store(on, std::memory_order_relaxed);
 }
 
 }  // namespace llmcore::quant

@@ -72,19 +72,33 @@ void register_quant(py::module_& m) {
   m.def(
       "quant_matmul",
       [](int qtype, std::uintptr_t x, int64_t M, int64_t K, std::uintptr_t w, int64_t nbytes,
-         int64_t N, std::uintptr_t y, int threads) {
+         int64_t N, std::uintptr_t y, int threads, int activations) {
         const quant::TypeInfo& t = quant::type_info(qtype);
         quant::checked_bytes(t, N, K, nbytes);
+        if (M < 0) throw std::invalid_argument(std::string(t.name) + ": negative number of input rows");
+        if (M > 0 && (K > INT64_MAX / M || N > INT64_MAX / M)) throw std::invalid_argument(std::string(t.name) + ": input too large");
         check_address(x, M * K, "x");
         check_address(w, nbytes, "weight");
         check_address(y, M * N, "y");
         py::gil_scoped_release release;
         quant::matmul(t, ptr<const float>(x), M, K, ptr<const uint8_t>(w), nbytes, N, ptr<float>(y),
-                      threads < 1 ? 1 : threads);
+                      threads < 1 ? 1 : threads, static_cast<quant::Acts>(activations));
       },
       py::arg("qtype"), py::arg("x"), py::arg("M"), py::arg("K"), py::arg("w"), py::arg("nbytes"),
-      py::arg("N"), py::arg("y"), py::arg("threads"),
-      "y (M x N float32) = x (M x K float32) . W^T for W (N x K) in blocks of qtype.");
+      py::arg("N"), py::arg("y"), py::arg("threads"), py::arg("activations") = 1,
+      "y (M x N float32) = x (M x K float32) . W^T for W (N x K) in blocks of qtype; "
+      "activations 1 quantizes x to 8 bits per block of 32 (integer dot products), 0 keeps "
+      "it float32 (exact weights, float products).");
+  m.def(
+      "quant_vnni",
+      [](py::object on) {
+        if (!on.is_none()) quant::set_vnni(on.cast<bool>());
+        return quant::vnni_enabled();
+      },
+      py::arg("on") = py::none(),
+      "Whether the AVX-512 quant kernels use VNNI (vpdpbusd); quant_vnni(False) forces the "
+      "AVX-512 BW ones, quant_vnni(True) turns VNNI back on (ValueError without it).");
+  m.def("quant_cpu_has_vnni", &quant::cpu_has_vnni, "Whether this CPU has AVX-512 VNNI.");
   m.def(
       "quant_first_bad_scale",
       [](int qtype, std::uintptr_t src, int64_t nbytes, int64_t rows, int64_t cols) {

@@ -6,4 +6,6 @@ list(APPEND LLMCORE_SOURCES
 list(APPEND LLMCORE_KERNEL_SOURCES
   csrc/quant/dequantize.cpp
   csrc/quant/matmul.cpp
+  csrc/quant/matmul_int.cpp
+  csrc/quant/matmul_vnni.cpp
 )

@@ -15,10 +15,33 @@ block size.
   block's fp16 factors ``d``, ``dmin`` and sub-block ``j``'s 6-bit scale ``sc_j``).
   NaN or inf values, or values too large for a block's fp16 scale, are an error naming the
   row.
-- :func:`matmul` computes ``x @ W.T`` with ``W`` quantized, in float32 activations: the
+- :func:`matmul` computes ``x @ W.T`` with ``W`` quantized. By default
+  (``activations="int8"``, what llama.cpp does) each row of ``x`` is quantized once per
+  call to 8 bits per block of 32 values (``xd_b = max|x_k| / 127`` over block ``b``,
+  ``xq_k = round(x_k / xd_b)``) and multiplied by the weights' quants in integer dot
+  products; the result is within::
+
+      sum_b e_b * sum_{k in b} |w_k|  +  (K / 16 + 16) * 2**-24 * E  +  U
+
+  of the exact ``x . w``, where ``e_b = xd_b / 2 * (1 + 2**-20)`` (``max|x_k|`` where
+  ``xd_b`` underflows to 0) bounds each activation's rounding and
+  ``E = sum_k (|x_k| + e_b) * (|w_k| + 2 |o_k|)`` the float rounding of scales and sums,
+  ``o_k`` being the offset of ``w_k``'s block (its value at quant 0: ``-8 d`` for q4_0,
+  ``-128 d`` for q8_0, ``m`` for q4_1, ``-dmin m_j`` for q4_k, ``-32 d sc`` for q6_k),
+  and ``U = 2**-149 * (K * 255 * 127 + sum_k |o_k| + K)`` covers scale products that fall
+  below float32's normal range (only outputs near 1e-38 and below notice it).
+  The activation term is about ``|x| |w| / 254`` per value at worst, ~0.1-0.3% of a
+  typical output. ``activations="float32"`` keeps ``x`` exact instead (slower): the
   weights are dequantized exactly, so the only error is float32 accumulation,
-  ``|y - y_exact| <= K * 2**-24 * sum_k |x_k w_k|``.
+  ``|y - y_exact| <= K * 2**-24 * sum_k |x_k w_k|``. NaN or inf in ``x``, or a corrupt
+  (NaN/inf) block scale, makes the outputs it reaches non-finite on both paths.
 - :class:`QuantizedLinear` is an inference-only ``nn.Module`` over such a weight.
+
+The integer kernels run at the instruction-set level llmcore._C chose (``_C.isa()``):
+AVX-512 with VNNI's ``vpdpbusd`` where the CPU has it (``_C.quant_vnni(False)`` forces
+the plain AVX-512 BW kernels), AVX2 (``vpmaddubsw``/``vpmaddwd``), or scalar loops; all
+give results within the same bound. Many input rows decode each weight block once and
+reuse it for all rows; OpenMP splits the output rows.
 """
 
 from __future__ import annotations
@@ -34,6 +57,7 @@ from llmcore import _C
 from llmcore.errors import TrainingError
 
 _OUT_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+ACTIVATIONS = {"float32": 0, "int8": 1}  # how matmul treats x: exact, or 8-bit blocks
 
 
 @dataclass(frozen=True)
@@ -178,9 +202,18 @@ def matmul(
     raw: object,
     shape: tuple[int, int],
     threads: int | None = None,
+    activations: str = "int8",
 ) -> torch.Tensor:
-    """``x @ W.T`` (float32) for ``x`` of shape ``(..., K)`` and ``W`` of ``shape (N, K)`` in ``raw``."""
+    """``x @ W.T`` (float32) for ``x`` of shape ``(..., K)`` and ``W`` of ``shape (N, K)`` in ``raw``.
+
+    ``activations``: ``"int8"`` (default, fast; error bound in the module docstring) or
+    ``"float32"`` (exact activations, float32 accumulation only).
+    """
     t = quant_type(qtype)
+    if activations not in ACTIVATIONS:
+        raise ValueError(
+            f"{t.name}: activations must be one of {', '.join(ACTIVATIONS)}, got {activations!r}"
+        )
     if len(shape) != 2:
         raise ValueError(
             f"{t.name}: the weight shape must be (out_features, in_features), got {shape}"
@@ -204,6 +237,7 @@ def matmul(
         n_out,
         y.data_ptr(),
         _threads(threads),
+        ACTIVATIONS[activations],
     )
     return y.reshape(*x.shape[:-1], n_out)
 
@@ -257,6 +291,8 @@ class QuantizedLinear(nn.Module):
         in_features: K, a multiple of the type's block size.
         out_features: N.
         bias: optional ``(out_features,)`` tensor, kept frozen in float32.
+        activations: how :func:`matmul` treats the input: ``"int8"`` (default, fast) or
+            ``"float32"`` (exact); an attribute, so it can be switched later.
     """
 
     def __init__(
@@ -266,9 +302,16 @@ class QuantizedLinear(nn.Module):
         in_features: int,
         out_features: int,
         bias: torch.Tensor | None = None,
+        activations: str = "int8",
     ) -> None:
         super().__init__()
         self.qtype = quant_type(qtype)
+        if activations not in ACTIVATIONS:
+            raise ValueError(
+                f"QuantizedLinear: activations must be one of {', '.join(ACTIVATIONS)}, "
+                f"got {activations!r}"
+            )
+        self.activations = activations
         self.in_features, self.out_features = int(in_features), int(out_features)
         if isinstance(blocks, torch.Tensor):
             if blocks.dtype != torch.uint8:
@@ -292,10 +335,14 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("bias", bias_f)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, qtype: str | int | QuantType) -> QuantizedLinear:
+    def from_linear(
+        cls, linear: nn.Linear, qtype: str | int | QuantType, activations: str = "int8"
+    ) -> QuantizedLinear:
         """Quantize a dense ``nn.Linear``'s weight (see :func:`quantize`)."""
         blocks = quantize(qtype, linear.weight)
-        return cls(qtype, blocks, linear.in_features, linear.out_features, linear.bias)
+        return cls(
+            qtype, blocks, linear.in_features, linear.out_features, linear.bias, activations
+        )
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dense ``(out_features, in_features)`` weight."""
@@ -314,6 +361,7 @@ class QuantizedLinear(nn.Module):
             return None  # a subclass computes something else
         ggml, n, k = self.qtype.ggml_type, self.out_features, self.in_features
         bias, forward, blocks = self.bias, self.forward, self.blocks
+        acts = ACTIVATIONS[self.activations]  # bound now, as the blocks are
         addr, nbytes = blocks.data_ptr(), blocks.numel()
 
         def linear(x: torch.Tensor) -> torch.Tensor:
@@ -323,7 +371,7 @@ class QuantizedLinear(nn.Module):
             y = torch.empty(x2.shape[0], n)  # (M, N)
             _C.quant_matmul(
                 ggml, x2.data_ptr(), x2.shape[0], k, addr, nbytes, n, y.data_ptr(),
-                torch.get_num_threads(),
+                torch.get_num_threads(), acts,
             )  # fmt: skip
             if bias is not None:
                 y += bias
@@ -348,16 +396,17 @@ class QuantizedLinear(nn.Module):
             b = self.blocks
             _C.quant_matmul(
                 self.qtype.ggml_type, x2.data_ptr(), x2.shape[0], k, b.data_ptr(), b.numel(),
-                n, y.data_ptr(), torch.get_num_threads(),
+                n, y.data_ptr(), torch.get_num_threads(), ACTIVATIONS[self.activations],
             )  # fmt: skip
             y = y.view(*x.shape[:-1], n)
         else:
-            y = matmul(x, self.qtype, self.blocks, (n, k))
+            y = matmul(x, self.qtype, self.blocks, (n, k), activations=self.activations)
         if self.bias is not None:
             y += self.bias
         return y if y.dtype == x.dtype or not x.is_floating_point() else y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
-            f"{self.qtype.name}, in_features={self.in_features}, out_features={self.out_features}"
+            f"{self.qtype.name}, in_features={self.in_features}, "
+            f"out_features={self.out_features}, activations={self.activations}"
         )

@@ -1,0 +1,321 @@
+// Register tiles of the integer matmul: MR activation rows (8-bit, int_operands.hpp) times
+// NR decoded weight rows, integer dot products per half-block of 16 values, scaled to
+// float per half-block and accumulated in float lanes.
+//
+// The includer names the namespace (LLMCORE_QUANT_TILE_NS) so that two copies compiled
+// for different targets (with and without AVX-512 VNNI, matmul_vnni.cpp) never merge.
+// Per 64 bytes and (row, weight row) pair: one integer dot product (VNNI vpdpbusd, or
+// vpmaddubsw + vpmaddwd), a conversion, a scale product and a fused multiply-add.
+//
+// On AVX-512, fused_tile does the same for up to 4 rows of Q4_0 or Q8_0 straight from
+// their blocks (no decoded panel).
+//
+// Integer sums are exact: a lane sums 4 products of an unsigned byte <= 255 (only Q8_0's
+// flipped bytes reach it; vpmaddubsw is only given bytes <= 128, so its 16-bit pair sums
+// never saturate) and a signed byte |xq| <= 127.
+#ifndef LLMCORE_QUANT_TILE_NS
+#error "int_tile.hpp needs LLMCORE_QUANT_TILE_NS"
+#endif
+
+#include <cstdint>
+#include <type_traits>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "quant/int_operands.hpp"
+
+#if defined(__AVX512VNNI__) || defined(LLMCORE_QUANT_FORCE_VNNI)
+#define LLMCORE_QUANT_VNNI 1
+#else
+#define LLMCORE_QUANT_VNNI 0
+#endif
+
+namespace llmcore::quant::LLMCORE_ISA_NS::LLMCORE_QUANT_TILE_NS {
+
+#if defined(__AVX512BW__)
+constexpr int kMR = 4, kNR = 4;
+
+// Dot products of 64 weight bytes with 64 activation bytes into 16 int32 lanes (lane i:
+// values 4i..4i+3). U8: unsigned weight bytes; S8: Q8_0's signed ones.
+struct DotU8 {
+  using W = __m512i;
+  static constexpr bool kOffsets = true;
+  static W prep(__m512i w) { return w; }
+  static __m512i dot(const W& w, __m512i x) {
+#if LLMCORE_QUANT_VNNI
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+#else
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1));
+#endif
+  }
+  // acc + dot(w, x)
+  static __m512i dot_acc(__m512i acc, const W& w, __m512i x) {
+#if LLMCORE_QUANT_VNNI
+    return _mm512_dpbusd_epi32(acc, w, x);
+#else
+    return _mm512_add_epi32(acc, dot(w, x));
+#endif
+  }
+};
+
+#if LLMCORE_QUANT_VNNI
+// q + 128 (the sign bit flipped) is unsigned; the offsets -128 d take the 128 back.
+struct DotS8 {
+  using W = __m512i;
+  static constexpr bool kOffsets = true;
+  static W prep(__m512i w) { return _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80))); }
+  static __m512i dot(const W& w, __m512i x) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x); }
+  static __m512i dot_acc(__m512i acc, const W& w, __m512i x) { return _mm512_dpbusd_epi32(acc, w, x); }
+};
+#else
+// |w| times x with w's sign: |w| <= 128 keeps vpmaddubsw's pair sums below 2^15.
+struct DotS8 {
+  struct W {
+    __m512i abs;
+    __mmask64 neg;
+  };
+  static constexpr bool kOffsets = false;
+  static W prep(__m512i w) { return {_mm512_abs_epi8(w), _mm512_movepi8_mask(w)}; }
+  static __m512i dot(const W& w, __m512i x) {
+    const __m512i sx = _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x);
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(w.abs, sx), _mm512_set1_epi16(1));
+  }
+  static __m512i dot_acc(__m512i, const W& w, __m512i x) { return dot(w, x); }  // no offsets
+};
+#endif
+
+inline float offset_dot(const float* a, const float* b, int64_t n) {
+  __m512 s = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s);
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s);
+  }
+  return _mm512_reduce_add_ps(s);
+}
+
+template <int MR, int NR, class D>
+void tile(const TileArgs& a) {
+  __m512 acc[MR][NR];
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
+  // Lane i of a chunk of 64 values holds half-block i / 4 (weights) and block i / 8 (x).
+  const __m512i half_of_lane = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i block_of_lane = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  for (int64_t c = 0; c < a.kp / 64; ++c) {
+    typename D::W w[NR];
+    __m512 s[NR];
+    for (int n = 0; n < NR; ++n) {
+      w[n] = D::prep(_mm512_loadu_si512(a.wq + n * a.wq_ld + 64 * c));
+      const __m128 s4 = _mm_loadu_ps(a.ws + n * a.ws_ld + 4 * c);
+      s[n] = _mm512_permutexvar_ps(half_of_lane, _mm512_broadcast_f32x4(s4));
+    }
+    for (int m = 0; m < MR; ++m) {
+      const __m512i x = _mm512_loadu_si512(a.xq + m * a.xq_ld + 64 * c);
+      const __m128 d4 = _mm_loadu_ps(a.xd + m * a.xd_ld + 2 * c);
+      const __m512 xs = _mm512_permutexvar_ps(block_of_lane, _mm512_broadcast_f32x4(d4));
+      for (int n = 0; n < NR; ++n)
+        acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D::dot(w[n], x)), _mm512_mul_ps(s[n], xs), acc[m][n]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) {
+      float v = _mm512_reduce_add_ps(acc[m][n]);
+      if (D::kOffsets) v += offset_dot(a.wo + n * a.ws_ld, a.xc + m * a.xc_ld, a.kp / 16);
+      a.y[m * a.ldy + n] = v;
+    }
+}
+
+// Few rows (decode): Q4_0 and Q8_0 straight from their blocks, two blocks per 64 values,
+// without the decoded panel. The offset (q - 8, or Q8_0's flipped q - 128) enters the
+// integer sum through xoff, the per-lane -c * sum of 4 activations, as the dot
+// product's starting value.
+
+template <bool Q8>
+inline __m512i raw_quants(const uint8_t* A, const uint8_t* B) {
+  if (Q8) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(A + 2));
+    const __m256i b = B ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + 2)) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+  }
+  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(A + 2));
+  const __m128i b = B ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(B + 2)) : _mm_setzero_si128();
+  const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);  // [qsA, qsB]
+  const __m256i nib = _mm256_set1_epi8(0x0F);
+  const __m256i lo = _mm256_and_si256(v, nib), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);  // [Alo, Blo, Ahi, Bhi]
+  return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));             // [Alo, Ahi, Blo, Bhi]
+}
+
+template <int MR, int NR, bool Q8>
+void fused_tile(const FusedArgs& a) {
+  using D = typename std::conditional<Q8, DotS8, DotU8>::type;
+  constexpr int64_t bs = Q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+  __m512 acc[MR][NR];
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
+  const __m512i block_of_lane = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  for (int64_t c = 0; 2 * c < a.nb; ++c) {
+    const bool pair = 2 * c + 1 < a.nb;
+    typename D::W w[NR];
+    __m512 s[NR];
+    for (int n = 0; n < NR; ++n) {
+      const uint8_t* A = a.w + n * a.row_bytes + 2 * c * bs;
+      const uint8_t* B = pair ? A + bs : nullptr;
+      w[n] = D::prep(raw_quants<Q8>(A, B));
+      const __m512 sa = _mm512_set1_ps(half_at(A));
+      s[n] = _mm512_insertf32x8(sa, _mm256_set1_ps(B ? half_at(B) : 0.0f), 1);
+    }
+    for (int m = 0; m < MR; ++m) {
+      const __m512i x = _mm512_loadu_si512(a.xq + m * a.xq_ld + 64 * c);
+      const __m512i off = _mm512_loadu_si512(a.xoff + m * a.xoff_ld + 16 * c);
+      const __m128 d4 = _mm_loadu_ps(a.xd + m * a.xd_ld + 2 * c);
+      const __m512 xs = _mm512_permutexvar_ps(block_of_lane, _mm512_broadcast_f32x4(d4));
+      for (int n = 0; n < NR; ++n)
+        acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D::dot_acc(off, w[n], x)), _mm512_mul_ps(s[n], xs), acc[m][n]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) a.y[m * a.ldy + n] = _mm512_reduce_add_ps(acc[m][n]);
+}
+
+template <bool Q8>
+FusedFn pick_fused(int mr, int nr) {
+  static constexpr FusedFn fns[4][4] = {
+      {&fused_tile<1, 1, Q8>, &fused_tile<1, 2, Q8>, &fused_tile<1, 3, Q8>, &fused_tile<1, 4, Q8>},
+      {&fused_tile<2, 1, Q8>, &fused_tile<2, 2, Q8>, &fused_tile<2, 3, Q8>, &fused_tile<2, 4, Q8>},
+      {&fused_tile<3, 1, Q8>, &fused_tile<3, 2, Q8>, &fused_tile<3, 3, Q8>, &fused_tile<3, 4, Q8>},
+      {&fused_tile<4, 1, Q8>, &fused_tile<4, 2, Q8>, &fused_tile<4, 3, Q8>, &fused_tile<4, 4, Q8>},
+  };
+  return fns[mr - 1][nr - 1];
+}
+
+// The fused tile for mr x nr (each 1..4) rows of Q8_0 (q8) or Q4_0, and the constant c
+// whose -c * (sum of each 4 activations) the caller puts in xoff (0: xoff unused).
+inline FusedFn fused_fn(bool q8, int mr, int nr) { return q8 ? pick_fused<true>(mr, nr) : pick_fused<false>(mr, nr); }
+inline int fused_offset(bool q8) { return q8 ? (DotS8::kOffsets ? 128 : 0) : 8; }
+#define LLMCORE_QUANT_HAS_FUSED 1
+
+#elif defined(__AVX2__)
+constexpr int kMR = 2, kNR = 4;
+
+// As above, 32 bytes into 8 int32 lanes.
+struct DotU8 {
+  using W = __m256i;
+  static constexpr bool kOffsets = true;
+  static W prep(__m256i w) { return w; }
+  static __m256i dot(const W& w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+  }
+};
+
+struct DotS8 {
+  struct W {
+    __m256i abs, sign;
+  };
+  static constexpr bool kOffsets = false;
+  static W prep(__m256i w) { return {_mm256_abs_epi8(w), w}; }
+  static __m256i dot(const W& w, __m256i x) {
+    const __m256i sx = _mm256_sign_epi8(x, w.sign);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w.abs, sx), _mm256_set1_epi16(1));
+  }
+};
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float offset_dot(const float* a, const float* b, int64_t n) {
+  __m256 s = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s);
+  float t = hsum(s);
+  for (; i < n; ++i) t += a[i] * b[i];
+  return t;
+}
+
+template <int MR, int NR, class D>
+void tile(const TileArgs& a) {
+  __m256 acc[MR][NR];
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) acc[m][n] = _mm256_setzero_ps();
+  const __m256i half_of_lane = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+  for (int64_t c = 0; c < a.kp / 32; ++c) {
+    typename D::W w[NR];
+    __m256 s[NR];
+    for (int n = 0; n < NR; ++n) {
+      w[n] = D::prep(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.wq + n * a.wq_ld + 32 * c)));
+      const __m128 s4 = _mm_loadu_ps(a.ws + n * a.ws_ld + 2 * c);
+      s[n] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(s4), half_of_lane);
+    }
+    for (int m = 0; m < MR; ++m) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq + m * a.xq_ld + 32 * c));
+      const __m256 xs = _mm256_broadcast_ss(a.xd + m * a.xd_ld + c);
+      for (int n = 0; n < NR; ++n)
+        acc[m][n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D::dot(w[n], x)), _mm256_mul_ps(s[n], xs), acc[m][n]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) {
+      float v = hsum(acc[m][n]);
+      if (D::kOffsets) v += offset_dot(a.wo + n * a.ws_ld, a.xc + m * a.xc_ld, a.kp / 16);
+      a.y[m * a.ldy + n] = v;
+    }
+}
+
+#else
+constexpr int kMR = 1, kNR = 4;
+
+// Plain integer loops: the weight byte as an int, signed (Q8_0, no offsets) or not.
+struct DotU8 {
+  static constexpr bool kOffsets = true;
+  static int weight(uint8_t q) { return q; }
+};
+struct DotS8 {
+  static constexpr bool kOffsets = false;
+  static int weight(uint8_t q) { return static_cast<int8_t>(q); }
+};
+
+template <int MR, int NR, class D>
+void tile(const TileArgs& a) {
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) {
+      const uint8_t* wq = a.wq + n * a.wq_ld;
+      const int8_t* xq = a.xq + m * a.xq_ld;
+      const float* ws = a.ws + n * a.ws_ld;
+      const float* xd = a.xd + m * a.xd_ld;
+      float acc = 0.0f;
+      for (int64_t h = 0; h < a.kp / 16; ++h) {
+        int sum = 0;
+        for (int l = 0; l < 16; ++l) sum += D::weight(wq[h * 16 + l]) * xq[h * 16 + l];
+        acc += ws[h] * xd[h / 2] * static_cast<float>(sum);
+      }
+      if (D::kOffsets)
+        for (int64_t h = 0; h < a.kp / 16; ++h) acc += a.wo[n * a.ws_ld + h] * a.xc[m * a.xc_ld + h];
+      a.y[m * a.ldy + n] = acc;
+    }
+}
+#endif
+
+template <class D>
+TileFn pick(int mr, int nr) {
+  static constexpr TileFn fns[4][4] = {
+      {&tile<1, 1, D>, &tile<1, 2, D>, &tile<1, 3, D>, &tile<1, 4, D>},
+      {&tile<2, 1, D>, &tile<2, 2, D>, &tile<2, 3, D>, &tile<2, 4, D>},
+      {&tile<3, 1, D>, &tile<3, 2, D>, &tile<3, 3, D>, &tile<3, 4, D>},
+      {&tile<4, 1, D>, &tile<4, 2, D>, &tile<4, 3, D>, &tile<4, 4, D>},
+  };
+  return fns[mr - 1][nr - 1];
+}
+
+// The tile function for mr x nr (each 1..4) and Q8_0's signed bytes or the others'.
+inline TileFn tile_fn(bool signed_weights, int mr, int nr) {
+  return signed_weights ? pick<DotS8>(mr, nr) : pick<DotU8>(mr, nr);
+}
+
+}  // namespace llmcore::quant::LLMCORE_ISA_NS::LLMCORE_QUANT_TILE_NS

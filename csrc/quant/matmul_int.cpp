@@ -1,0 +1,162 @@
+// y = x W^T with 8-bit activations, one instruction-set variant (see quant.hpp for the
+// error bound). Per call: the rows of x are quantized once into a reusable buffer of the
+// calling thread; OpenMP then splits W into panels of kPanel rows, each decoded once per
+// call into per-thread scratch (int_operands.hpp) and multiplied by every row of x in
+// register tiles of kMR x kNR (int_tile.hpp). Many rows (prefill) thus decode each weight
+// block once, and a tile's activation rows stay in L1 across the panel's weight rows.
+// Up to 4 rows of Q4_0 or Q8_0 on AVX-512 (decode) skip the panel: the fused tiles read
+// the blocks themselves, as the decoding would cost twice the dot products there.
+// GCC 12 flags the deliberately undefined upper lanes inside its own AVX-512 intrinsics
+// (_mm512_broadcast_f32x4, _mm512_cvtepi32_ps, ...) as uninitialised (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "quant/int_operands.hpp"
+#include "quant/quant.hpp"
+
+#define LLMCORE_QUANT_TILE_NS tile_plain
+#include "quant/int_tile.hpp"
+
+namespace llmcore::quant::LLMCORE_ISA_NS {
+
+#if defined(__AVX512BW__) && !defined(__AVX512VNNI__)
+TileFn vnni_tile_fn(bool signed_weights, int mr, int nr);  // matmul_vnni.cpp
+FusedFn vnni_fused_fn(bool q8, int mr, int nr);
+int vnni_fused_offset(bool q8);
+#endif
+
+namespace {
+
+constexpr int64_t kPanel = 16;  // weight rows decoded together
+constexpr int kMR = tile_plain::kMR, kNR = tile_plain::kNR;
+
+// Buffers that outlive the call and only grow: no allocation on the hot path. Every byte a
+// kernel reads is written first (rows, then their zero padding).
+struct ActBuffers {
+  std::vector<int8_t> xq;
+  std::vector<float> xd, xc;
+};
+struct PanelBuffers {
+  std::vector<uint8_t> q;
+  std::vector<float> s, o;
+};
+
+template <class T>
+T* grown(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+TileFn choose_tile(bool signed_weights, int mr, int nr) {
+#if defined(__AVX512BW__) && !defined(__AVX512VNNI__)
+  if (vnni_enabled()) return vnni_tile_fn(signed_weights, mr, nr);
+#endif
+  return tile_plain::tile_fn(signed_weights, mr, nr);
+}
+
+#if defined(LLMCORE_QUANT_HAS_FUSED)
+constexpr int64_t kFusedMaxRows = 4;  // rows of x up to which Q4_0 and Q8_0 skip the panels
+
+// Tiles of M (<= 4) rows of x times 4 weight rows, read straight from the blocks.
+void fused_matmul(bool q8, const int8_t* xq, const float* xd, const ActLayout& al, int64_t M, int64_t K,
+                  const uint8_t* w, int64_t N, float* y, int nthreads) {
+  FusedFn fns[4];
+  int c;
+#if !defined(__AVX512VNNI__)
+  if (vnni_enabled()) {
+    c = vnni_fused_offset(q8);
+    for (int nr = 1; nr <= 4; ++nr) fns[nr - 1] = vnni_fused_fn(q8, static_cast<int>(M), nr);
+  } else
+#endif
+  {
+    c = tile_plain::fused_offset(q8);
+    for (int nr = 1; nr <= 4; ++nr) fns[nr - 1] = tile_plain::fused_fn(q8, static_cast<int>(M), nr);
+  }
+  thread_local std::vector<int32_t> xoff_buf;
+  const int64_t ld = al.kp / 4;
+  int32_t* xoff = grown(xoff_buf, M * ld);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t i = 0; i < ld; ++i) {
+      const int8_t* q = xq + m * al.xq_ld + 4 * i;
+      xoff[m * ld + i] = -c * (q[0] + q[1] + q[2] + q[3]);
+    }
+  const int64_t nb = K / kQK, row_bytes = nb * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  // One weight row per tile for a single row of x: one sequential stream per thread reads
+  // memory faster than four interleaved ones (measured), and there is no reuse to gain.
+  const int64_t tile_rows = M == 1 ? 1 : 4;
+  const int64_t ntiles = (N + tile_rows - 1) / tile_rows;
+  (void)nthreads;
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+#endif
+  for (int64_t j = 0; j < ntiles; ++j) {
+    const int64_t n0 = tile_rows * j;
+    const int nt = static_cast<int>(std::min<int64_t>(tile_rows, N - n0));
+    const FusedArgs a{w + n0 * row_bytes, row_bytes, nb, xq, xd, xoff, al.xq_ld, al.xd_ld, ld, y + n0, N};
+    fns[nt - 1](a);
+  }
+}
+#endif
+
+}  // namespace
+
+void matmul_int(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w, int64_t N, float* y,
+                int threads) {
+  const TypeInfo& info = type_info(static_cast<int>(t));
+  const int64_t row_bytes = K / info.block_elems * info.block_bytes;
+  const ActLayout al(K);
+  const WeightLayout wl(K);
+  thread_local ActBuffers act;
+  int8_t* xq = grown(act.xq, M * al.xq_ld);
+  float* xd = grown(act.xd, M * al.xd_ld);
+  float* xc = grown(act.xc, M * al.xc_ld);
+  const int nthreads = M * N * K < (int64_t{1} << 18) ? 1 : std::max(1, threads);
+  const int qthreads = M * K < (int64_t{1} << 15) ? 1 : nthreads;
+  (void)qthreads;
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(qthreads) schedule(static) if (qthreads > 1)
+#endif
+  for (int64_t m = 0; m < M; ++m)
+    quantize_act_row(x + m * K, K, al, xq + m * al.xq_ld, xd + m * al.xd_ld, xc + m * al.xc_ld);
+
+#if defined(LLMCORE_QUANT_HAS_FUSED)
+  if (M <= kFusedMaxRows && (t == QType::q4_0 || t == QType::q8_0))
+    return fused_matmul(t == QType::q8_0, xq, xd, al, M, K, w, N, y, nthreads);
+#endif
+  const bool signed_weights = t == QType::q8_0;
+  TileFn fns[kMR][kNR];
+  for (int mr = 1; mr <= kMR; ++mr)
+    for (int nr = 1; nr <= kNR; ++nr) fns[mr - 1][nr - 1] = choose_tile(signed_weights, mr, nr);
+  const int64_t npanels = (N + kPanel - 1) / kPanel;
+  (void)nthreads;
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+#endif
+  for (int64_t p = 0; p < npanels; ++p) {
+    const int64_t n0 = p * kPanel, nr = std::min(kPanel, N - n0);
+    thread_local PanelBuffers pb;
+    uint8_t* q = grown(pb.q, kPanel * wl.q_ld);
+    float* s = grown(pb.s, kPanel * wl.s_ld);
+    float* o = grown(pb.o, kPanel * wl.s_ld);
+    for (int64_t r = 0; r < nr; ++r)
+      decode_weight_row(t, w + (n0 + r) * row_bytes, K, wl, q + r * wl.q_ld, s + r * wl.s_ld, o + r * wl.s_ld);
+    for (int64_t m0 = 0; m0 < M; m0 += kMR) {
+      const int mr = static_cast<int>(std::min<int64_t>(kMR, M - m0));
+      for (int64_t j = 0; j < nr; j += kNR) {
+        const int nt = static_cast<int>(std::min<int64_t>(kNR, nr - j));
+        const TileArgs a{q + j * wl.q_ld, s + j * wl.s_ld, o + j * wl.s_ld,
+                         xq + m0 * al.xq_ld, xd + m0 * al.xd_ld, xc + m0 * al.xc_ld,
+                         wl.q_ld, wl.s_ld, al.xq_ld, al.xd_ld, al.xc_ld, al.kp,
+                         y + m0 * N + n0 + j, N};
+        fns[mr - 1][nt - 1](a);
+      }
+    }
+  }
+}
+
+}  // namespace llmcore::quant::LLMCORE_ISA_NS
