@@ -3,6 +3,7 @@
 // rank instead. User-defined pieces are never merged with anything; an unused piece that
 // results from a merge is split back into the pair it came from.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "sentencepiece/model.hpp"
@@ -43,11 +44,31 @@ size_t chunk_end(const uint8_t* s, size_t n, size_t i) {
   return i;
 }
 
-struct SegCache {
-  std::unordered_map<std::string, std::vector<Segment>> map;
+// A small direct-mapped cache per thread: chunk bytes -> segments, for the chunks (words)
+// that repeat; entries carry the model's uid so models never see each other's.
+constexpr size_t kCacheSlots = 32768;
+constexpr size_t kCacheMaxLen = 40;
+constexpr size_t kCacheMaxSegs = 12;
+struct CacheEntry {
+  uint64_t h = 0;
+  uint64_t owner = 0;
+  uint8_t len = 0;
+  uint8_t nseg = 0;
+  uint8_t bytes[kCacheMaxLen];
+  Segment segs[kCacheMaxSegs];
 };
-constexpr size_t kCacheEntries = 200000;
+struct ChunkCache {
+  std::vector<CacheEntry> e{kCacheSlots};
+};
+thread_local ChunkCache tl_cache;
+
+uint64_t next_uid() {
+  static std::atomic<uint64_t> counter{1};
+  return counter.fetch_add(1);
+}
 }  // namespace
+
+Model::Uid::Uid() : value(next_uid()) {}
 
 void Model::bpe(const uint8_t* s, size_t n, std::vector<Segment>& segs) const {
   if (!chunkable_) {
@@ -56,26 +77,41 @@ void Model::bpe(const uint8_t* s, size_t n, std::vector<Segment>& segs) const {
   }
   // no piece holds a ▁ after another character, so no merge crosses the start of a
   // "▁*word" chunk: each chunk merges alone, exactly, and repeats come from the cache
-  SegCache cache;
-  std::vector<Segment> tmp;
+  auto& cache = tl_cache.e;
   for (size_t i = 0; i < n;) {
     const size_t e = chunk_end(s, n, i);
-    std::string key(reinterpret_cast<const char*>(s + i), e - i);
-    auto it = cache.map.find(key);
-    if (it != cache.map.end()) {
-      segs.insert(segs.end(), it->second.begin(), it->second.end());
+    const size_t len = e - i;
+    if (len > kCacheMaxLen) {
+      bpe_chunk(s + i, len, segs);
+      i = e;
+      continue;
+    }
+    const uint64_t h = bpe::hash_bytes(s + i, len);
+    CacheEntry& c = cache[h & (kCacheSlots - 1)];
+    if (c.owner == uid_.value && c.h == h && c.len == len && std::memcmp(c.bytes, s + i, len) == 0) {
+      segs.insert(segs.end(), c.segs, c.segs + c.nseg);
     } else {
-      tmp.clear();
-      bpe_chunk(s + i, e - i, tmp);
-      segs.insert(segs.end(), tmp.begin(), tmp.end());
-      if (cache.map.size() < kCacheEntries) cache.map.emplace(std::move(key), tmp);
+      const size_t before = segs.size();
+      bpe_chunk(s + i, len, segs);
+      const size_t k = segs.size() - before;
+      if (k <= kCacheMaxSegs) {
+        c.owner = uid_.value;
+        c.h = h;
+        c.len = static_cast<uint8_t>(len);
+        c.nseg = static_cast<uint8_t>(k);
+        std::memcpy(c.bytes, s + i, len);
+        std::copy(segs.begin() + static_cast<std::ptrdiff_t>(before), segs.end(), c.segs);
+      }
     }
     i = e;
   }
 }
 
 void Model::bpe_chunk(const uint8_t* s, size_t n, std::vector<Segment>& segs) const {
-  std::vector<Sym> sym;
+  thread_local std::vector<Sym> sym;
+  thread_local std::vector<Cand> heap;
+  sym.clear();
+  heap.clear();
   for (size_t pos = 0; pos < n;) {
     const size_t u = user_.match(s, n, pos);
     const size_t len = u ? u : bpe::char_at(s, n, pos).len;
@@ -85,14 +121,13 @@ void Model::bpe_chunk(const uint8_t* s, size_t n, std::vector<Segment>& segs) co
   }
   if (sym.empty()) return;
   sym.back().next = -1;
-  std::vector<Cand> heap;
   std::unordered_map<std::string, uint32_t> rev;  // unused merged piece -> its left part's length
   const Later later;
   auto add = [&](int32_t l, int32_t r) {
     if (l < 0 || r < 0 || sym[l].frozen || sym[r].frozen) return;
     const uint8_t* p = s + sym[l].start;
     const uint32_t size = sym[l].len + sym[r].len;
-    const int32_t id = trie_.find(p, size);
+    const int32_t id = map_.find(p, size);
     if (id < 0) return;
     double key;
     if (has_merges_) {
@@ -123,7 +158,7 @@ void Model::bpe_chunk(const uint8_t* s, size_t n, std::vector<Segment>& segs) co
   }
   for (int32_t k = 0; k >= 0; k = sym[k].next) {
     const uint8_t* p = s + sym[k].start;
-    resegment(p, sym[k].len, trie_.find(p, sym[k].len), rev, segs);
+    resegment(p, sym[k].len, map_.find(p, sym[k].len), rev, segs);
   }
 }
 
@@ -134,8 +169,8 @@ void Model::resegment(const uint8_t* p, uint32_t len, int32_t id,
     auto it = rev.find(std::string(reinterpret_cast<const char*>(p), len));
     if (it != rev.end() && it->second > 0 && it->second < len) {
       const uint32_t a = it->second;
-      resegment(p, a, trie_.find(p, a), rev, segs);
-      resegment(p + a, len - a, trie_.find(p + a, len - a), rev, segs);
+      resegment(p, a, map_.find(p, a), rev, segs);
+      resegment(p + a, len - a, map_.find(p + a, len - a), rev, segs);
       return;
     }
   }

@@ -32,6 +32,31 @@ int32_t PieceTrie::find(const uint8_t* p, size_t n) const {
   return ids_[node];
 }
 
+void PieceMap::build(const std::vector<std::string>& keys, const std::vector<int32_t>& ids) {
+  size_t cap = 16;
+  while (cap < keys.size() * 2 + 16) cap <<= 1;
+  slots_.assign(cap, Slot{0, 0, 0, -1});
+  mask_ = cap - 1;
+  arena_.clear();
+  for (size_t k = 0; k < keys.size(); ++k) {
+    const std::string& key = keys[k];
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(key.data());
+    const uint64_t h = bpe::hash_bytes(p, key.size());
+    uint64_t s = h & mask_;
+    for (;; s = (s + 1) & mask_) {
+      Slot& e = slots_[s];
+      if (e.id < 0) break;
+      if (e.hash == h && e.len == key.size() && arena_.compare(e.off, e.len, key) == 0) break;
+    }
+    if (slots_[s].id < 0) {
+      slots_[s] = Slot{h, arena_.size(), static_cast<uint32_t>(key.size()), ids[k]};
+      arena_ += key;
+    } else {
+      slots_[s].id = ids[k];  // the last piece of equal text wins
+    }
+  }
+}
+
 namespace {
 int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -78,6 +103,8 @@ Model::Model(ModelSpec spec)
   min_score_ = std::numeric_limits<float>::max();
   max_score_ = std::numeric_limits<float>::min();  // the least positive float, as sentencepiece
   chunkable_ = true;
+  std::vector<std::string> keys;
+  std::vector<int32_t> key_ids;
   for (size_t i = 0; i < n; ++i) {
     const int t = types_[i];
     if (t < NORMAL || t > BYTE)
@@ -91,7 +118,9 @@ Model::Model(ModelSpec spec)
     // Hugging Face also matches the text of byte pieces ("<0x41>")
     const bool matchable = t == NORMAL || t == USER_DEFINED || t == UNUSED || (float64_ && t == BYTE);
     if (matchable && !p.empty()) {
-      trie_.insert(p, static_cast<uint32_t>(i));
+      if (unigram_) trie_.insert(p, static_cast<uint32_t>(i));
+      keys.push_back(p);
+      key_ids.push_back(static_cast<int32_t>(i));
       max_len_ = std::max(max_len_, p.size());
       chunkable_ = chunkable_ && space_only_leads(p);
     }
@@ -103,6 +132,7 @@ Model::Model(ModelSpec spec)
       }
     }
   }
+  map_.build(keys, key_ids);
   for (size_t r = 0; r < spec.merges.size(); ++r) {
     std::string key = spec.merges[r].first + '\xff' + spec.merges[r].second;
     pair_rank_.emplace(std::move(key), static_cast<int32_t>(r));  // the first rank wins
@@ -122,7 +152,7 @@ void Model::encode(const uint8_t* s, size_t n, bool dummy_prefix, std::vector<in
   const std::string data = norm_.run(s, n, dummy_prefix);
   const uint8_t* d = reinterpret_cast<const uint8_t*>(data.data());
   if (ignore_merges_) {  // a whole word in the vocabulary is one piece
-    const int32_t id = trie_.find(d, data.size());
+    const int32_t id = map_.find(d, data.size());
     if (id >= 0) {
       out.push_back(id);
       return;

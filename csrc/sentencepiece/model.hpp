@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -77,6 +78,32 @@ class PieceTrie {
   size_t n_edges_ = 0;
 };
 
+// Piece text -> id in one open-addressing table (one probe, not one per byte as in the trie).
+class PieceMap {
+ public:
+  void build(const std::vector<std::string>& keys, const std::vector<int32_t>& ids);
+  int32_t find(const uint8_t* p, size_t n) const {
+    if (slots_.empty()) return -1;
+    const uint64_t h = bpe::hash_bytes(p, n);
+    for (uint64_t s = h & mask_;; s = (s + 1) & mask_) {
+      const Slot& e = slots_[s];
+      if (e.id < 0) return -1;
+      if (e.hash == h && e.len == n && std::memcmp(arena_.data() + e.off, p, n) == 0) return e.id;
+    }
+  }
+
+ private:
+  struct Slot {
+    uint64_t hash;
+    uint64_t off;
+    uint32_t len;
+    int32_t id;  // -1: empty
+  };
+  std::string arena_;
+  std::vector<Slot> slots_;
+  uint64_t mask_ = 0;
+};
+
 struct Segment {
   uint32_t len;  // bytes of the normalized text it covers
   int32_t id;    // -1: unknown
@@ -118,8 +145,16 @@ class Model {
   double round(double x) const { return float64_ ? x : static_cast<double>(static_cast<float>(x)); }
   int32_t pair_rank(const uint8_t* a, size_t na, const uint8_t* b, size_t nb) const;
 
+  struct Uid {  // identifies this model in the per-thread chunk cache (fresh on copies too)
+    Uid();
+    Uid(const Uid&) : Uid() {}
+    Uid& operator=(const Uid&) { return *this; }
+    uint64_t value;
+  };
+  Uid uid_;
   Normalizer norm_;
-  PieceTrie trie_;
+  PieceTrie trie_;  // for unigram's walk over every piece starting at a position
+  PieceMap map_;    // for BPE's lookups of merged pieces
   PrefixSet user_;
   std::vector<double> scores_;
   std::vector<int> types_;

@@ -102,6 +102,10 @@ bool Normalizer::longest(const uint8_t* s, size_t n, size_t pos, size_t& used,
 }
 
 std::string_view Normalizer::step(const uint8_t* s, size_t n, size_t pos, size_t& used) const {
+  if (s[pos] < 0x80 && units_.empty() && user_.empty()) {  // the common case, no tables
+    used = 1;
+    return {reinterpret_cast<const char*>(s + pos), 1};
+  }
   if (size_t u = user_.match(s, n, pos)) {  // user-defined pieces are never normalized
     used = u;
     return {reinterpret_cast<const char*>(s + pos), u};
