@@ -13,8 +13,8 @@ import pytest
 import llmcore
 from llmcore.builtin.bpe import BPETokenizer
 from llmcore.errors import TokenizerError
-from llmcore.tokenizers.bytelevel import to_text
 from llmcore.ops import bpe as ops
+from llmcore.tokenizers.bytelevel import to_text
 from llmcore.tokenizers.pretokenizers import CPP_SPLITTER, GPT2_REGEX, PRE_TOKENIZERS
 from llmcore.tokenizers.tokenizer_json import byte_level_vocabulary
 
