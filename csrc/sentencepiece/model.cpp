@@ -7,14 +7,20 @@
 namespace llmcore::sp {
 
 void PieceTrie::insert(const std::string& key, uint32_t id) {
-  if (n_edges_ == 0) edges_.clear(1024);
+  if (n_edges_ == 0) {
+    edges_.clear(1024);
+    for (auto& r : root_) r = kNone;
+  }
   uint32_t node = 0;
   for (unsigned char b : key) {
-    uint32_t next = edges_.find(node, b);
+    uint32_t next = child(node, b);
     if (next == kNone) {
       next = static_cast<uint32_t>(ids_.size());
       ids_.push_back(-1);
-      edges_.insert(node, b, next);
+      if (node == 0)
+        root_[b] = next;
+      else
+        edges_.insert(node, b, next);
       ++n_edges_;
     }
     node = next;
@@ -26,7 +32,7 @@ int32_t PieceTrie::find(const uint8_t* p, size_t n) const {
   if (n_edges_ == 0) return -1;
   uint32_t node = 0;
   for (size_t i = 0; i < n; ++i) {
-    node = edges_.find(node, p[i]);
+    node = child(node, p[i]);
     if (node == kNone) return -1;
   }
   return ids_[node];
@@ -207,7 +213,7 @@ void Model::unigram(const uint8_t* s, size_t n, std::vector<Segment>& segs) cons
   size_t pos = 0;
   while (pos < n) {
     const double here = best[pos];
-    const size_t ch = std::min<size_t>(bpe::char_at(s, n, pos).len, n - pos);
+    const size_t ch = s[pos] < 0x80 ? 1 : std::min<size_t>(bpe::char_at(s, n, pos).len, n - pos);
     bool single = false;
     uint32_t node = 0;
     const size_t stop = std::min(n, pos + max_len_);

@@ -66,14 +66,18 @@ class PieceTrie {
  public:
   static constexpr uint32_t kNone = 0xFFFFFFFFu;
   void insert(const std::string& key, uint32_t id);
-  // Child of node by byte, kNone when there is none; the root is node 0.
-  uint32_t child(uint32_t node, uint8_t b) const { return edges_.find(node, b); }
+  // Child of node by byte, kNone when there is none; the root is node 0 (its children, the
+  // step taken at every position, are in a direct table).
+  uint32_t child(uint32_t node, uint8_t b) const {
+    return node == 0 ? root_[b] : edges_.find(node, b);
+  }
   int32_t id_of(uint32_t node) const { return ids_[node]; }
   // The id of the whole key, -1 when it is not a piece.
   int32_t find(const uint8_t* p, size_t n) const;
 
  private:
   bpe::PairMap edges_;
+  uint32_t root_[256] = {};  // filled with kNone by the first insert
   std::vector<int32_t> ids_{-1};
   size_t n_edges_ = 0;
 };
