@@ -27,6 +27,11 @@ def _hostile() -> list[str]:
     for _ in range(20):  # random code points from the BMP and the planes above (no surrogates)
         cps = (rng.randrange(1, 0x30000) for _ in range(rng.randrange(1, 80)))
         texts.append("".join(chr(c) for c in cps if not 0xD800 <= c < 0xE000))
+    # long runs and mixtures: the C++ chunking, cache and Viterbi must stay exact
+    texts += [" " * 3000 + "x", "1" * 3000, "\n" * 300, "x" * 5000, "\u2581\u2581x \u2581"]
+    texts += ["<0x41><0xZZ><0x>", " \r\n\t " * 100, "the the  the   the" * 50]
+    pool = list(" \t\n.,0123456789aZé\u00a0\u3000日ँ\u2581") + ["<tool>", "the", "ﬁ"]
+    texts += ["".join(rng.choice(pool) for _ in range(rng.randrange(50, 400))) for _ in range(20)]
     return texts
 
 
@@ -84,6 +89,8 @@ def test_ids_and_text_match_sentencepiece(corpus, name):
         assert tok.encode(text) == ids, repr(text[:80])
         assert tok.decode(ids) == ref.decode(ids), repr(text[:80])
     assert tok.encode_batch(TEXTS[:3]) == ref.encode(TEXTS[:3])
+    joined = "\n".join(TEXTS)[:12000]  # one call over many lines
+    assert tok.encode(joined) == ref.encode(joined)
 
 
 def test_special_ids_and_control_text(corpus):

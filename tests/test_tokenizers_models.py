@@ -13,8 +13,9 @@ import pytest
 import llmcore
 from llmcore.builtin.bpe import BPETokenizer
 from llmcore.errors import TokenizerError
+from llmcore.ops import bpe as ops
 from llmcore.tokenizers.bytelevel import to_text
-from llmcore.tokenizers.pretokenizers import GPT2_REGEX, PRE_TOKENIZERS
+from llmcore.tokenizers.pretokenizers import CPP_SPLITTER, GPT2_REGEX, PRE_TOKENIZERS
 from llmcore.tokenizers.tokenizer_json import byte_level_vocabulary
 
 hf = pytest.importorskip("tokenizers")
@@ -43,6 +44,11 @@ def _hostile() -> list[str]:
     texts += ["it's IT'S 123456 ²½ x\r\n\r\n  y  ", "\t \u00a0\u3000 z", "<tool>x <tool>"]
     texts += ["<|endoftext|>hi<|im_start|> magic word", "\u0928\u092e\u0938\u094d\u0924\u0947"]
     texts += [_assigned(rng, rng.randrange(1, 60)) for _ in range(25)]
+    # long runs and mixtures the splitters must cut exactly (and in linear time)
+    texts += ["1" * 2001, "\n" * 500 + "x", "\r\n \r\n\t" * 60, " \t" * 300 + "y", "x" * 3000]
+    texts += ["it'S 'ſ 'Ll 'VE x'd'm", "a1b22c333d4444e55555 ٣٤٥ ²³ 12.5", "  \n  \n\n   z  "]
+    pool = list(" \t\n\r'.,-0123456789aZé\u00a0\u2028\u3000日ँ") + ["<tool>", "'s"]
+    texts += ["".join(rng.choice(pool) for _ in range(rng.randrange(50, 400))) for _ in range(20)]
     return texts
 
 
@@ -105,6 +111,17 @@ def test_each_llama_cpp_pre_tokenizer_matches_hf(trained_json, tmp_path, name):
         _reference(data, _split_then_bytes(PRE_TOKENIZERS[name]), True), tmp_path / "t.json"
     )
     assert ours.pattern in (name, "gpt2", "smollm")  # equal sequences share one name
+    # the names with a hand-written splitter run in the C++ core, the others on regex
+    assert (type(ours._core).__name__ == "Core") == (name in CPP_SPLITTER)
+
+
+@pytest.mark.parametrize("name", [n for n in CPP_SPLITTER if n not in ("default", "gpt2")])
+def test_cpp_splitters_cut_as_hf_splits(name):
+    splits = [pt.Split(Regex(r), behavior="isolated") for r in PRE_TOKENIZERS[name]]
+    ref = pt.Sequence(splits)
+    for text in TEXTS:
+        want = [piece for piece, _ in ref.pre_tokenize_str(text)]
+        assert ops.split(text, CPP_SPLITTER[name]) == want, repr(text[:80])
 
 
 def test_missing_bytes_are_dropped_as_hf_drops_them(trained_json, tmp_path):

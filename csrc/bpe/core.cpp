@@ -92,7 +92,8 @@ static std::string show_bytes(const std::string& b) {
   return s;
 }
 
-void RankMap::build(const std::vector<std::string>& keys, const std::vector<uint32_t>& ranks) {
+void RankMap::build(const std::vector<std::string>& keys, const std::vector<uint32_t>& ranks,
+                    bool allow_missing_bytes) {
   size_t total = 0;
   for (const auto& k : keys) total += k.size();
   arena_.clear();
@@ -124,8 +125,11 @@ void RankMap::build(const std::vector<std::string>& keys, const std::vector<uint
     arena_.insert(arena_.end(), p, p + k.size());
     slots_[slot] = ((h >> 32) << 32) | static_cast<uint64_t>(entries_.size());
   }
+  lacks_bytes_ = false;
   for (int b = 0; b < 256; ++b)
     if (byte_rank_[b] == kNoRank) {
+      lacks_bytes_ = true;
+      if (allow_missing_bytes) continue;
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\x%02x", b);
       throw TokenizerError(std::string("the vocabulary lacks the single byte b'") + buf +
@@ -134,7 +138,8 @@ void RankMap::build(const std::vector<std::string>& keys, const std::vector<uint
 }
 
 Core::Core(const std::vector<std::string>& tokens, const std::vector<uint32_t>& ranks,
-           const std::vector<uint32_t>& ids, const std::vector<Special>& specials, Pattern pattern)
+           const std::vector<uint32_t>& ids, const std::vector<Special>& specials, Pattern pattern,
+           bool drop_missing_bytes)
     : uid_(next_uid()), pattern_(pattern), specials_(specials) {
   if (tokens.size() != ranks.size() || (!ids.empty() && ids.size() != tokens.size()))
     throw TokenizerError("tokens, ranks and ids differ in length");
@@ -158,7 +163,16 @@ Core::Core(const std::vector<std::string>& tokens, const std::vector<uint32_t>& 
       seen[r] = 1;
     }
   }
-  map_.build(tokens, ranks);
+  map_.build(tokens, ranks, drop_missing_bytes);
+  special_by_byte_.assign(256, {});
+  for (size_t k = 0; k < specials_.size(); ++k) {
+    has_always_ = has_always_ || specials_[k].always;
+    special_by_byte_[static_cast<uint8_t>(specials_[k].text[0])].push_back(static_cast<uint32_t>(k));
+  }
+  for (auto& bucket : special_by_byte_)
+    std::stable_sort(bucket.begin(), bucket.end(), [this](uint32_t a, uint32_t b) {
+      return specials_[a].text.size() > specials_[b].text.size();
+    });
   {
     size_t splits = 0;
     for (const auto& t : tokens) splits += t.size() > 1 ? t.size() - 1 : 0;
@@ -309,6 +323,23 @@ void Core::merge_large(const uint8_t* p, size_t n, std::vector<uint32_t>& out) c
 }
 
 void Core::encode_piece(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const {
+  if (map_.lacks_bytes()) {
+    size_t k = 0;
+    while (k < n && map_.find(p + k, 1) != kNoRank) ++k;
+    if (k < n) {  // drop the bytes without a token, then merge what is left
+      thread_local std::string kept;
+      kept.assign(reinterpret_cast<const char*>(p), k);
+      for (; k < n; ++k)
+        if (map_.find(p + k, 1) != kNoRank) kept.push_back(static_cast<char>(p[k]));
+      if (!kept.empty())
+        encode_known_bytes(reinterpret_cast<const uint8_t*>(kept.data()), kept.size(), out);
+      return;
+    }
+  }
+  encode_known_bytes(p, n, out);
+}
+
+void Core::encode_known_bytes(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const {
   if (n == 1) {
     out.push_back(out_id(map_.find(p, 1)));
     return;
@@ -327,54 +358,6 @@ void Core::encode_piece(const uint8_t* p, size_t n, std::vector<uint32_t>& out) 
   const size_t before = out.size();
   merge_small(p, n, out);
   if (n <= kCacheMaxLen) cache_put(p, n, h, out.data() + before, out.size() - before);
-}
-
-template <size_t (*Next)(const uint8_t*, size_t, size_t)>
-static void encode_loop(const Core& core, const uint8_t* s, size_t n, std::vector<uint32_t>& out) {
-  for (size_t i = 0; i < n;) {
-    const size_t e = Next(s, n, i);
-    core.encode_piece(s + i, e - i, out);
-    i = e;
-  }
-}
-
-void Core::encode_ordinary(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const {
-  switch (pattern_) {
-    case Pattern::GPT2: encode_loop<next_gpt2>(*this, s, n, out); break;
-    case Pattern::CL100K: encode_loop<next_cl100k>(*this, s, n, out); break;
-    default: encode_loop<next_o200k>(*this, s, n, out); break;
-  }
-}
-
-void Core::encode_with_special(const uint8_t* s, size_t n, const std::vector<char>& allowed,
-                               std::vector<uint32_t>& out) const {
-  const std::string_view text(reinterpret_cast<const char*>(s), n);
-  constexpr size_t npos = std::string_view::npos;
-  std::vector<size_t> next(specials_.size(), 0);
-  std::vector<char> fresh(specials_.size(), 0);
-  size_t pos = 0;
-  while (pos <= n) {
-    size_t best = npos, bi = 0;
-    for (size_t k = 0; k < specials_.size(); ++k) {
-      if (k >= allowed.size() || !allowed[k]) continue;
-      if (!fresh[k] || (next[k] != npos && next[k] < pos)) {
-        next[k] = text.find(specials_[k].text, pos);
-        fresh[k] = 1;
-      }
-      if (next[k] == npos) continue;
-      if (next[k] < best || (next[k] == best && specials_[k].text.size() > specials_[bi].text.size())) {
-        best = next[k];
-        bi = k;
-      }
-    }
-    if (best == npos) {
-      encode_ordinary(s + pos, n - pos, out);
-      return;
-    }
-    encode_ordinary(s + pos, best - pos, out);
-    out.push_back(specials_[bi].id);
-    pos = best + specials_[bi].text.size();
-  }
 }
 
 size_t resolve_threads(size_t requested) {

@@ -26,7 +26,10 @@ uint64_t hash_bytes(const uint8_t* p, size_t n);
 // bytes -> rank, open addressing with linear probing; keys live in one arena.
 class RankMap {
  public:
-  void build(const std::vector<std::string>& keys, const std::vector<uint32_t>& ranks);
+  // allow_missing_bytes: single bytes may lack a token (they are then dropped from pieces)
+  void build(const std::vector<std::string>& keys, const std::vector<uint32_t>& ranks,
+             bool allow_missing_bytes);
+  bool lacks_bytes() const { return lacks_bytes_; }
   uint32_t find(const uint8_t* p, size_t n) const {
     if (n == 1) return byte_rank_[p[0]];
     if (n == 2) return pair_rank_[(static_cast<size_t>(p[0]) << 8) | p[1]];
@@ -60,6 +63,7 @@ class RankMap {
   std::vector<uint64_t> slots_;  // (tag << 32) | (entry index + 1); 0 = empty
   uint64_t mask_ = 0;
   uint32_t byte_rank_[256];
+  bool lacks_bytes_ = false;
   std::vector<uint32_t> pair_rank_;  // 65536 two-byte tokens, direct
 };
 
@@ -125,19 +129,26 @@ class PairMap {
 struct Special {
   std::string text;
   uint32_t id;
+  bool always = false;  // an added token: matched in any text, not only when allowed
 };
 
 class Core {
  public:
   // tokens[i] has merge rank ranks[i] and output id ids[i] (ids empty: id == rank).
+  // drop_missing_bytes: a byte without a token is dropped from its piece before merging (what
+  // Hugging Face's BPE does without an unknown token) instead of being an error.
   Core(const std::vector<std::string>& tokens, const std::vector<uint32_t>& ranks,
-       const std::vector<uint32_t>& ids, const std::vector<Special>& specials, Pattern pattern);
+       const std::vector<uint32_t>& ids, const std::vector<Special>& specials, Pattern pattern,
+       bool drop_missing_bytes = false);
 
-  // Ordinary text (no special tokens recognised).
+  // Ordinary text: only the added tokens (Special::always) are recognised.
   void encode_ordinary(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const;
-  // Recognises the special tokens whose index (into specials()) is flagged in `allowed`.
+  // Also recognises the special tokens whose index (into specials()) is flagged in `allowed`;
+  // at each position the longest, the leftmost match first.
   void encode_with_special(const uint8_t* s, size_t n, const std::vector<char>& allowed,
                            std::vector<uint32_t>& out) const;
+  // Pre-tokenizes and merges, no special or added token recognised.
+  void encode_plain(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const;
   // Byte-pair encodes one piece (no pre-tokenization).
   void encode_piece(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const;
 
@@ -156,6 +167,7 @@ class Core {
 
  private:
   void merge_small(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const;
+  void encode_known_bytes(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const;
   void merge_large(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const;
   bool cache_get(const uint8_t* p, size_t n, uint64_t h, std::vector<uint32_t>& out) const;
   void cache_put(const uint8_t* p, size_t n, uint64_t h, const uint32_t* toks, size_t k) const;
@@ -167,6 +179,9 @@ class Core {
   Pattern pattern_;
   std::vector<uint32_t> rank_to_id_;
   std::vector<Special> specials_;
+  bool has_always_ = false;
+  // specials_ indices by their first byte, longest text first (leftmost-longest matching)
+  std::vector<std::vector<uint32_t>> special_by_byte_;
   std::vector<char> dec_data_;
   std::vector<uint64_t> dec_off_;
   std::vector<uint32_t> dec_len_;

@@ -5,6 +5,11 @@
 //   o200k_base:        [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?
 //                      |[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?
 //                      |\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// and the llama.cpp pre-tokenizers (Hugging Face's Split steps, checked against HF tokenizers):
+//   llama3 (llama-bpe): (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+//                      | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+//   qwen2:             the same with \p{N} (single digits) in place of \p{N}{1,3}
+//   gpt2-digits (smollm, starcoder): \p{N} isolated first, then gpt2 on each stretch between
 // Each next_* function returns the end of the piece that starts at byte i (always > i).
 // Input is UTF-8; an invalid byte counts as one character of no class (like U+FFFD:
 // not a letter, number or space), so arbitrary bytes split without loss. Every loop only
@@ -17,7 +22,7 @@
 
 namespace llmcore::bpe {
 
-enum class Pattern : int { GPT2 = 0, CL100K = 1, O200K = 2 };
+enum class Pattern : int { GPT2 = 0, CL100K = 1, O200K = 2, LLAMA3 = 3, QWEN2 = 4, GPT2_DIGITS = 5 };
 
 struct Ch {
   uint32_t cp;
@@ -277,12 +282,76 @@ inline size_t next_o200k(const uint8_t* s, size_t n, size_t i) {
   return r.end;
 }
 
-inline size_t next_piece(Pattern p, const uint8_t* s, size_t n, size_t i) {
-  switch (p) {
-    case Pattern::GPT2: return next_gpt2(s, n, i);
-    case Pattern::CL100K: return next_cl100k(s, n, i);
-    default: return next_o200k(s, n, i);
+// llama3 / qwen2: cl100k's alternatives except the whitespace ones, which HF's regex tries in
+// the order \s*[\r\n]+ (ends after the run's last newline), \s+(?!\S), \s+.
+template <bool kDigits3>
+inline size_t next_llama3(const uint8_t* s, size_t n, size_t i) {
+  Ch c = char_at(s, n, i);
+  if (c.cp == '\'') {
+    size_t e = contraction_ci(s, n, i);
+    if (e) return e;
   }
+  if (c.fl & F_L) return run_any(s, n, i + c.len, F_L);
+  const bool nl = c.cp == '\r' || c.cp == '\n';
+  if (!(c.fl & F_N) && !nl && i + c.len < n) {
+    Ch d = char_at(s, n, i + c.len);
+    if (d.fl & F_L) return run_any(s, n, i + c.len + d.len, F_L);
+  }
+  if (c.fl & F_N) return kDigits3 ? run_digits3(s, n, i) : i + c.len;
+  size_t j = i;
+  Ch d = c;
+  if (c.cp == ' ' && i + 1 < n) {
+    Ch e = char_at(s, n, i + 1);
+    if (!(e.fl & (F_WS | F_L | F_N))) {
+      j = i + 1;
+      d = e;
+    }
+  }
+  if (!(d.fl & (F_WS | F_L | F_N))) {
+    size_t e = run_other(s, n, j + d.len);
+    while (e < n && (s[e] == '\r' || s[e] == '\n')) ++e;
+    return e;
+  }
+  WsRun r = ws_run(s, n, i);
+  if (r.nl_end) return r.nl_end;
+  if (r.end == n) return n;
+  if (r.last > i) return r.last;
+  return r.end;
 }
+
+// The pieces of one text, in order. Stateless for every pattern but gpt2-digits, which
+// remembers where the current stretch between two digits ends (so a text splits in O(n)).
+class Splitter {
+ public:
+  explicit Splitter(Pattern p) : p_(p) {}
+  size_t next(const uint8_t* s, size_t n, size_t i) {
+    switch (p_) {
+      case Pattern::GPT2: return next_gpt2(s, n, i);
+      case Pattern::CL100K: return next_cl100k(s, n, i);
+      case Pattern::O200K: return next_o200k(s, n, i);
+      case Pattern::LLAMA3: return next_llama3<true>(s, n, i);
+      case Pattern::QWEN2: return next_llama3<false>(s, n, i);
+      default: return next_gpt2_digits(s, n, i);
+    }
+  }
+  size_t next_gpt2_digits(const uint8_t* s, size_t n, size_t i) {
+    if (i >= stretch_end_) {
+      Ch c = char_at(s, n, i);
+      if (c.fl & F_N) return i + c.len;
+      size_t j = i + c.len;
+      while (j < n) {
+        Ch d = char_at(s, n, j);
+        if (d.fl & F_N) break;
+        j += d.len;
+      }
+      stretch_end_ = j;
+    }
+    return next_gpt2(s, stretch_end_, i);
+  }
+
+ private:
+  Pattern p_;
+  size_t stretch_end_ = 0;
+};
 
 }  // namespace llmcore::bpe

@@ -18,6 +18,9 @@
 namespace py = pybind11;
 
 namespace llmcore {
+// csrc/sentencepiece: the other tokenizer core, registered with this one
+void register_sentencepiece(py::module_& m);
+
 namespace {
 using bpe::Core;
 using bpe::Pattern;
@@ -27,8 +30,12 @@ Pattern parse_pattern(const std::string& name) {
   if (name == "gpt2" || name == "r50k_base" || name == "p50k_base" || name == "p50k_edit") return Pattern::GPT2;
   if (name == "cl100k_base") return Pattern::CL100K;
   if (name == "o200k_base" || name == "o200k_harmony") return Pattern::O200K;
+  if (name == "llama3") return Pattern::LLAMA3;
+  if (name == "qwen2") return Pattern::QWEN2;
+  if (name == "gpt2-digits") return Pattern::GPT2_DIGITS;
   throw TokenizerError("unknown pre-tokenizer pattern '" + name +
-                       "' (valid: gpt2, r50k_base, p50k_base, cl100k_base, o200k_base)");
+                       "' (valid: gpt2, r50k_base, p50k_base, cl100k_base, o200k_base, llama3, "
+                       "qwen2, gpt2-digits)");
 }
 
 // UTF-8 view of a str. Lone surrogates are replaced with U+FFFD first, as tiktoken does;
@@ -198,8 +205,9 @@ py::list split_py(const std::string& pattern, py::handle text) {
   std::string_view s = utf8_of(text, keep);
   const uint8_t* b = reinterpret_cast<const uint8_t*>(s.data());
   py::list out;
+  bpe::Splitter splitter(p);
   for (size_t i = 0; i < s.size();) {
-    const size_t e = bpe::next_piece(p, b, s.size(), i);
+    const size_t e = splitter.next(b, s.size(), i);
     out.append(py::reinterpret_steal<py::str>(
         PyUnicode_DecodeUTF8(s.data() + i, static_cast<Py_ssize_t>(e - i), "replace")));
     i = e;
@@ -251,6 +259,7 @@ py::tuple train_py(py::sequence texts, const std::vector<std::string>& files, si
 
 void register_bpe(py::module_& m) {
   py::module_ b = m.def_submodule("bpe", "Byte-level BPE tokenizer core (C++).");
+  register_sentencepiece(m);
   b.attr("unicode_version") = py::str(static_cast<const char*>(bpe::kUnicodeVersion));
 
   py::register_exception_translator([](std::exception_ptr p) {
@@ -266,14 +275,21 @@ void register_bpe(py::module_& m) {
       .def(py::init([](const std::vector<std::string>& tokens, const std::vector<uint32_t>& ranks,
                        const std::vector<uint32_t>& ids,
                        const std::vector<std::pair<std::string, uint32_t>>& specials,
-                       const std::string& pattern) {
+                       const std::string& pattern,
+                       const std::vector<std::pair<std::string, uint32_t>>& added,
+                       bool drop_missing_bytes) {
              std::vector<bpe::Special> sp;
-             for (const auto& s : specials) sp.push_back({s.first, s.second});
+             for (const auto& s : specials) sp.push_back({s.first, s.second, false});
+             for (const auto& s : added) sp.push_back({s.first, s.second, true});
              const Pattern p = parse_pattern(pattern);
              py::gil_scoped_release nogil;
-             return std::make_shared<Core>(tokens, ranks, ids, sp, p);
+             return std::make_shared<Core>(tokens, ranks, ids, sp, p, drop_missing_bytes);
            }),
-           py::arg("tokens"), py::arg("ranks"), py::arg("ids"), py::arg("specials"), py::arg("pattern"))
+           py::arg("tokens"), py::arg("ranks"), py::arg("ids"), py::arg("specials"), py::arg("pattern"),
+           py::arg("added") = std::vector<std::pair<std::string, uint32_t>>{},
+           py::arg("drop_missing_bytes") = false,
+           "specials match only where encode_special allows them, added tokens in any text; "
+           "drop_missing_bytes: bytes without a token are dropped instead of an error.")
       .def("encode_ordinary", &encode_ordinary_py, py::arg("text"))
       .def("encode_special", &encode_special_py, py::arg("text"), py::arg("allowed"))
       .def("encode_bytes", &encode_bytes_py, py::arg("data"))

@@ -93,8 +93,9 @@ std::vector<std::pair<uint32_t, uint32_t>> train_bpe(
       if (c >= chunks.size()) break;
       const uint8_t* s = reinterpret_cast<const uint8_t*>(chunks[c].data());
       const size_t n = chunks[c].size();
+      Splitter split(pattern);
       for (size_t i = 0; i < n;) {
-        const size_t e = next_piece(pattern, s, n, i);
+        const size_t e = split.next(s, n, i);
         ++m[std::string_view(reinterpret_cast<const char*>(s + i), e - i)];
         i = e;
       }

@@ -53,6 +53,11 @@ def pattern_family(name: str) -> str:
         ) from None
 
 
+#: C++ splitters of llama.cpp's regex sequences (not tiktoken regexes; see
+#: :mod:`llmcore.tokenizers.pretokenizers`), accepted by :func:`new_core`
+SEQUENCE_SPLITTERS = ("llama3", "qwen2", "gpt2-digits")
+
+
 def _native() -> Any:
     try:
         from llmcore import _C
@@ -69,12 +74,18 @@ def new_core(
     ids: Sequence[int] | None,
     special_tokens: dict[str, int],
     pattern: str,
+    added_tokens: dict[str, int] | None = None,
+    drop_missing_bytes: bool = False,
 ) -> Any:
     """The C++ encoder/decoder of one vocabulary.
 
     ``tokens[i]`` merges with priority ``ranks[i]`` (lower first) and encodes as ``ids[i]``
-    (``ids`` None: the id is the rank). The C++ side rejects duplicate tokens, ranks or ids
-    and a vocabulary without all 256 bytes, naming the entry.
+    (``ids`` None: the id is the rank). ``special_tokens`` are recognised where
+    ``encode_special`` allows them, ``added_tokens`` in any text (Hugging Face's non-special
+    added tokens). ``pattern`` is a tiktoken family or encoding name or one of
+    :data:`SEQUENCE_SPLITTERS`. The C++ side rejects duplicate tokens, ranks or ids and,
+    unless ``drop_missing_bytes`` (then such bytes are dropped from the text, as Hugging Face
+    tokenizers does), a vocabulary without all 256 bytes, naming the entry.
     """
     if len(tokens) != len(ranks) or (ids is not None and len(ids) != len(tokens)):
         raise TokenizerError(
@@ -82,14 +93,18 @@ def new_core(
             f"{len(ids) if ids is not None else len(tokens)} ids must be as many"
         )
     specials = sorted(special_tokens.items(), key=lambda kv: kv[1])
+    added = sorted((added_tokens or {}).items(), key=lambda kv: kv[1])
+    splitter = pattern if pattern in SEQUENCE_SPLITTERS else pattern_family(pattern)
     return _native().Core(
-        list(tokens), list(ranks), list(ids or []), specials, pattern_family(pattern)
+        list(tokens), list(ranks), list(ids or []), specials, splitter, added, drop_missing_bytes
     )
 
 
 def split(text: str, pattern: str) -> list[str]:
-    """Pre-tokenize ``text`` with the C++ splitter of ``pattern``'s family."""
-    return _native().split(pattern_family(pattern), text)
+    """Pre-tokenize ``text`` with the C++ splitter of ``pattern``'s family (or one of
+    :data:`SEQUENCE_SPLITTERS`)."""
+    splitter = pattern if pattern in SEQUENCE_SPLITTERS else pattern_family(pattern)
+    return _native().split(splitter, text)
 
 
 def train(

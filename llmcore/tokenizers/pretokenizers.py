@@ -2,10 +2,9 @@
 
 Each name stands for a sequence of regexes applied one after another, every one cutting the
 pieces of the previous step into its matches and the stretches between them (Hugging Face's
-``Split`` with ``behavior="Isolated"``), as llama.cpp's ``unicode_regex_split`` does. Where a
-sequence is a single regex the C++ splitter reproduces (``default``/``gpt2``), the C++ core
-runs it; the others run on the ``regex`` package
-(:mod:`llmcore.builtin.bpe.regex_core`).
+``Split`` with ``behavior="Isolated"``), as llama.cpp's ``unicode_regex_split`` does. The
+sequences a hand-written C++ splitter reproduces (:data:`CPP_SPLITTER`) run in the C++ core;
+the others run on the ``regex`` package (:mod:`llmcore.builtin.bpe.regex_core`).
 """
 
 from __future__ import annotations
@@ -50,6 +49,23 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
 }
 #: names whose regex sequence the C++ splitter family reproduces exactly
 CPP_FAMILY = {"default": "gpt2", "gpt2": "gpt2"}
+#: name -> the C++ splitter (``llmcore._C.bpe``) that gives the pieces of its regex sequence
+CPP_SPLITTER = {
+    **CPP_FAMILY,
+    "llama-bpe": "llama3",
+    "qwen2": "qwen2",
+    "smollm": "gpt2-digits",
+    "starcoder": "gpt2-digits",
+}
+
+
+def cpp_splitter(name: str, regexes: tuple[str, ...] | list[str] | None) -> str | None:
+    """The C++ splitter of a pre-tokenizer named ``name`` with ``regexes`` (None: the
+    name's own), if one reproduces them; None when only the regex package can."""
+    fam = CPP_SPLITTER.get(name)
+    if fam is None or (regexes is not None and tuple(regexes) != PRE_TOKENIZERS[name]):
+        return None
+    return fam
 
 
 def pre_tokenizer_regexes(name: str, where: str = "") -> tuple[str, ...]:

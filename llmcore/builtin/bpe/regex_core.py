@@ -1,11 +1,12 @@
-"""The exact fallback encoder of byte-level BPE: regex-sequence pre-tokenizers and
-vocabularies that lack single bytes, as Hugging Face tokenizers encodes them.
+"""The exact fallback encoder of byte-level BPE: regex-sequence pre-tokenizers without a
+hand-written C++ splitter (deepseek-llm, falcon, custom Split regexes), as Hugging Face
+tokenizers encodes them.
 
-The C++ core (:mod:`llmcore.ops.bpe`) covers the pre-tokenizer families it splits by hand and
-needs all 256 bytes. Everything else runs here: the pieces come from the ``regex`` package
-(each regex of the sequence isolating its matches, Hugging Face's ``Split``), a byte the
-vocabulary lacks is dropped from its piece before merging (what HF's BPE does with no unknown
-token), and each piece is merged lowest rank first, leftmost on ties, with a piece cache.
+The C++ core (:mod:`llmcore.ops.bpe`) covers the pre-tokenizers it splits by hand
+(:data:`llmcore.tokenizers.pretokenizers.CPP_SPLITTER`). Everything else runs here: the
+pieces come from the ``regex`` package (each regex of the sequence isolating its matches,
+Hugging Face's ``Split``), a byte the vocabulary lacks is dropped from its piece before
+merging (what HF's BPE does with no unknown token), and each piece is merged lowest rank first, leftmost on ties, with a piece cache.
 :class:`RegexCore` has the methods of the C++ ``Core`` that the tokenizer calls.
 """
 

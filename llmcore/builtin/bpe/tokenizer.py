@@ -10,6 +10,7 @@ from typing import Any
 from llmcore.errors import TokenizerError
 from llmcore.ops import bpe as ops
 from llmcore.tokenizers import BYTE_LEVEL_BPE, Vocabulary, read_vocabulary
+from llmcore.tokenizers.pretokenizers import cpp_splitter
 from llmcore.tokenizers.saved import write_bpe
 from llmcore.tokenizers.tiktoken_ranks import ENDOFTEXT
 
@@ -28,21 +29,21 @@ def _bundled(encoding: str | None) -> Path | None:
 
 
 def _core_of(data: Vocabulary, specials: dict[str, int]) -> tuple[str, Any]:
-    """``(pattern, core)``: the C++ core where its splitter family fits and every byte is a
-    token, else the exact regex fallback (:mod:`.regex_core`): a regex-sequence
-    pre-tokenizer, added tokens matched in any text, or single bytes the vocabulary lacks
-    (dropped, as Hugging Face tokenizers does, where the vocabulary's file asks for that)."""
+    """``(pattern, core)``: the C++ core where a C++ splitter reproduces the pre-tokenizer
+    (a tiktoken family, or a llama.cpp regex sequence with a hand-written splitter), else the
+    exact regex fallback (:mod:`.regex_core`). Both match added tokens in any text and drop
+    single bytes the vocabulary lacks where its file asks for that (as Hugging Face
+    tokenizers does)."""
     regexes = data.extra.get("split_regexes")
     added = data.extra.get("added_tokens") or {}
     drops = data.extra.get("missing_bytes") == "drop"
-    lacks_bytes = drops and sum(len(t) == 1 for t in data.tokens) < 256
-    if regexes is None and not added and not lacks_bytes:
-        fam = ops.pattern_family(str(data.pattern))
-        return fam, ops.new_core(data.tokens, data.ranks, data.ids, specials, fam)
-    if regexes is None:
-        regexes = [ops.PAT_STR[ops.pattern_family(str(data.pattern))]]
+    name = str(data.pattern)
+    splitter = ops.pattern_family(name) if regexes is None else cpp_splitter(name, tuple(regexes))
+    if splitter is not None:
+        core = ops.new_core(data.tokens, data.ranks, data.ids, specials, splitter, added, drops)
+        return (name if regexes is not None else splitter), core
     core = RegexCore(data.tokens, data.ranks, data.ids, specials, regexes, added)
-    return str(data.pattern), core
+    return name, core
 
 
 class BPETokenizer:

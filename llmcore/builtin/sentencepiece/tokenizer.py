@@ -20,8 +20,7 @@ from llmcore.tokenizers.sentencepiece import (
 )
 from llmcore.tokenizers.vocab import SENTENCEPIECE, Vocabulary
 
-from .normalize import SPACE, Normalizer
-from .segment import USER_DEFINED, Segmenter
+from .core import SPACE, new_model
 
 
 class SentencePieceTokenizer:
@@ -67,38 +66,10 @@ class SentencePieceTokenizer:
         self.add_eos: bool = bool(x.get("add_eos"))
         self._unk_surface = str(x.get("unk_surface", " \u2047 ")).encode()
         self._strip_first_space = bool(x["add_dummy_prefix"] or x["remove_extra_whitespaces"])
-        user = [p for p, t in zip(self._pieces, self._types) if t == USER_DEFINED]
-        options = dict(
-            remove_extra_whitespaces=x["remove_extra_whitespaces"],
-            escape_whitespaces=x["escape_whitespaces"],
-            treat_whitespace_as_suffix=x.get("treat_whitespace_as_suffix", False),
-            prefix_unless_space=x.get("prefix_unless_space", False),
-            source=_data.source,
-        )
-        charsmap = x.get("charsmap", b"")
-        self._normalize = Normalizer(
-            charsmap, user, add_dummy_prefix=x["add_dummy_prefix"], **options
-        )
         # Metaspace prepend_scheme="first": no ▁ is added after a special token
-        first_only = bool(x.get("prefix_first_only"))
-        self._normalize_rest = (
-            Normalizer(charsmap, user, add_dummy_prefix=False, **options)
-            if first_only
-            else self._normalize
-        )
-        merges = x.get("merges")
-        if merges is not None:
-            merges = [(a.encode(), b.encode()) for a, b in merges]
-        self._seg = Segmenter(
-            self._pieces,
-            x["scores"],
-            self._types,
-            self.unk_id,
-            x["byte_fallback"],
-            merges,
-            float64=x.get("float64_scores", False),
-        )
-        self._ignore_merges = bool(x.get("ignore_merges"))
+        self._prefix_first = bool(x["add_dummy_prefix"])
+        self._prefix_rest = self._prefix_first and not x.get("prefix_first_only")
+        self._core = new_model(_data)
         self._special = dict(_data.special_tokens)
         by_length = sorted(self._special, key=len, reverse=True)
         self._special_re = re.compile("|".join(map(re.escape, by_length))) if by_length else None
@@ -131,10 +102,7 @@ class SentencePieceTokenizer:
         return self.eos_id
 
     def _segment(self, text: str, first: bool = True) -> list[int]:
-        data = self._normalize(text) if first else self._normalize_rest(text)
-        if self._ignore_merges and data in self._seg.ids:  # a whole word in the vocabulary
-            return [self._seg.ids[data]]
-        return self._seg.bpe(data) if self.model == "bpe" else self._seg.unigram(data)
+        return self._core.encode(text, self._prefix_first if first else self._prefix_rest)
 
     def encode(
         self,
