@@ -141,12 +141,12 @@ def test_config_not_json(saved, tmp_path):
         ({"model_type": "bert"}, r"model_type 'bert' is not supported; supported: gpt2, llama"),
         ({"model_type": None}, r"model_type None is not supported"),
         (
-            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}},
-            r"rope type 'yarn' is not supported; supported: default, llama3",
+            {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 2.0}},
+            r"rope type 'longrope' is not supported; supported: default, linear, llama3, yarn",
         ),
         (
-            {"rope_parameters": None, "rope_scaling": {"type": "linear", "factor": 2.0}},
-            r"rope type 'linear' is not supported",
+            {"rope_parameters": None, "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+            r"rope type 'dynamic' is not supported",
         ),
         ({"hidden_act": "gelu"}, r"hidden_act 'gelu' is not supported; supported: silu"),
         ({"num_key_value_heads": 3}, r"num_key_value_heads 3 must divide"),

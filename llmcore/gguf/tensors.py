@@ -54,6 +54,7 @@ GPT2_TOP = {
 }
 _BLOCK_NAME = re.compile(r"blk\.(\d+)\.([a-z_]+)\.(weight|bias)")
 PERMUTED_ARCHS = ("llama", "mistral")
+ROPE_FREQS = "rope_freqs.weight"  # per-frequency rotary divisors, not a parameter
 
 
 def hf_name(name: str, arch: str) -> str | None:
@@ -110,6 +111,8 @@ def load_weights(model: torch.nn.Module, f: GGUFFile, h: dict[str, Any]) -> None
         hf = hf_name(name, arch)
         if hf is None or hf not in mapping:
             if name == "output.weight" and h["tie_word_embeddings"]:
+                continue
+            if name == ROPE_FREQS:  # read into the config (llmcore.gguf.archs)
                 continue
             raise CheckpointError(
                 f"{f.path}: unexpected tensor {name!r}: not part of a {arch} model with this "
