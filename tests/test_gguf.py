@@ -163,13 +163,17 @@ def write_gguf(model, path, qtype=T.F32, *, version=3, skip=(), extra=None, tens
         )
         w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     tokens, types, merges = tokenizer_tokens()
+    rows = cfg.vocab_size
+    if rows > len(tokens):  # llama.cpp's converter pads the vocabulary to the embedding
+        types = types + [5] * (rows - len(tokens))  # UNUSED
+        tokens = tokens + [f"[PAD{i}]" for i in range(len(tokens), rows)]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
-    w.add_eos_token_id(len(tokens) - 1)
-    w.add_bos_token_id(len(tokens) - 1)
+    w.add_eos_token_id(VOCAB - 1)
+    w.add_bos_token_id(VOCAB - 1)
     w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     for key, value in (extra or {}).items():
         w.add_key_value(key, value[0], value[1])
