@@ -29,8 +29,8 @@ from llmcore.hf.tensors import tensor_map
 QTYPES = ("f16", "q8_0", "q4_0")
 # --type -> llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*)
 FILE_TYPES = {"f16": 1, "q8_0": 7, "q4_0": 2}
-# pre-tokenizer family -> tokenizer.ggml.pre
-PRE_NAMES = {"gpt2": "gpt2", "cl100k_base": "llama-bpe"}
+# pre-tokenizer family -> tokenizer.ggml.pre, as llama.cpp spells it (it refuses "gpt2")
+PRE_NAMES = {"gpt2": "gpt-2", "cl100k_base": "llama-bpe"}
 
 
 def permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
