@@ -242,3 +242,37 @@ def test_unsupported_tokenizer_json(tmp_path):
         llmcore.load_hf_tokenizer(file)
     with pytest.raises(TokenizerError, match="no such tokenizer file"):
         llmcore.load_hf_tokenizer(tmp_path / "missing")
+
+
+def test_weights_in_the_file_dtype_are_the_files_pages(tmp_path):
+    """A tensor loaded as stored is a copy-on-write view of the file: training writes to it
+    never reach the file, and saving over the very folder it came from keeps it valid."""
+    folder = copy_of_saved(tmp_path)
+    before = (folder / "model.safetensors").read_bytes()
+    ours, _ = llmcore.load_hf(folder)
+    ids = torch.randint(0, 97, (1, 16), generator=torch.Generator().manual_seed(7))
+    want = logits(ours, ids)
+    emb = ours.wte.weight
+    kept = emb.detach().clone()
+    with torch.no_grad():
+        emb.add_(1.0)  # an optimizer step, in place
+    assert (folder / "model.safetensors").read_bytes() == before
+    with torch.no_grad():
+        emb.copy_(kept)
+    llmcore.hf.save_hf(ours, folder)  # replaces the file the parameters are mapped from
+    torch.testing.assert_close(logits(ours, ids), want, rtol=1e-6, atol=1e-6)
+    reloaded = load_file(folder / "model.safetensors")
+    ref = load_file_bytes(before)
+    assert reloaded["model.embed_tokens.weight"].equal(ref["model.embed_tokens.weight"])
+
+
+def copy_of_saved(tmp_path):
+    model = llama()
+    model.save_pretrained(tmp_path / "m")
+    return tmp_path / "m"
+
+
+def load_file_bytes(data: bytes) -> dict:
+    from safetensors.torch import load
+
+    return load(data)

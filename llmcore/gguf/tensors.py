@@ -157,4 +157,20 @@ def _copy(f: GGUFFile, info: TensorInfo, entry: Any, params: dict, h: dict[str, 
     if h["model_type"] in PERMUTED_ARCHS and (".attn_q." in info.name or ".attn_k." in info.name):
         heads = h["num_attention_heads"] if ".attn_q." in info.name else h["num_key_value_heads"]
         t = unpermute(t, heads)
+    elif entry.rows is None and _is_map_view(t, info, param):
+        # stored as loaded: the parameter is the file's (private, copy-on-write) pages; the
+        # map lives as long as they do
+        param.data = t
+        return
     target.copy_(t)
+
+
+def _is_map_view(t: torch.Tensor, info: TensorInfo, param: torch.Tensor) -> bool:
+    """Whether ``t`` is still the mapped bytes of a float tensor, usable as ``param``."""
+    return (
+        info.type in ("F32", "F16", "BF16")
+        and param.device.type == "cpu"
+        and t.dtype == param.dtype
+        and t.shape == param.shape
+        and t.data_ptr() % t.element_size() == 0
+    )
