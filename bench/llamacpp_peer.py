@@ -59,10 +59,10 @@ import json, sys
 import llama_cpp
 p = llama_cpp.llama_model_default_params()
 p.use_extra_bufts = False  # AMX repack segfaults in 0.3.36 (see the quantization notes)
-llm = llama_cpp.Llama(sys.argv[1], n_ctx=64, n_threads=2, verbose=False, logits_all=False)
+llm = llama_cpp.Llama(sys.argv[1], n_ctx=64, n_threads=2, verbose=False)
 ids = llm.tokenize(b"Hello world", add_bos=False, special=False)
 out = llm.create_completion("Hello", max_tokens=4, temperature=0.0)
-print(json.dumps({"n_vocab": llm.n_vocab(), "n_ctx_train": llm.n_ctx_train(),
+print(json.dumps({"n_vocab": llm.n_vocab(), "n_ctx": llm.n_ctx(),
                   "n_embd": llm.n_embd(), "ids": ids, "text": out["choices"][0]["text"]}))
 """
 

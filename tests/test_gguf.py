@@ -136,8 +136,9 @@ def encode(w: np.ndarray, qtype, rng) -> np.ndarray:
     return gguf.quants.quantize(w.astype(np.float32), qtype)
 
 
-def write_gguf(model, path, qtype=T.F32, *, version=3, skip=(), extra=None):
-    """``model`` (a transformers model) as a GGUF file, llama.cpp's way."""
+def write_gguf(model, path, qtype=T.F32, *, version=3, skip=(), extra=None, tensors=None):
+    """``model`` (a transformers model) as a GGUF file, llama.cpp's way; ``extra``:
+    more metadata (key -> (value, type)); ``tensors``: more F32 tensors, written first."""
     cfg = model.config
     # llama.cpp's converter writes Mistral models as "llama" (MistralForCausalLM is a LlamaModel)
     arch = "llama" if cfg.model_type == "mistral" else cfg.model_type
@@ -162,16 +163,22 @@ def write_gguf(model, path, qtype=T.F32, *, version=3, skip=(), extra=None):
         )
         w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     tokens, types, merges = tokenizer_tokens()
+    rows = cfg.vocab_size
+    if rows > len(tokens):  # llama.cpp's converter pads the vocabulary to the embedding
+        types = types + [5] * (rows - len(tokens))  # UNUSED
+        tokens = tokens + [f"[PAD{i}]" for i in range(len(tokens), rows)]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
-    w.add_eos_token_id(len(tokens) - 1)
-    w.add_bos_token_id(len(tokens) - 1)
+    w.add_eos_token_id(VOCAB - 1)
+    w.add_bos_token_id(VOCAB - 1)
     w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     for key, value in (extra or {}).items():
         w.add_key_value(key, value[0], value[1])
+    for name, a in (tensors or {}).items():
+        w.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))
     rng = np.random.default_rng(0)
     for name, t in model.state_dict().items():
         gname = gguf_name(name, arch)

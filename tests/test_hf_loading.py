@@ -141,12 +141,12 @@ def test_config_not_json(saved, tmp_path):
         ({"model_type": "bert"}, r"model_type 'bert' is not supported; supported: gpt2, llama"),
         ({"model_type": None}, r"model_type None is not supported"),
         (
-            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}},
-            r"rope type 'yarn' is not supported; supported: default, llama3",
+            {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 2.0}},
+            r"rope type 'longrope' is not supported; supported: default, linear, llama3, yarn",
         ),
         (
-            {"rope_parameters": None, "rope_scaling": {"type": "linear", "factor": 2.0}},
-            r"rope type 'linear' is not supported",
+            {"rope_parameters": None, "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+            r"rope type 'dynamic' is not supported",
         ),
         ({"hidden_act": "gelu"}, r"hidden_act 'gelu' is not supported; supported: silu"),
         ({"num_key_value_heads": 3}, r"num_key_value_heads 3 must divide"),
@@ -242,3 +242,37 @@ def test_unsupported_tokenizer_json(tmp_path):
         llmcore.load_hf_tokenizer(file)
     with pytest.raises(TokenizerError, match="no such tokenizer file"):
         llmcore.load_hf_tokenizer(tmp_path / "missing")
+
+
+def test_weights_in_the_file_dtype_are_the_files_pages(tmp_path):
+    """A tensor loaded as stored is a copy-on-write view of the file: training writes to it
+    never reach the file, and saving over the very folder it came from keeps it valid."""
+    folder = copy_of_saved(tmp_path)
+    before = (folder / "model.safetensors").read_bytes()
+    ours, _ = llmcore.load_hf(folder)
+    ids = torch.randint(0, 97, (1, 16), generator=torch.Generator().manual_seed(7))
+    want = logits(ours, ids)
+    emb = ours.wte.weight
+    kept = emb.detach().clone()
+    with torch.no_grad():
+        emb.add_(1.0)  # an optimizer step, in place
+    assert (folder / "model.safetensors").read_bytes() == before
+    with torch.no_grad():
+        emb.copy_(kept)
+    llmcore.hf.save_hf(ours, folder)  # replaces the file the parameters are mapped from
+    torch.testing.assert_close(logits(ours, ids), want, rtol=1e-6, atol=1e-6)
+    reloaded = load_file(folder / "model.safetensors")
+    ref = load_file_bytes(before)
+    assert reloaded["model.embed_tokens.weight"].equal(ref["model.embed_tokens.weight"])
+
+
+def copy_of_saved(tmp_path):
+    model = llama()
+    model.save_pretrained(tmp_path / "m")
+    return tmp_path / "m"
+
+
+def load_file_bytes(data: bytes) -> dict:
+    from safetensors.torch import load
+
+    return load(data)

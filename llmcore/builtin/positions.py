@@ -1,6 +1,6 @@
 """Position plugins: ``learned`` (GPT-2's absolute embeddings), ``rope`` (rotary, with
-Llama 3 frequency scaling), ``alibi`` (a per-head linear bias on the attention scores) and
-``none``.
+linear, Llama 3, yarn or per-frequency scaling), ``alibi`` (a per-head linear bias on the
+attention scores) and ``none``.
 
 Each declares ``max_positions``, the number of positions it can encode: the length of its
 table (``learned``, ``rope``), or None when it has none (``alibi``, ``none``), so that
@@ -9,11 +9,10 @@ generation knows whether a sliding-window model may run past ``block_size``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from llmcore.builtin import rope_scaling
 from llmcore.hookspecs import hookimpl
 
 
@@ -50,8 +49,8 @@ class RotaryPosition(NoPosition):
 
     Args:
         theta: base of the frequencies.
-        scaling: optional Llama 3 scaling, ``{"type": "llama3", "factor", "low_freq_factor",
-            "high_freq_factor", "original_max_position_embeddings"}``.
+        scaling: optional frequency scaling, ``{"type": "linear" | "llama3" | "yarn" |
+            "factors", ...}`` (see :mod:`llmcore.builtin.rope_scaling`).
     """
 
     def __init__(
@@ -73,12 +72,14 @@ class RotaryPosition(NoPosition):
         inv_freq = 1.0 / (
             theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
         )
+        attention_factor = 1.0
         if self.scaling:
-            inv_freq = _llama3_scaling(inv_freq, self.scaling)
+            inv_freq, attention_factor = rope_scaling.scale(inv_freq, self.scaling, theta)
         t = torch.arange(max_seq_len, dtype=torch.int64).float()
         freqs = torch.outer(t, inv_freq)  # (T, D/2)
-        self.register_buffer("cos", freqs.cos(), persistent=False)
-        self.register_buffer("sin", freqs.sin(), persistent=False)
+        # yarn's attention factor scales cos and sin (so q.k by its square), as in HF
+        self.register_buffer("cos", freqs.cos() * attention_factor, persistent=False)
+        self.register_buffer("sin", freqs.sin() * attention_factor, persistent=False)
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
         cos = self.cos[positions]  # (T, D/2) or (B, T, D/2)
@@ -96,22 +97,6 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     x1, x2 = x[..., :half].float(), x[..., half:].float()
     out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
     return out.to(x.dtype)
-
-
-def _llama3_scaling(inv_freq: torch.Tensor, s: dict) -> torch.Tensor:
-    kind = s.get("type", s.get("rope_type", "llama3"))
-    if kind != "llama3":
-        raise ValueError(f"rope scaling type {kind!r} is not supported; supported: llama3")
-    factor = float(s["factor"])
-    low, high = float(s.get("low_freq_factor", 1.0)), float(s.get("high_freq_factor", 4.0))
-    old_len = float(s["original_max_position_embeddings"])
-    low_wavelen, high_wavelen = old_len / low, old_len / high
-    wavelen = 2 * math.pi / inv_freq
-    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
-    smooth = (old_len / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
-    return torch.where(medium, smoothed, scaled)
 
 
 def alibi_slopes(n_head: int) -> list[float]:

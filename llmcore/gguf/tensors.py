@@ -54,6 +54,7 @@ GPT2_TOP = {
 }
 _BLOCK_NAME = re.compile(r"blk\.(\d+)\.([a-z_]+)\.(weight|bias)")
 PERMUTED_ARCHS = ("llama", "mistral")
+ROPE_FREQS = "rope_freqs.weight"  # per-frequency rotary divisors, not a parameter
 
 
 def hf_name(name: str, arch: str) -> str | None:
@@ -115,6 +116,8 @@ def load_weights(
         if hf is None or hf not in mapping:
             if name == "output.weight" and h["tie_word_embeddings"]:
                 continue
+            if name == ROPE_FREQS:  # read into the config (llmcore.gguf.archs)
+                continue
             raise CheckpointError(
                 f"{f.path}: unexpected tensor {name!r}: not part of a {arch} model with this "
                 "metadata"
@@ -159,4 +162,20 @@ def _copy(f: GGUFFile, info: TensorInfo, entry: Any, params: dict, h: dict[str, 
     if h["model_type"] in PERMUTED_ARCHS and (".attn_q." in info.name or ".attn_k." in info.name):
         heads = h["num_attention_heads"] if ".attn_q." in info.name else h["num_key_value_heads"]
         t = unpermute(t, heads)
+    elif entry.rows is None and _is_map_view(t, info, param):
+        # stored as loaded: the parameter is the file's (private, copy-on-write) pages; the
+        # map lives as long as they do
+        param.data = t
+        return
     target.copy_(t)
+
+
+def _is_map_view(t: torch.Tensor, info: TensorInfo, param: torch.Tensor) -> bool:
+    """Whether ``t`` is still the mapped bytes of a float tensor, usable as ``param``."""
+    return (
+        info.type in ("F32", "F16", "BF16")
+        and param.device.type == "cpu"
+        and t.dtype == param.dtype
+        and t.shape == param.shape
+        and t.data_ptr() % t.element_size() == 0
+    )

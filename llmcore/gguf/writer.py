@@ -5,7 +5,9 @@ picks (gpt2, llama, mistral, qwen2); tensors get llama.cpp's names and layouts (
 permuted for llama and mistral, see :func:`llmcore.gguf.tensors.unpermute`). Matrices are
 written as F16, Q8_0 or Q4_0 (:mod:`llmcore.ops.quant`'s quantizers, identical to
 ``gguf.quants``); norms, biases and rows that do not split into blocks of 32 stay F32/F16,
-as llama.cpp's converter leaves them. The tokenizer must be a byte-level BPE.
+as llama.cpp's converter leaves them. Rotary scaling is written as llama.cpp reads it:
+linear and yarn as ``rope.scaling.*`` keys, Llama 3's as the per-frequency divisors of a
+``rope_freqs.weight`` tensor. The tokenizer must be a byte-level BPE.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmcore.builtin import rope_scaling
 from llmcore.errors import ConfigError, TokenizerError
+from llmcore.gguf import archs
 from llmcore.gguf.tensors import GPT2_BLOCK, GPT2_TOP, LLAMA_BLOCK, LLAMA_TOP, PERMUTED_ARCHS
 from llmcore.hf import archs as hf_archs
 from llmcore.hf.tensors import tensor_map
@@ -25,8 +29,8 @@ from llmcore.hf.tensors import tensor_map
 QTYPES = ("f16", "q8_0", "q4_0", "q4_k")
 # --type -> llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*; q4_k is Q4_K_S)
 FILE_TYPES = {"f16": 1, "q8_0": 7, "q4_0": 2, "q4_k": 14}
-# pre-tokenizer family -> tokenizer.ggml.pre
-PRE_NAMES = {"gpt2": "gpt2", "cl100k_base": "llama-bpe"}
+# pre-tokenizer family -> tokenizer.ggml.pre, as llama.cpp spells it (it refuses "gpt2")
+PRE_NAMES = {"gpt2": "gpt-2", "cl100k_base": "llama-bpe"}
 
 
 def permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -88,10 +92,54 @@ def _metadata(w: Any, h: dict[str, Any]) -> None:
     w.add_rope_dimension_count(h["head_dim"])
     w.add_rope_freq_base(h["rope"]["theta"])
     w.add_layer_norm_rms_eps(h["rms_norm_eps"])
-    if h["rope"]["scaling"]:
-        raise ConfigError("GGUF export: scaled rotary embeddings are not supported")
+    _rope_scaling(w, h)
     if h.get("sliding_window"):
         w.add_sliding_window(h["sliding_window"])
+
+
+def _rope_scaling(w: Any, h: dict[str, Any]) -> None:
+    """llama.cpp's ``rope.scaling.*`` keys for linear and yarn scaling (Llama 3's and
+    per-frequency scaling are the ``rope_freqs.weight`` tensor, :func:`rope_freqs`)."""
+    import gguf
+
+    s = h["rope"]["scaling"]
+    kind = s["type"] if s else None
+    if kind == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(s["factor"])
+    elif kind == "yarn":
+        factor = s["factor"]
+        if s.get("attention_factor") not in (None, rope_scaling.yarn_attention_factor({}, factor)):
+            raise ConfigError(
+                f"GGUF export: yarn attention_factor {s['attention_factor']} is not "
+                "expressible: llama.cpp uses 0.1 ln(factor) + 1"
+            )
+        if not s.get("truncate", True):
+            raise ConfigError("GGUF export: yarn with truncate=False is not expressible")
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(factor)
+        w.add_rope_scaling_orig_ctx_len(s["original_max_position_embeddings"])
+        w.add_rope_scaling_yarn_beta_fast(s.get("beta_fast", 32.0))
+        w.add_rope_scaling_yarn_beta_slow(s.get("beta_slow", 1.0))
+
+
+def rope_freqs(h: dict[str, Any]) -> torch.Tensor | None:
+    """The ``rope_freqs.weight`` tensor of Llama 3 or per-frequency scaling: the divisor of
+    each rotary frequency, as llama.cpp's converter computes it; None for other scalings."""
+    s = h["rope"]["scaling"] if "rope" in h else None
+    if not s or s["type"] not in ("llama3", "factors"):
+        return None
+    if h["model_type"] != "llama":
+        raise ConfigError(
+            f"GGUF export: {s['type']} rope scaling (the rope_freqs tensor) is only written "
+            f"for the llama architecture, not {h['model_type']}"
+        )
+    if s["type"] == "factors":
+        return torch.tensor(s["factors"], dtype=torch.float32)
+    d = h["head_dim"]
+    inv_freq = 1.0 / (h["rope"]["theta"] ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    scaled, _ = rope_scaling.scale(inv_freq, s, h["rope"]["theta"])
+    return (inv_freq / scaled).contiguous()
 
 
 def _tokenizer(w: Any, tokenizer: Any, vocab_size: int) -> None:
@@ -173,7 +221,7 @@ def save_gguf(
 
     if qtype not in QTYPES:
         raise ConfigError(f"GGUF export: type {qtype!r} is not one of {', '.join(QTYPES)}")
-    h = hf_archs.normalize(hf_archs.hf_config(model), "the model")
+    h = archs.normalize(hf_archs.hf_config(model, rope_factors=True), "the model")
     out = Path(out)
     w = gguf.GGUFWriter(str(out), h["model_type"])
     try:
@@ -183,6 +231,9 @@ def save_gguf(
         _tokenizer(w, tokenizer, model.config.vocab_size)
         if chat_template:
             w.add_chat_template(chat_template)
+        freqs = rope_freqs(h)
+        if freqs is not None:  # F32, first, as llama.cpp's converter writes it
+            w.add_tensor("rope_freqs.weight", freqs.numpy())
         for tname, t in _tensors(model, h):
             chosen = (tensor_type or default_type)(tname, tuple(t.shape), qtype)
             arr, raw_type = _encoded(tname, t, chosen)

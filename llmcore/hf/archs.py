@@ -7,7 +7,7 @@ builds a model class of its own:
 model_type position          norm       mlp         notes
 =========  ================  =========  ==========  ==============================================
 gpt2       learned           layernorm  gelu/relu   fused qkv with biases, tied head
-llama      rope (+llama3)    rmsnorm    swiglu      GQA, optional attention/MLP biases, head_dim
+llama      rope (+scaling)   rmsnorm    swiglu      GQA, optional attention/MLP biases, head_dim
 mistral    rope              rmsnorm    swiglu      sliding window
 qwen2      rope              rmsnorm    swiglu      q/k/v biases only
 =========  ================  =========  ==========  ==============================================
@@ -22,6 +22,7 @@ from typing import Any
 
 from llmcore.config import Component, ModelConfig
 from llmcore.errors import ConfigError
+from llmcore.hf.rope import ROPE_TYPES, rope_config
 
 SUPPORTED = ("gpt2", "llama", "mistral", "qwen2")
 LLAMA_FAMILY = ("llama", "mistral", "qwen2")
@@ -38,7 +39,6 @@ GPT2_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "gelu": ("gelu", {"approximate": "none"}),
     "relu": ("relu", {}),
 }
-ROPE_TYPES = ("default", "llama3")
 
 
 def _get(hf: dict[str, Any], key: str, default: Any, source: str, kind: type | tuple = int) -> Any:
@@ -64,45 +64,6 @@ def model_type_of(hf: dict[str, Any], source: str) -> str:
             f"{source}: model_type {kind!r} is not supported; supported: {', '.join(SUPPORTED)}"
         )
     return kind
-
-
-def _rope(hf: dict[str, Any], source: str) -> dict[str, Any]:
-    """``{"theta", "scaling"}`` from ``rope_parameters`` (transformers 5) or ``rope_theta`` +
-    ``rope_scaling`` (transformers 4)."""
-    params = hf.get("rope_parameters")
-    if params is None:
-        params = dict(hf.get("rope_scaling") or {})
-        params.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
-        key = "rope_scaling"
-    else:
-        key = "rope_parameters"
-    if not isinstance(params, dict):
-        raise ConfigError(f"{source}: {key}: expected a mapping, found {params!r}")
-    if not isinstance(params.get("rope_theta", 10000.0), (int, float)):
-        raise ConfigError(f"{source}: {key}.rope_theta: expected a number")
-    kind = params.get("rope_type", params.get("type", "default"))
-    if kind not in ROPE_TYPES:
-        raise ConfigError(
-            f"{source}: {key}: rope type {kind!r} is not supported; supported: {', '.join(ROPE_TYPES)}"
-        )
-    partial = hf.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))
-    if partial not in (None, 1, 1.0):
-        raise ConfigError(
-            f"{source}: partial_rotary_factor {partial!r} is not supported; supported: 1.0"
-        )
-    scaling = None
-    if kind == "llama3":
-        try:
-            scaling = {
-                "type": "llama3",
-                "factor": float(params["factor"]),
-                "low_freq_factor": float(params.get("low_freq_factor", 1.0)),
-                "high_freq_factor": float(params.get("high_freq_factor", 4.0)),
-                "original_max_position_embeddings": int(params["original_max_position_embeddings"]),
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: {key}: llama3 scaling needs {exc}") from None
-    return {"theta": float(params.get("rope_theta", 10000.0)), "scaling": scaling}
 
 
 def normalize(hf: dict[str, Any], source: str = "config.json") -> dict[str, Any]:
@@ -173,7 +134,7 @@ def _normalize_llama_family(hf: dict[str, Any], kind: str, source: str) -> dict[
         "max_position_embeddings": _get(hf, "max_position_embeddings", max_pos, source),
         "rms_norm_eps": float(_get(hf, "rms_norm_eps", 1e-6, source, (int, float))),
         "tie_word_embeddings": _get(hf, "tie_word_embeddings", tie, source, bool),
-        "rope": _rope(hf, source),
+        "rope": rope_config(hf, source),
     }
     # Which linears carry biases: q/k/v, o_proj, the three MLP projections.
     if kind == "llama":
@@ -252,11 +213,19 @@ def model_config(h: dict[str, Any]) -> ModelConfig:
     )
 
 
-def hf_config(model: Any, *, bos_id: int | None = None, eos_id: int | None = None) -> dict:
+def hf_config(
+    model: Any,
+    *,
+    bos_id: int | None = None,
+    eos_id: int | None = None,
+    rope_factors: bool = False,
+) -> dict:
     """The HF ``config.json`` mapping of an llmcore :class:`~llmcore.model.Transformer`.
 
     The architecture is chosen from the model's components; a model no HF architecture can
-    express raises :class:`ConfigError` saying which part does not fit.
+    express raises :class:`ConfigError` saying which part does not fit. ``rope_factors``
+    lets rotary scaling by per-frequency divisors (which HF cannot express) through as
+    ``rope_scaling = {"rope_type": "factors", ...}``, for writers of formats that can (GGUF).
     """
     m: ModelConfig = model.config
     names = (m.position.name, m.norm.name, m.mlp.name)
@@ -270,7 +239,7 @@ def hf_config(model: Any, *, bos_id: int | None = None, eos_id: int | None = Non
     if names[0] == "learned" and names[1] == "layernorm" and names[2] in ("gelu", "relu"):
         return _gpt2_config(model, common)
     if names == ("rope", "rmsnorm", "swiglu"):
-        return _llama_family_config(model, common)
+        return _llama_family_config(model, common, rope_factors)
     raise ConfigError(
         f"cannot export a model with position={names[0]}, norm={names[1]}, mlp={names[2]} to "
         "Hugging Face format; supported: learned+layernorm+gelu/relu (gpt2), "
@@ -314,16 +283,27 @@ def _gpt2_config(model: Any, common: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _llama_family_config(model: Any, common: dict[str, Any]) -> dict[str, Any]:
+def _llama_family_config(
+    model: Any, common: dict[str, Any], rope_factors: bool = False
+) -> dict[str, Any]:
     """Llama's, Mistral's or Qwen2's config.json, chosen by the biases and the window."""
     m: ModelConfig = model.config
     block = model.blocks[0]
     head_dim, kv, qkv_bias = m.head_size, m.kv_heads, m.qkv_has_bias
     rope = model.position
     params: dict[str, Any] = {"rope_theta": float(rope.theta), "rope_type": "default"}
-    if rope.scaling:
+    factors = None
+    if rope.scaling and rope.scaling.get("type") == "factors" and rope_factors:
+        factors = {"rope_type": "factors", "factors": list(rope.scaling["factors"])}
+    elif rope.scaling:
+        kind = rope.scaling.get("type", "llama3")
+        if kind not in ROPE_TYPES:
+            raise ConfigError(
+                f"cannot export rope scaling {kind!r} to Hugging Face format; supported: "
+                f"{', '.join(ROPE_TYPES[1:])}"
+            )
         params.update({k: v for k, v in rope.scaling.items() if k != "type"})
-        params["rope_type"] = rope.scaling.get("type", "llama3")
+        params["rope_type"] = kind
     if qkv_bias and not m.bias:
         kind = "qwen2"
     elif m.sliding_window is not None:
@@ -348,9 +328,8 @@ def _llama_family_config(model: Any, common: dict[str, Any]) -> dict[str, Any]:
         "rms_norm_eps": block.norm1.eps,
         "rope_parameters": params,  # transformers 5; the next two for transformers 4
         "rope_theta": params["rope_theta"],
-        "rope_scaling": {k: v for k, v in params.items() if k != "rope_theta"}
-        if rope.scaling
-        else None,
+        "rope_scaling": factors
+        or ({k: v for k, v in params.items() if k != "rope_theta"} if rope.scaling else None),
         "attention_dropout": 0.0,
         **common,
     }

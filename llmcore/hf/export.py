@@ -7,6 +7,7 @@ expressed), loadable with ``AutoModelForCausalLM.from_pretrained`` and run uncha
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,11 @@ def save_hf(
     state = hf_state_dict(model, h, dtype)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+        # written aside, then renamed over: a model loaded from this very file has its pages
+        # mapped, and truncating the file in place would pull them from under it
+        part = out / (WEIGHTS_FILE + ".part")
+        save_file(state, str(part), metadata={"format": "pt"})
+        os.replace(part, out / WEIGHTS_FILE)
         (out / CONFIG_FILE).write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
         (out / "generation_config.json").write_text(
             json.dumps({"bos_token_id": eot, "eos_token_id": eot}, indent=2) + "\n",

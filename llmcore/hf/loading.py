@@ -1,9 +1,12 @@
 """Load a Hugging Face checkpoint folder into llmcore's plugin-built Transformer.
 
-Each safetensors file is memory-mapped once (:mod:`llmcore.hf.safetensors_mmap`) and every
-tensor copied from a view of its pages into parameters that were allocated once, directly in
-the requested dtype: a bf16 checkpoint loaded as bf16 never exists as an fp32 copy, and peak
-memory is the model itself (the mapped pages are the page cache's, released as they go).
+Each safetensors file is memory-mapped once (:mod:`llmcore.hf.safetensors_mmap`). A tensor
+stored in the requested dtype and llmcore's layout becomes its parameter as is: a view of the
+file's pages (private, copy-on-write), so loading reads and allocates nothing for it, as
+transformers does. Any other tensor (cast, transposed, or a slice of a fused parameter) is
+copied from a view of its pages into parameters allocated once, directly in the requested
+dtype: a bf16 checkpoint loaded as fp32 never exists twice, and peak memory is the model
+itself.
 """
 
 from __future__ import annotations
@@ -234,7 +237,25 @@ def _copy(param: torch.Tensor, entry: TensorMap, f: SafetensorsMap, raw: str, fi
         raise CheckpointError(
             f"{file}: tensor {raw!r} has shape {got}, but config.json implies {want}"
         )
+    block = f.view(raw)
+    if entry.rows is None and not entry.transpose and _can_share(param, block):
+        # the parameter becomes the file's pages (a private, copy-on-write map), as
+        # transformers does: nothing is read until used, nothing is allocated
+        f.keep_mapped()
+        param.data = block
+        return
     # A view of the file's pages: copy_ reads them once and casts to the parameter's dtype,
     # so no transient copy of the tensor is ever made.
-    block = f.view(raw)
     target.copy_(block.T if entry.transpose else block)
+
+
+def _can_share(param: torch.Tensor, block: torch.Tensor) -> bool:
+    """Whether ``param`` can simply be ``block``: same dtype and shape, on the CPU, and the
+    data aligned for its element type (safetensors only promises 8-byte alignment)."""
+    return (
+        param.device.type == "cpu"
+        and block.dtype == param.dtype
+        and block.shape == param.shape
+        and block.data_ptr() % block.element_size() == 0
+        and block.numel() > 0
+    )

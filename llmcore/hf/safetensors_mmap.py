@@ -4,7 +4,8 @@ Format: a little-endian uint64 header length, a JSON header (tensor name -> dtyp
 ``data_offsets`` relative to the end of the header), then the data. A tensor here is a view
 of the file's pages; ``param.copy_(view)`` then reads the pages once, casting on the fly, so
 loading allocates nothing beyond the parameters themselves. The map is private
-(copy-on-write): torch may wrap it writable without the file ever being written.
+(copy-on-write): torch may wrap it writable without the file ever being written. Views kept
+as parameters (:meth:`SafetensorsMap.keep_mapped`) hold the map until they are freed.
 """
 
 from __future__ import annotations
@@ -85,8 +86,15 @@ class SafetensorsMap:
         flat = torch.frombuffer(self._map, dtype=dtype, count=count, offset=self._base + begin)
         return flat.view(shape)
 
+    def keep_mapped(self) -> None:
+        """Views outlive this object (parameters that are the file's pages): :meth:`close`
+        leaves the map to them, and it is unmapped when the last of them is freed."""
+        self._kept = True
+
     def close(self) -> None:
-        """Drop the map (once the views are gone, the pages are released)."""
+        """Drop the map, unless views were kept (:meth:`keep_mapped`)."""
+        if getattr(self, "_kept", False):
+            return  # torch's views hold the mmap object; unmapping now would pull their pages
         # a view still alive (BufferError): the map goes with the last view
         with contextlib.suppress(BufferError):
             self._map.close()

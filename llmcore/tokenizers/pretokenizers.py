@@ -33,6 +33,7 @@ _GPT2_NO_TAIL = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+
 PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
     "default": (GPT2_REGEX,),
     "gpt2": (GPT2_REGEX,),
+    "gpt-2": (GPT2_REGEX,),  # llama.cpp's own spelling (LLAMA_VOCAB_PRE_TYPE_GPT2)
     "llama-bpe": (LLAMA3_REGEX,),
     "qwen2": (QWEN2_REGEX,),
     "smollm": (r"\p{N}", _GPT2_NO_TAIL),
@@ -48,7 +49,7 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
     "falcon": (r"[\p{P}\$\+<=>\^~\|`]+", _GPT2_NO_TAIL, r"[0-9][0-9][0-9]"),
 }
 #: names whose regex sequence the C++ splitter family reproduces exactly
-CPP_FAMILY = {"default": "gpt2", "gpt2": "gpt2"}
+CPP_FAMILY = {"default": "gpt2", "gpt2": "gpt2", "gpt-2": "gpt2"}
 #: name -> the C++ splitter (``llmcore._C.bpe``) that gives the pieces of its regex sequence
 CPP_SPLITTER = {
     **CPP_FAMILY,
