@@ -57,8 +57,13 @@ def _imports(python: Path) -> bool:
 CHECK = r"""
 import json, sys
 import llama_cpp
-p = llama_cpp.llama_model_default_params()
-p.use_extra_bufts = False  # AMX repack segfaults in 0.3.36 (see the quantization notes)
+import llama_cpp.llama_cpp as C
+_default = C.llama_model_default_params
+def _params():  # AMX repacking segfaults in 0.3.36 on some CPUs: keep it off
+    p = _default()
+    p.use_extra_bufts = False
+    return p
+C.llama_model_default_params = llama_cpp.llama_model_default_params = _params
 llm = llama_cpp.Llama(sys.argv[1], n_ctx=64, n_threads=2, verbose=False)
 ids = llm.tokenize(b"Hello world", add_bos=False, special=False)
 out = llm.create_completion("Hello", max_tokens=4, temperature=0.0)
