@@ -125,18 +125,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--types", nargs="+", default=["q8_0", "q4_0", "q4_1", "q4_k", "q6_k"],
-                   choices=TYPES)
+    p.add_argument(
+        "--types", nargs="+", default=["q8_0", "q4_0", "q4_1", "q4_k", "q6_k"], choices=TYPES
+    )
     p.add_argument("--rows", nargs="+", type=int, default=[1, 512])
-    p.add_argument("--prefill-lm-head", action="store_true",
-                   help="also run the many-row product on the LM heads (slow; a prefill "
-                   "only needs the last row's logits)")
+    p.add_argument(
+        "--prefill-lm-head",
+        action="store_true",
+        help="also run the many-row product on the LM heads (slow; a prefill "
+        "only needs the last row's logits)",
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quant_kernels.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     bw = read_bandwidth_gbs(args.repeats)
-    print(f"read bandwidth {bw:.1f} GB/s ({args.threads} threads); kernels at {_C.isa()}"
-          f"{' + VNNI' if _C.quant_vnni() and _C.isa() == 'avx512' else ''}")
+    print(
+        f"read bandwidth {bw:.1f} GB/s ({args.threads} threads); kernels at {_C.isa()}"
+        f"{' + VNNI' if _C.quant_vnni() and _C.isa() == 'avx512' else ''}"
+    )
     result = {
         "machine": {
             "cpu_count": os.cpu_count(),

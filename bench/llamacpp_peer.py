@@ -42,8 +42,7 @@ def peer_python(build: bool = True) -> Path:
     pip = [str(python), "-m", "pip", "install", "--no-cache-dir", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "numpy", "--only-binary", ":all:"], check=True)
-    subprocess.run([*pip, PACKAGE, "--no-binary", "llama-cpp-python"],
-                   check=True, env=env)
+    subprocess.run([*pip, PACKAGE, "--no-binary", "llama-cpp-python"], check=True, env=env)
     if not _imports(python):
         raise SystemExit(f"{PACKAGE} built but does not import in {PEER_VENV}")
     return python
@@ -76,8 +75,7 @@ def check_file(path: Path) -> dict:
     """Load ``path`` in llama.cpp and greedy-complete four tokens; returns what it saw."""
     import json
 
-    r = subprocess.run([str(peer_python()), "-c", CHECK, str(path)], capture_output=True,
-                       text=True)
+    r = subprocess.run([str(peer_python()), "-c", CHECK, str(path)], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"llama.cpp could not load {path}:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
