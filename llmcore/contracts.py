@@ -129,24 +129,6 @@ class Attention(Protocol):
     ) -> torch.Tensor: ...
 
 
-def allowed_keys(
-    tq: int, tk: int, causal: bool, window: int | None, device: torch.device
-) -> torch.Tensor | None:
-    """Bool (Tq, Tk) mask of the keys each query may see under :class:`Attention`'s
-    ``causal`` and ``window`` (bottom-right aligned); None when it sees them all. The
-    reference every attention plugin and the tracer share."""
-    if not causal and window is None:
-        return None
-    qpos = torch.arange(tk - tq, tk, device=device)[:, None]
-    kpos = torch.arange(tk, device=device)[None, :]
-    ok = torch.ones(tq, tk, dtype=torch.bool, device=device)
-    if causal:
-        ok &= kpos <= qpos
-    if window is not None:
-        ok &= kpos > qpos - window
-    return ok
-
-
 class NormFactory(Protocol):
     """Builds a normalisation layer over the last dimension: ``(x: (..., dim)) -> (..., dim)``."""
 

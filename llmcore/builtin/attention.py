@@ -8,8 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from llmcore.contracts import allowed_keys
 from llmcore.hookspecs import hookimpl
+from llmcore.masks import allowed_keys
 
 
 def merge_masks(

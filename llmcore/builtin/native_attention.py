@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmcore.builtin.attention import merge_masks
-from llmcore.contracts import allowed_keys
 from llmcore.errors import ConfigError
 from llmcore.hookspecs import hookimpl
+from llmcore.masks import allowed_keys
 from llmcore.ops.attention import (
     EagerFlashAttention,
     additive_mask,

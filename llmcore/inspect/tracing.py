@@ -23,9 +23,9 @@ from types import FunctionType
 
 import torch
 
-from llmcore.contracts import allowed_keys
 from llmcore.errors import ConfigError, GenerationError, LLMCoreError
 from llmcore.inspect.lens import LogitLens, logit_lens
+from llmcore.masks import allowed_keys
 
 #: positions traced at most unless ``max_positions`` says otherwise: attention weights
 #: grow as layers x heads x T^2, and the page has to carry them.
