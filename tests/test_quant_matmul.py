@@ -15,6 +15,7 @@ import torch
 from llmcore import _C
 from llmcore.errors import TrainingError
 from llmcore.ops import quant
+from llmcore.quant.linear import QuantizedLinear
 from tests.test_quant import ALL, HALF_FIELDS, random_blocks
 
 LEVELS = _C.isa_levels()
@@ -239,7 +240,7 @@ def test_matmul_errors():
 def test_quantized_linear_matches_the_dequantized_dense_layer(name):
     torch.manual_seed(0)
     dense = torch.nn.Linear(512, 24)
-    layer = quant.QuantizedLinear.from_linear(dense, name, activations="float32")
+    layer = QuantizedLinear.from_linear(dense, name, activations="float32")
     assert list(layer.parameters()) == [] and layer.blocks.dtype == torch.uint8
     assert name in repr(layer) and "activations=float32" in repr(layer)
     w = layer.dequantize()
@@ -254,15 +255,15 @@ def test_quantized_linear_matches_the_dequantized_dense_layer(name):
         y8 = layer(x) - dense.bias
     o = block_offsets(name, layer.blocks.numpy(), (24, 512))
     check_int8(y8.reshape(6, 24), x.reshape(6, 512), w, o)
-    assert quant.QuantizedLinear.from_linear(dense, name).activations == "int8"
+    assert QuantizedLinear.from_linear(dense, name).activations == "int8"
     ybf = layer(x.bfloat16())
     assert ybf.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="activations must be one of float32, int8"):
-        quant.QuantizedLinear(name, layer.blocks, 512, 24, activations="int4")
+        QuantizedLinear(name, layer.blocks, 512, 24, activations="int4")
 
 
 def test_quantized_linear_refuses_training_and_corrupt_blocks():
-    layer = quant.QuantizedLinear.from_linear(torch.nn.Linear(64, 4, bias=False), "q8_0")
+    layer = QuantizedLinear.from_linear(torch.nn.Linear(64, 4, bias=False), "q8_0")
     x = torch.randn(3, 64, requires_grad=True)
     with pytest.raises(TrainingError, match=r"quantized=False"):
         layer(x)
@@ -271,8 +272,8 @@ def test_quantized_linear_refuses_training_and_corrupt_blocks():
     raw = layer.blocks.clone()
     raw[2, 0:2] = torch.tensor([0x00, 0x7C], dtype=torch.uint8)  # block 4: d = +inf
     with pytest.raises(ValueError, match="q8_0: block 4 has a NaN or infinite fp16 scale"):
-        quant.QuantizedLinear("q8_0", raw, 64, 4)
+        QuantizedLinear("q8_0", raw, 64, 4)
     with pytest.raises(
         ValueError, match="buffer of 272 bytes, but shape \\(5, 64\\) takes 10 blocks"
     ):
-        quant.QuantizedLinear("q8_0", layer.blocks, 64, 5)
+        QuantizedLinear("q8_0", layer.blocks, 64, 5)

@@ -1,4 +1,4 @@
-"""The built-in ``quantized_linear`` plugins: :class:`~llmcore.ops.quant.QuantizedLinear`
+"""The built-in ``quantized_linear`` plugins: :class:`~llmcore.quant.linear.QuantizedLinear`
 for every GGUF block format llmcore's kernels multiply by (q8_0, q4_0, q4_1, q5_0, q5_1,
 q4_k, q5_k, q6_k), registered under the format's name."""
 
@@ -8,7 +8,7 @@ from llmcore.hookspecs import hookimpl
 
 
 def _factory(qtype: str):
-    from llmcore.ops.quant import QuantizedLinear
+    from llmcore.quant.linear import QuantizedLinear
 
     def build(blocks, in_features: int, out_features: int, bias=None) -> QuantizedLinear:
         return QuantizedLinear(qtype, blocks, in_features, out_features, bias)

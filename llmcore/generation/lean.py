@@ -196,8 +196,8 @@ def lean_step(model, cache) -> LeanStep | None:
 
     if type(model) is not Transformer or model.training or _hooked(model):
         return None
-    from llmcore.ops.quant import QuantizedLinear
     from llmcore.quant.layers import QuantizedEmbedding, StackedQuantizedLinear
+    from llmcore.quant.linear import QuantizedLinear
 
     # exactly these: a subclass may compute more
     linear = (nn.Linear, QuantizedLinear, StackedQuantizedLinear)

@@ -2,7 +2,7 @@
 
 An embedding lookup reads a few rows: :class:`QuantizedEmbedding` gathers their blocks and
 dequantizes only those (bit identical to dequantizing the whole matrix, as every row is its
-own run of blocks). A tied LM head is a :class:`~llmcore.ops.quant.QuantizedLinear` over the
+own run of blocks). A tied LM head is a :class:`~llmcore.quant.linear.QuantizedLinear` over the
 very same blocks tensor, so the file's one matrix serves both ends.
 """
 
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from llmcore.ops import quant
+from llmcore.quant.linear import QuantizedLinear, QuantizedWeight
 
 
 class QuantizedEmbedding(nn.Module):
@@ -49,11 +50,9 @@ class QuantizedEmbedding(nn.Module):
         self.out_dtype = dtype
 
     @property
-    def weight(self) -> quant.QuantizedWeight:
+    def weight(self) -> QuantizedWeight:
         """The table's shape, dtype and device, for code that reads ``wte.weight``."""
-        return quant.QuantizedWeight(
-            self.qtype, self.blocks, (self.num_embeddings, self.embedding_dim)
-        )
+        return QuantizedWeight(self.qtype, self.blocks, (self.num_embeddings, self.embedding_dim))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # (...) long -> (..., embedding_dim)
@@ -68,11 +67,9 @@ class QuantizedEmbedding(nn.Module):
         """The dense table."""
         return self.weight.dequantize(dtype)
 
-    def head(self) -> quant.QuantizedLinear:
+    def head(self) -> QuantizedLinear:
         """The tied LM head: a linear layer over this table's blocks (no copy)."""
-        return quant.QuantizedLinear(
-            self.qtype, self.blocks, self.embedding_dim, self.num_embeddings
-        )
+        return QuantizedLinear(self.qtype, self.blocks, self.embedding_dim, self.num_embeddings)
 
     def extra_repr(self) -> str:
         return f"{self.qtype.name}, {self.num_embeddings}, {self.embedding_dim}"
@@ -82,8 +79,8 @@ def _dense(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
 
 
-class StackedWeight(quant.QuantizedWeight):
-    """The :class:`~llmcore.ops.quant.QuantizedWeight` face of a
+class StackedWeight(QuantizedWeight):
+    """The :class:`~llmcore.quant.linear.QuantizedWeight` face of a
     :class:`StackedQuantizedLinear`: its parts' rows, one after the other."""
 
     def __init__(self, layer: StackedQuantizedLinear) -> None:
