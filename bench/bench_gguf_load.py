@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from peak_rss import peak_rss_mb  # noqa: E402  (bench/, run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -63,17 +65,6 @@ def bench_dequantize(types: list[str], rows: int, cols: int, repeats: int) -> di
             f"gguf {med['gguf_numpy'] * 1e3:7.1f} ms ({out[name]['speedup']:.1f}x), same={same}"
         )
     return out
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (``VmHWM``, MB). Not ``ru_maxrss``: Linux carries
-    that over from the parent across fork and exec, so every child would report at least the
-    bench's own size."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child(kind: str, path: str) -> None:

@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from peak_rss import peak_rss_mb  # noqa: E402  (bench/, run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,17 +58,6 @@ class AnonPeak:
         self._stop.set()
         self._thread.join()
         return max(self.peak, self.now())
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (``VmHWM``, MB). Not ``ru_maxrss``: Linux carries
-    that over from the parent across fork and exec, so every child would report at least the
-    bench's own size."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child(kind: str, folder: str, dtype: str) -> None:

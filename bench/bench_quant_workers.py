@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
+
+from peak_rss import peak_rss_mb  # noqa: E402  (bench/, run as a script)
 
 PROMPT, NEW, LONG, BATCH, BATCH_NEW = 32, 128, 512, 8, 32
 SMOKE = os.environ.get("LLMCORE_BENCH_SMOKE") == "1"
@@ -33,22 +34,6 @@ def prompt_ids(n: int, row: int = 0, vocab: int = 256) -> list[int]:
         x = (1103515245 * x + 12345) % (1 << 31)
         out.append(3 + x % (vocab - 3))
     return out
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory: VmHWM, which starts afresh at exec (ru_maxrss
-    would carry over the parent's peak from before the fork)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# -- llmcore --------------------------------------------------------------------------------------
 
 
 def llmcore_task(task: str, path: str, threads: int) -> dict:

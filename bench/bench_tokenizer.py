@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak_rss import peak_rss_mb  # noqa: E402  (bench/, run as a script)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parents[1] / "shared" / "data"
@@ -107,18 +108,6 @@ def bench_encode(data: Path, repeat: int) -> list[dict]:
                 flush=True,
             )
     return rows
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM (not ru_maxrss: Linux carries ru_maxrss over fork and
-    exec, so a child would report its parent's peak)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train_child(kind: str, vocab: int, data: Path, pattern: str) -> None:
