@@ -29,6 +29,28 @@ def test_serve_flags_and_defaults():
     assert (args.port, args.api_key, args.max_batch, args.max_queue) == (9, "k", 4, 7)
 
 
+@pytest.mark.parametrize(("flags", "reuse"), [([], True), (["--no-prefix-cache"], False)])
+def test_serve_passes_the_prefix_cache_choice_to_the_engine(monkeypatch, flags, reuse):
+    import llmcore.serve.engine as engine_module
+    import llmcore.serve.prepare as prepare_module
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_engine(served, **kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(engine_module, "Engine", fake_engine)
+    monkeypatch.setattr(prepare_module, "load_served", lambda model, device: object())
+    args = build_parser().parse_args(["serve", "some/run", *flags])
+    with pytest.raises(Stop):
+        args.func(args)
+    assert seen["prefix_cache"] is reuse
+
+
 def test_serve_a_saved_checkpoint(tmp_path):
     served = char_served()
     save_checkpoint(tmp_path / "run", 1, served.model, served.config, served.tokenizer)

@@ -19,6 +19,12 @@ def add_to(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together")
     p.add_argument("--max-queue", type=int, default=256, help="waiting sequences before 429")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_false",
+        help="do not reuse the keys of a prompt prefix already in a KV slot",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
             raise LLMCoreError(f"--{flag.replace('_', '-')} must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     served = load_served(args.model, device=args.device)
-    engine = Engine(served, max_batch=args.max_batch, max_queue=args.max_queue).start()
+    engine = Engine(
+        served,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        prefix_cache=args.prefix_cache,
+    ).start()
     try:
         app = Server(engine, api_key=args.api_key).app()
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
