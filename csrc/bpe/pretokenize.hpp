@@ -186,6 +186,25 @@ inline size_t next_gpt2(const uint8_t* s, size_t n, size_t i) {
   return i + c.len;
 }
 
+// The alternative " ?[^\s\p{L}\p{N}]+" followed by newlines (and '/' for o200k), shared by the
+// cl100k, o200k and llama3 splitters: where its piece starting at i ends, or 0 when the
+// text at i is not such a piece.
+inline size_t punct_run(const uint8_t* s, size_t n, size_t i, Ch c, bool slash) {
+  size_t j = i;
+  Ch d = c;
+  if (c.cp == ' ' && i + c.len < n) {
+    Ch x = char_at(s, n, i + c.len);
+    if (!(x.fl & (F_WS | F_L | F_N))) {
+      j = i + c.len;
+      d = x;
+    }
+  }
+  if (d.fl & (F_WS | F_L | F_N)) return 0;
+  size_t e = run_other(s, n, j + d.len);
+  while (e < n && (s[e] == '\r' || s[e] == '\n' || (slash && s[e] == '/'))) ++e;
+  return e;
+}
+
 inline size_t next_cl100k(const uint8_t* s, size_t n, size_t i) {
   Ch c = char_at(s, n, i);
   if (c.cp == '\'') {
@@ -199,20 +218,7 @@ inline size_t next_cl100k(const uint8_t* s, size_t n, size_t i) {
     if (d.fl & F_L) return run_any(s, n, i + c.len + d.len, F_L);
   }
   if (c.fl & F_N) return run_digits3(s, n, i);
-  size_t j = i;
-  Ch d = c;
-  if (c.cp == ' ' && i + 1 < n) {
-    Ch e = char_at(s, n, i + 1);
-    if (!(e.fl & (F_WS | F_L | F_N))) {
-      j = i + 1;
-      d = e;
-    }
-  }
-  if (!(d.fl & (F_WS | F_L | F_N))) {
-    size_t e = run_other(s, n, j + d.len);
-    while (e < n && (s[e] == '\r' || s[e] == '\n')) ++e;
-    return e;
-  }
+  if (size_t e = punct_run(s, n, i, c, false)) return e;
   WsRun r = ws_run(s, n, i);
   if (r.end == n) return n;
   if (r.nl_end) return r.nl_end;
@@ -261,20 +267,7 @@ inline size_t next_o200k(const uint8_t* s, size_t n, size_t i) {
   if (pre && (e = o200k_alt2(s, n, a))) return e;
   if ((c.fl & F_U) && (e = o200k_alt2(s, n, i))) return e;
   if (c.fl & F_N) return run_digits3(s, n, i);
-  size_t j = i;
-  Ch d = c;
-  if (c.cp == ' ' && a < n) {
-    Ch x = char_at(s, n, a);
-    if (!(x.fl & (F_WS | F_L | F_N))) {
-      j = a;
-      d = x;
-    }
-  }
-  if (!(d.fl & (F_WS | F_L | F_N))) {
-    e = run_other(s, n, j + d.len);
-    while (e < n && (s[e] == '\r' || s[e] == '\n' || s[e] == '/')) ++e;
-    return e;
-  }
+  if ((e = punct_run(s, n, i, c, true))) return e;
   WsRun r = ws_run(s, n, i);
   if (r.nl_end) return r.nl_end;
   if (r.end == n) return n;
@@ -298,20 +291,7 @@ inline size_t next_llama3(const uint8_t* s, size_t n, size_t i) {
     if (d.fl & F_L) return run_any(s, n, i + c.len + d.len, F_L);
   }
   if (c.fl & F_N) return kDigits3 ? run_digits3(s, n, i) : i + c.len;
-  size_t j = i;
-  Ch d = c;
-  if (c.cp == ' ' && i + 1 < n) {
-    Ch e = char_at(s, n, i + 1);
-    if (!(e.fl & (F_WS | F_L | F_N))) {
-      j = i + 1;
-      d = e;
-    }
-  }
-  if (!(d.fl & (F_WS | F_L | F_N))) {
-    size_t e = run_other(s, n, j + d.len);
-    while (e < n && (s[e] == '\r' || s[e] == '\n')) ++e;
-    return e;
-  }
+  if (size_t e = punct_run(s, n, i, c, false)) return e;
   WsRun r = ws_run(s, n, i);
   if (r.nl_end) return r.nl_end;
   if (r.end == n) return n;
