@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcore.errors import TokenizerError
+from llmcore.ops.sentencepiece import SPACE, new_model
 from llmcore.tokenizers.saved import read_marker, write_marker
 from llmcore.tokenizers.sentencepiece import (
     BYTE,
@@ -19,8 +20,6 @@ from llmcore.tokenizers.sentencepiece import (
     vocabulary_of_meta,
 )
 from llmcore.tokenizers.vocab import SENTENCEPIECE, Vocabulary
-
-from .core import SPACE, new_model
 
 
 class SentencePieceTokenizer:

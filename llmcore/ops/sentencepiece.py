@@ -4,7 +4,9 @@ The C++ ``Model`` normalizes text (the precompiled character map, user-defined p
 whitespace options) and segments it: BPE by piece score, the leftmost best pair first (or by
 a Hugging Face merge list's ranks), unigram by Viterbi with float32 sums (float64 for Hugging
 Face's Unigram), then byte fallback or merged unknown ids. Both follow sentencepiece's
-bpe_model.cc and unigram_model.cc, so ties break as the library breaks them.
+bpe_model.cc and unigram_model.cc, so ties break as the library breaks them; the one known
+gap is a unigram call so long that float32 rounding of its path sums decides between
+near-equal paths (see csrc/sentencepiece/model.cpp).
 """
 
 from __future__ import annotations
