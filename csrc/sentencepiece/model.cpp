@@ -198,21 +198,28 @@ void Model::finish(const uint8_t* s, const std::vector<Segment>& segs, std::vect
   }
 }
 
-// The best-scoring segmentation (sentencepiece's EncodeOptimized): the best path ending at each
-// position is kept in float32 (float64 for Hugging Face's Unigram), the first of equal ones;
-// a character no piece starts with is unknown, scored min_score - 10 (in float32).
-// Known gap: on one call of tens of thousands of pieces the sums reach magnitudes where
-// float32 ties are common, and the library then sometimes picks the other of two equal
-// paths (a rounding difference not pinned down yet); texts of ordinary length agree.
+// The best-scoring segmentation (sentencepiece's EncodeOptimized, as of 0.2.1): the best path
+// ending at each position is kept in float32 (float64 for Hugging Face's Unigram), the first of
+// equal ones; a character no piece starts with is unknown, scored min_score - 10.
+// Two details decide ids on long calls and follow the library exactly:
+// - once the path score where a piece starts leaves [-1e5, 1e5], every stored score from there
+//   on is rebased by it (exact, as the values are close), so float32 ties stay rare;
+// - a user-defined piece scores 0.1 * (length - 1), rounded to float.
 void Model::unigram(const uint8_t* s, size_t n, std::vector<Segment>& segs) const {
+  constexpr double kRebaseAt = 1e5;
   const double unk_score = round(min_score_ - 10.0);
   std::vector<double> best(n + 1, 0.0);
   std::vector<int64_t> start(n + 1, -1);
   std::vector<int32_t> ident(n + 1, -1);
   start[0] = 0;
-  size_t pos = 0;
+  size_t pos = 0, reached = 0;  // reached: the furthest end any candidate has set
   while (pos < n) {
-    const double here = best[pos];
+    double here = best[pos];
+    if (!float64_ && (here < -kRebaseAt || here > kRebaseAt)) {
+      for (size_t i = pos; i <= reached; ++i)
+        if (i == pos || start[i] != -1) best[i] = round(best[i] - here);
+      here = 0.0;
+    }
     const size_t ch = s[pos] < 0x80 ? 1 : std::min<size_t>(bpe::char_at(s, n, pos).len, n - pos);
     bool single = false;
     uint32_t node = 0;
@@ -223,9 +230,10 @@ void Model::unigram(const uint8_t* s, size_t n, std::vector<Segment>& segs) cons
       const int32_t i = trie_.id_of(node);
       if (i < 0 || types_[i] == UNUSED) continue;
       const size_t length = end - pos;
-      const double score = types_[i] == USER_DEFINED
-                               ? round(static_cast<double>(length) * max_score_ - 0.1)
-                               : scores_[i];
+      reached = std::max(reached, end);
+      const double score = types_[i] != USER_DEFINED ? scores_[i]
+                           : float64_ ? static_cast<double>(length) * max_score_ - 0.1
+                                      : round(static_cast<double>(length - 1) * 0.1);
       const double cand = round(score + here);
       if (start[end] == -1 || cand > best[end]) {
         best[end] = cand;
@@ -236,6 +244,7 @@ void Model::unigram(const uint8_t* s, size_t n, std::vector<Segment>& segs) cons
     }
     if (!single) {
       const size_t end = pos + ch;
+      reached = std::max(reached, end);
       const double cand = round(unk_score + here);
       if (start[end] == -1 || cand > best[end]) {
         best[end] = cand;
