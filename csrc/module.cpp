@@ -17,4 +17,5 @@ PYBIND11_MODULE(_C, m) {
   llmcore::register_loss(m);
   llmcore::register_activation(m);
   llmcore::register_quant(m);
+  llmcore::register_decode_step(m);
 }

@@ -9,4 +9,5 @@ void register_attention(pybind11::module_& m);
 void register_loss(pybind11::module_& m);
 void register_activation(pybind11::module_& m);
 void register_quant(pybind11::module_& m);
+void register_decode_step(pybind11::module_& m);
 }  // namespace llmcore

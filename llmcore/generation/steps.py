@@ -17,11 +17,13 @@ import torch
 
 from llmcore.errors import GenerationError
 from llmcore.generation.lean import lean_step
+from llmcore.quant.decode_step import decode_step
 from llmcore.generation.settings import Settings
 
 #: Decode through :mod:`llmcore.generation.lean` when the model allows (False: always
 #: through ``model.hidden_states``; identical logits for one row, last-bit rounding apart
-#: for several).
+#: for several). A quantized Llama-shape model decodes through the C++ step of
+#: :mod:`llmcore.quant.decode_step` instead (its ``FUSED`` turns that off).
 LEAN = True
 
 
@@ -93,7 +95,7 @@ def decode_steps(
     history, cache, logits = state.history, state.cache, state.logits
     pos, key_ok, P = state.positions, state.key_ok, state.prompt_len
     samplers, decoder, want_lp = s.samplers, s.decoder, s.logprobs
-    lean = lean_step(model, cache) if LEAN else None
+    lean = (decode_step(model, cache) or lean_step(model, cache)) if LEAN else None
     for step in range(n):
         cur = P + step
         scores = logits

@@ -1,0 +1,229 @@
+// The C++ decode step of a quantized Llama-shape model (decode_step.hpp).
+#include "quant/decode_step.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace llmcore::quant {
+namespace {
+
+void check(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("decode plan: " + what);
+}
+
+void check_linear(const Linear& l, int64_t in, int64_t out, const char* name) {
+  check(l.in == in && l.out == out, std::string(name) + " is " + std::to_string(l.out) + " x " +
+                                        std::to_string(l.in) + ", expected " + std::to_string(out) +
+                                        " x " + std::to_string(in));
+  int64_t rows = 0;
+  for (const LinearPart& p : l.parts) {
+    check(p.type != nullptr && p.w != nullptr && p.rows > 0, std::string(name) + ": empty part");
+    checked_bytes(*p.type, p.rows, l.in, p.nbytes);
+    rows += p.rows;
+  }
+  check(rows == out, std::string(name) + ": its parts have " + std::to_string(rows) + " rows, not " +
+                         std::to_string(out));
+}
+
+// out = x / sqrt(mean(x^2) + eps) * w over one row of n values (RMSNorm in float32)
+void rms_norm(const float* x, const float* w, float eps, int64_t n, float* out) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float r = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * r * w[i];
+}
+
+// the (i, i + D/2) rotation of one head's values by the tables' row
+void rotate(float* v, const float* cos, const float* sin, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = v[i], b = v[i + half];
+    v[i] = a * cos[i] - b * sin[i];
+    v[i + half] = b * cos[i] + a * sin[i];
+  }
+}
+
+}  // namespace
+
+void linear_forward(const Linear& l, const float* x, int64_t rows, float* y,
+                    std::vector<float>& scratch, int threads) {
+  if (l.parts.size() == 1) {
+    const LinearPart& p = l.parts[0];
+    matmul(*p.type, x, rows, l.in, p.w, p.nbytes, p.rows, y, threads, p.acts);
+  } else {
+    int64_t col = 0;
+    for (const LinearPart& p : l.parts) {
+      float* dst = y + col;
+      if (rows > 1) {  // the part's rows x p.rows block, then into its columns of y
+        scratch.resize(static_cast<size_t>(rows * p.rows));
+        dst = scratch.data();
+      }
+      matmul(*p.type, x, rows, l.in, p.w, p.nbytes, p.rows, dst, threads, p.acts);
+      if (rows > 1)
+        for (int64_t r = 0; r < rows; ++r)
+          std::memcpy(y + r * l.out + col, dst + r * p.rows, sizeof(float) * p.rows);
+      col += p.rows;
+    }
+  }
+  if (l.bias != nullptr)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < l.out; ++j) y[r * l.out + j] += l.bias[j];
+}
+
+DecodePlan::DecodePlan(DecodeShape shape, const TypeInfo* emb_type, const uint8_t* emb,
+                       int64_t emb_nbytes, const float* emb_dense, const float* cos,
+                       const float* sin, const float* norm_f, float eps_f, Linear head)
+    : shape_(shape), emb_type_(emb_type), emb_(emb), emb_dense_(emb_dense), cos_(cos), sin_(sin),
+      norm_f_(norm_f), eps_f_(eps_f), head_(std::move(head)) {
+  const DecodeShape& s = shape_;
+  check(s.dim > 0 && s.n_head > 0 && s.n_kv_head > 0 && s.head_dim > 0 && s.vocab > 0,
+        "sizes must be positive");
+  check(s.n_head % s.n_kv_head == 0, "n_head must be a multiple of n_kv_head");
+  check(s.head_dim % 2 == 0, "rotary positions need an even head_dim");
+  check(s.batch > 0 && s.max_len > 0 && s.rope_positions > 0, "empty cache or rotary table");
+  check(cos != nullptr && sin != nullptr && norm_f != nullptr, "null table");
+  if (emb_type_ != nullptr) {
+    check(emb_ != nullptr, "null embedding");
+    checked_bytes(*emb_type_, s.vocab, s.dim, emb_nbytes);
+    emb_row_bytes_ = emb_nbytes / s.vocab;
+  } else {
+    check(emb_dense_ != nullptr, "null embedding");
+  }
+  check_linear(head_, s.dim, s.vocab, "lm_head");
+}
+
+void DecodePlan::add_layer(DecodeLayer l) {
+  const DecodeShape& s = shape_;
+  const int64_t qkv = (s.n_head + 2 * s.n_kv_head) * s.head_dim;
+  check(l.norm1 != nullptr && l.norm2 != nullptr, "null norm weight");
+  check(l.k_cache != nullptr && l.v_cache != nullptr, "null cache");
+  check_linear(l.qkv, s.dim, qkv, "attn.qkv");
+  check_linear(l.proj, s.n_head * s.head_dim, s.dim, "attn.proj");
+  const int64_t hidden = l.gate.out;
+  check(hidden > 0, "empty mlp");
+  check_linear(l.gate, s.dim, hidden, "mlp.gate");
+  check_linear(l.up, s.dim, hidden, "mlp.up");
+  check_linear(l.down, hidden, s.dim, "mlp.down");
+  layers_.push_back(std::move(l));
+}
+
+void DecodePlan::embed(const int64_t* tokens, int64_t rows, float* x) const {
+  const int64_t C = shape_.dim;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = tokens[r];
+    if (t < 0 || t >= shape_.vocab)
+      throw std::out_of_range("decode step: token " + std::to_string(t) + " outside the vocabulary of " +
+                              std::to_string(shape_.vocab));
+    if (emb_type_ != nullptr)
+      dequantize(*emb_type_, emb_ + t * emb_row_bytes_, emb_row_bytes_, 1, C, x + r * C,
+                 OutDType::f32, 1);
+    else
+      std::memcpy(x + r * C, emb_dense_ + t * C, sizeof(float) * C);
+  }
+}
+
+// y (rows x n_head head_dim) = softmax(q k^T / sqrt(D) over the allowed keys 0..length) v
+void DecodePlan::attention(const DecodeLayer& l, int64_t rows, int64_t length,
+                           const uint8_t* key_ok, int64_t key_ok_stride, int threads) {
+  const DecodeShape& s = shape_;
+  const int64_t H = s.n_head, Hkv = s.n_kv_head, D = s.head_dim, group = H / Hkv;
+  const int64_t n = length + 1, qkv_w = (H + 2 * Hkv) * D;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  scores_.resize(static_cast<size_t>(rows * H * n));
+  const int64_t work = rows * H * n * D;
+  (void)work;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && work > (int64_t{1} << 18))
+  for (int64_t bh = 0; bh < rows * H; ++bh) {
+    const int64_t b = bh / H, h = bh % H, g = h / group;
+    const float* q = qkv_.data() + b * qkv_w + h * D;
+    const float* kc = l.k_cache + (b * Hkv + g) * s.max_len * D;
+    const float* vc = l.v_cache + (b * Hkv + g) * s.max_len * D;
+    const uint8_t* ok = key_ok == nullptr ? nullptr : key_ok + b * key_ok_stride;
+    float* sc = scores_.data() + bh * n;
+    float top = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) {
+      if (ok != nullptr && !ok[j]) {
+        sc[j] = -INFINITY;
+        continue;
+      }
+      float dot = 0.0f;
+      for (int64_t d = 0; d < D; ++d) dot += q[d] * kc[j * D + d];
+      sc[j] = dot * scale;
+      top = std::max(top, sc[j]);
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      sc[j] = sc[j] == -INFINITY ? 0.0f : std::exp(sc[j] - top);
+      sum += sc[j];
+    }
+    float* y = y_.data() + b * H * D + h * D;
+    std::fill(y, y + D, 0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+      const float p = sc[j] / sum;
+      if (p != 0.0f)
+        for (int64_t d = 0; d < D; ++d) y[d] += p * vc[j * D + d];
+    }
+  }
+}
+
+void DecodePlan::step(const int64_t* tokens, int64_t rows, const int64_t* positions,
+                      bool shared_position, int64_t length, const uint8_t* key_ok,
+                      int64_t key_ok_stride, float* logits, int threads) {
+  const DecodeShape& s = shape_;
+  if (rows < 1 || rows > s.batch)
+    throw std::out_of_range("decode step: " + std::to_string(rows) + " rows for a cache of " +
+                            std::to_string(s.batch));
+  if (length < 0 || length >= s.max_len)
+    throw std::out_of_range("KV cache overflow: " + std::to_string(length + 1) + " positions > max_len " +
+                            std::to_string(s.max_len));
+  if (key_ok != nullptr && key_ok_stride < length + 1)
+    throw std::out_of_range("decode step: the key mask is shorter than the keys");
+  for (int64_t r = 0; r < (shared_position ? 1 : rows); ++r)
+    if (positions[r] < 0 || positions[r] >= s.rope_positions)
+      throw std::out_of_range("decode step: position " + std::to_string(positions[r]) +
+                              " outside the rotary table of " + std::to_string(s.rope_positions));
+  const int64_t C = s.dim, H = s.n_head, Hkv = s.n_kv_head, D = s.head_dim, half = D / 2;
+  const int64_t qkv_w = (H + 2 * Hkv) * D;
+  x_.resize(static_cast<size_t>(rows * C));
+  h_.resize(static_cast<size_t>(rows * C));
+  qkv_.resize(static_cast<size_t>(rows * qkv_w));
+  y_.resize(static_cast<size_t>(rows * H * D));
+  embed(tokens, rows, x_.data());
+  for (const DecodeLayer& l : layers_) {
+    for (int64_t r = 0; r < rows; ++r) rms_norm(x_.data() + r * C, l.norm1, l.eps1, C, h_.data() + r * C);
+    linear_forward(l.qkv, h_.data(), rows, qkv_.data(), part_, threads);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t p = positions[shared_position ? 0 : r];
+      const float* cs = cos_ + p * half;
+      const float* sn = sin_ + p * half;
+      float* q = qkv_.data() + r * qkv_w;
+      for (int64_t h = 0; h < H + Hkv; ++h) rotate(q + h * D, cs, sn, half);  // q, then k
+      for (int64_t g = 0; g < Hkv; ++g) {  // this step's key and value into the cache
+        const int64_t at = ((r * Hkv + g) * s.max_len + length) * D;
+        std::memcpy(l.k_cache + at, q + (H + g) * D, sizeof(float) * D);
+        std::memcpy(l.v_cache + at, q + (H + Hkv + g) * D, sizeof(float) * D);
+      }
+    }
+    attention(l, rows, length, key_ok, key_ok_stride, threads);
+    linear_forward(l.proj, y_.data(), rows, h_.data(), part_, threads);
+    for (int64_t i = 0; i < rows * C; ++i) x_[i] += h_[i];
+    for (int64_t r = 0; r < rows; ++r) rms_norm(x_.data() + r * C, l.norm2, l.eps2, C, h_.data() + r * C);
+    const int64_t F = l.gate.out;
+    gate_.resize(static_cast<size_t>(rows * F));
+    up_.resize(static_cast<size_t>(rows * F));
+    linear_forward(l.gate, h_.data(), rows, gate_.data(), part_, threads);
+    linear_forward(l.up, h_.data(), rows, up_.data(), part_, threads);
+    for (int64_t i = 0; i < rows * F; ++i) {
+      const float g = gate_[i];
+      gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // silu(gate) * up
+    }
+    linear_forward(l.down, gate_.data(), rows, h_.data(), part_, threads);
+    for (int64_t i = 0; i < rows * C; ++i) x_[i] += h_[i];
+  }
+  for (int64_t r = 0; r < rows; ++r) rms_norm(x_.data() + r * C, norm_f_, eps_f_, C, h_.data() + r * C);
+  linear_forward(head_, h_.data(), rows, logits, part_, threads);
+}
+
+}  // namespace llmcore::quant
