@@ -126,4 +126,28 @@ def quant_matmul(
 
 def quant_first_bad_scale(qtype: int, src: int, nbytes: int, rows: int, cols: int) -> int:
     """Index of the first block whose fp16 scale or min is NaN or inf, or -1."""
+# (in_features, out_features, bias address or 0, [(qtype, address, nbytes, rows, activations)])
+_LinearSpec = tuple[int, int, int, list[tuple[int, int, int, int, int]]]
+
+class QuantDecodePlan:
+    """One decode step of a quantized Llama-shape model (built by llmcore.quant.decode_step)."""
+
+    def __init__(
+        self, dims: tuple[int, int, int, int, int], cache: tuple[int, int, int], emb_type: int,
+        emb: int, emb_nbytes: int, cos: int, sin: int, norm_f: int, eps_f: float,
+        head: _LinearSpec,
+    ) -> None: ...
+    def add_layer(
+        self, norm1: int, eps1: float, qkv: _LinearSpec, proj: _LinearSpec, norm2: int,
+        eps2: float, gate: _LinearSpec, up: _LinearSpec, down: _LinearSpec, k_cache: int,
+        v_cache: int,
+    ) -> None: ...
+    @property
+    def layers(self) -> int: ...
+    def step(
+        self, tokens: int, rows: int, positions: int, shared_position: bool, length: int,
+        key_ok: int, key_ok_stride: int, logits: int, threads: int,
+    ) -> None:
+        """logits (rows x vocab) of one new token per row; IndexError for a token, position
+        or cache length out of range."""
 # fmt: on
