@@ -68,6 +68,23 @@ def test_steps_match_the_python_step(tmp_path, qtype, tied, acts):
     torch.testing.assert_close(fused_cache.v, ref_cache.v, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K], ids=lambda v: v.name)
+def test_prefill_matches_the_model_forward(tmp_path, qtype):
+    model = quantized(tmp_path, qtype).model
+    set_activations(model, "float32")
+    ids = torch.randint(0, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1))
+    ref_cache, cache = model.new_cache(2, 64), model.new_cache(2, 64)
+    with torch.no_grad():
+        want = model.lm_head(model.hidden_states(ids, cache=ref_cache)[:, -1])
+        first = ds.decode_step(model, cache).prefill(ids[:, :25])  # in two calls: the second
+        got = ds.decode_step(model, cache).prefill(ids[:, 25:])  # attends to the first's keys
+    assert first.shape == got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    assert cache.length == ref_cache.length == 40
+    torch.testing.assert_close(cache.k, ref_cache.k, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(cache.v, ref_cache.v, rtol=1e-4, atol=1e-4)
+
+
 def _greedy(loaded, prompts, fused: bool, monkeypatch, n=12):
     monkeypatch.setattr(ds, "FUSED", fused)
     greedy = llmcore.create("decoder", "greedy")
@@ -93,6 +110,8 @@ def test_generate_runs_it_with_padded_prompts(tmp_path, monkeypatch):
     assert len({t for row in want for t in row}) > 3  # not one token repeated
     one = [_greedy(loaded, [p], True, monkeypatch)[0] for p in prompts]
     assert one == want
+    same = [prompts[0], prompts[0][::-1]]  # one length: the prefill runs in C++ too
+    assert _greedy(loaded, same, True, monkeypatch) == _greedy(loaded, same, False, monkeypatch)
 
 
 def test_rope_scaling_tables_are_used(tmp_path):

@@ -1,6 +1,8 @@
 // The C++ decode step of a quantized Llama-shape model (decode_step.hpp).
 #include "quant/decode_step.hpp"
 
+#include "attention/flash_cpu.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -44,6 +46,9 @@ void rotate(float* v, const float* cos, const float* sin, int64_t half) {
     v[i + half] = b * cos[i] + a * sin[i];
   }
 }
+
+// Whether a loop over n values is worth splitting over threads.
+bool wide(int64_t n, int threads) { return threads > 1 && n >= (int64_t{1} << 15); }
 
 }  // namespace
 
@@ -134,7 +139,9 @@ void DecodePlan::attention(const DecodeLayer& l, int64_t rows, int64_t length,
   scores_.resize(static_cast<size_t>(rows * H * n));
   const int64_t work = rows * H * n * D;
   (void)work;
+#ifdef LLMCORE_OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && work > (int64_t{1} << 18))
+#endif
   for (int64_t bh = 0; bh < rows * H; ++bh) {
     const int64_t b = bh / H, h = bh % H, g = h / group;
     const float* q = qkv_.data() + b * qkv_w + h * D;
@@ -168,62 +175,97 @@ void DecodePlan::attention(const DecodeLayer& l, int64_t rows, int64_t length,
   }
 }
 
-void DecodePlan::step(const int64_t* tokens, int64_t rows, const int64_t* positions,
-                      bool shared_position, int64_t length, const uint8_t* key_ok,
+// softmax(q k^T / sqrt(D)) v for T > 1 new tokens per row over keys 0 .. length + T - 1,
+// causal, by the flash kernel reading q and the cache in place
+void DecodePlan::prefill_attention(const DecodeLayer& l, int64_t rows, int64_t T, int64_t length,
+                                   int threads) {
+  const DecodeShape& s = shape_;
+  const int64_t H = s.n_head, Hkv = s.n_kv_head, D = s.head_dim, qkv_w = (H + 2 * Hkv) * D;
+  attn::AttnProblem p;
+  p.dtype = attn::DType::f32;
+  p.B = rows, p.H = H, p.Hkv = Hkv, p.Tq = T, p.Tk = length + T, p.D = D;
+  p.scale = 1.0 / std::sqrt(static_cast<double>(D));
+  p.causal = true;
+  p.threads = threads;
+  attn::FwdBuffers b;
+  b.q = {qkv_.data(), {T * qkv_w, D, qkv_w, 1}};
+  b.k = {l.k_cache, {Hkv * s.max_len * D, s.max_len * D, D, 1}};
+  b.v = {l.v_cache, {Hkv * s.max_len * D, s.max_len * D, D, 1}};
+  b.o = {y_.data(), {T * H * D, D, H * D, 1}};
+  attn::check_problem(p);
+  attn::flash_forward_cpu(p, b);
+}
+
+void DecodePlan::step(const int64_t* tokens, int64_t rows, int64_t T, const int64_t* positions,
+                      bool shared_positions, int64_t length, const uint8_t* key_ok,
                       int64_t key_ok_stride, float* logits, int threads) {
   const DecodeShape& s = shape_;
   if (rows < 1 || rows > s.batch)
     throw std::out_of_range("decode step: " + std::to_string(rows) + " rows for a cache of " +
                             std::to_string(s.batch));
-  if (length < 0 || length >= s.max_len)
-    throw std::out_of_range("KV cache overflow: " + std::to_string(length + 1) + " positions > max_len " +
+  if (T < 1) throw std::out_of_range("decode step: no tokens");
+  if (length < 0 || length + T > s.max_len)
+    throw std::out_of_range("KV cache overflow: " + std::to_string(length + T) + " positions > max_len " +
                             std::to_string(s.max_len));
-  if (key_ok != nullptr && key_ok_stride < length + 1)
-    throw std::out_of_range("decode step: the key mask is shorter than the keys");
-  for (int64_t r = 0; r < (shared_position ? 1 : rows); ++r)
-    if (positions[r] < 0 || positions[r] >= s.rope_positions)
-      throw std::out_of_range("decode step: position " + std::to_string(positions[r]) +
+  if (key_ok != nullptr && (T != 1 || key_ok_stride < length + 1))
+    throw std::out_of_range("decode step: a key mask needs one token per row and a key per position");
+  for (int64_t i = 0; i < (shared_positions ? T : rows * T); ++i)
+    if (positions[i] < 0 || positions[i] >= s.rope_positions)
+      throw std::out_of_range("decode step: position " + std::to_string(positions[i]) +
                               " outside the rotary table of " + std::to_string(s.rope_positions));
   const int64_t C = s.dim, H = s.n_head, Hkv = s.n_kv_head, D = s.head_dim, half = D / 2;
-  const int64_t qkv_w = (H + 2 * Hkv) * D;
-  x_.resize(static_cast<size_t>(rows * C));
-  h_.resize(static_cast<size_t>(rows * C));
-  qkv_.resize(static_cast<size_t>(rows * qkv_w));
-  y_.resize(static_cast<size_t>(rows * H * D));
-  embed(tokens, rows, x_.data());
+  const int64_t qkv_w = (H + 2 * Hkv) * D, R = rows * T;  // R token rows, row-major (row, t)
+  x_.resize(static_cast<size_t>(R * C));
+  h_.resize(static_cast<size_t>(R * C));
+  qkv_.resize(static_cast<size_t>(R * qkv_w));
+  y_.resize(static_cast<size_t>(R * H * D));
+  embed(tokens, R, x_.data());
+  float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data();
   for (const DecodeLayer& l : layers_) {
-    for (int64_t r = 0; r < rows; ++r) rms_norm(x_.data() + r * C, l.norm1, l.eps1, C, h_.data() + r * C);
-    linear_forward(l.qkv, h_.data(), rows, qkv_.data(), part_, threads);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t p = positions[shared_position ? 0 : r];
-      const float* cs = cos_ + p * half;
-      const float* sn = sin_ + p * half;
-      float* q = qkv_.data() + r * qkv_w;
-      for (int64_t h = 0; h < H + Hkv; ++h) rotate(q + h * D, cs, sn, half);  // q, then k
-      for (int64_t g = 0; g < Hkv; ++g) {  // this step's key and value into the cache
-        const int64_t at = ((r * Hkv + g) * s.max_len + length) * D;
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(threads) if (wide(R * C, threads))
+#endif
+    for (int64_t r = 0; r < R; ++r) rms_norm(x + r * C, l.norm1, l.eps1, C, h + r * C);
+    linear_forward(l.qkv, h, R, qkv, part_, threads);
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(threads) if (wide(R * qkv_w, threads))
+#endif
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t b = r / T, t = r % T, p = positions[shared_positions ? t : r];
+      float* q = qkv + r * qkv_w;
+      for (int64_t i = 0; i < H + Hkv; ++i) rotate(q + i * D, cos_ + p * half, sin_ + p * half, half);
+      for (int64_t g = 0; g < Hkv; ++g) {  // the new keys and values into the cache
+        const int64_t at = ((b * Hkv + g) * s.max_len + length + t) * D;
         std::memcpy(l.k_cache + at, q + (H + g) * D, sizeof(float) * D);
         std::memcpy(l.v_cache + at, q + (H + Hkv + g) * D, sizeof(float) * D);
       }
     }
-    attention(l, rows, length, key_ok, key_ok_stride, threads);
-    linear_forward(l.proj, y_.data(), rows, h_.data(), part_, threads);
-    for (int64_t i = 0; i < rows * C; ++i) x_[i] += h_[i];
-    for (int64_t r = 0; r < rows; ++r) rms_norm(x_.data() + r * C, l.norm2, l.eps2, C, h_.data() + r * C);
+    if (T == 1)
+      attention(l, rows, length, key_ok, key_ok_stride, threads);
+    else
+      prefill_attention(l, rows, T, length, threads);
+    linear_forward(l.proj, y_.data(), R, h, part_, threads);
+    for (int64_t i = 0; i < R * C; ++i) x[i] += h[i];
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(threads) if (wide(R * C, threads))
+#endif
+    for (int64_t r = 0; r < R; ++r) rms_norm(x + r * C, l.norm2, l.eps2, C, h + r * C);
     const int64_t F = l.gate.out;
-    gate_.resize(static_cast<size_t>(rows * F));
-    up_.resize(static_cast<size_t>(rows * F));
-    linear_forward(l.gate, h_.data(), rows, gate_.data(), part_, threads);
-    linear_forward(l.up, h_.data(), rows, up_.data(), part_, threads);
-    for (int64_t i = 0; i < rows * F; ++i) {
-      const float g = gate_[i];
-      gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // silu(gate) * up
-    }
-    linear_forward(l.down, gate_.data(), rows, h_.data(), part_, threads);
-    for (int64_t i = 0; i < rows * C; ++i) x_[i] += h_[i];
+    gate_.resize(static_cast<size_t>(R * F));
+    up_.resize(static_cast<size_t>(R * F));
+    float *g = gate_.data(), *u = up_.data();
+    linear_forward(l.gate, h, R, g, part_, threads);
+    linear_forward(l.up, h, R, u, part_, threads);
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(threads) if (wide(R * F, threads))
+#endif
+    for (int64_t i = 0; i < R * F; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];  // silu(gate) * up
+    linear_forward(l.down, g, R, h, part_, threads);
+    for (int64_t i = 0; i < R * C; ++i) x[i] += h[i];
   }
-  for (int64_t r = 0; r < rows; ++r) rms_norm(x_.data() + r * C, norm_f_, eps_f_, C, h_.data() + r * C);
-  linear_forward(head_, h_.data(), rows, logits, part_, threads);
+  for (int64_t b = 0; b < rows; ++b)  // the head reads each row's last token only
+    rms_norm(x + (b * T + T - 1) * C, norm_f_, eps_f_, C, h + b * C);
+  linear_forward(head_, h, rows, logits, part_, threads);
 }
 
 }  // namespace llmcore::quant

@@ -64,18 +64,21 @@ class DecodePlan {
   int64_t layers() const { return static_cast<int64_t>(layers_.size()); }
   const DecodeShape& shape() const { return shape_; }
 
-  // logits (rows x vocab) for tokens (rows) at positions (rows, or one shared by all rows);
-  // keys 0 .. length are attended (this step's key and value are written at `length`).
-  // key_ok, when not null, is a (rows, key_ok_stride) bool mask of the keys a row may see.
-  // Throws std::out_of_range for a token, position or length out of range.
-  void step(const int64_t* tokens, int64_t rows, const int64_t* positions, bool shared_position,
-            int64_t length, const uint8_t* key_ok, int64_t key_ok_stride, float* logits,
-            int threads);
+  // logits (rows x vocab) of the last of T new tokens per row: tokens (rows x T) at
+  // positions (rows x T, or T shared by all rows), their keys and values written at cache
+  // indices length .. length + T - 1, each attending causally to keys 0 .. its own.
+  // key_ok, when not null (T = 1 only), is a (rows, key_ok_stride) bool mask of the keys a
+  // row may see. Throws std::out_of_range, before writing anything, for a token, position
+  // or length out of range.
+  void step(const int64_t* tokens, int64_t rows, int64_t T, const int64_t* positions,
+            bool shared_positions, int64_t length, const uint8_t* key_ok, int64_t key_ok_stride,
+            float* logits, int threads);
 
  private:
   void embed(const int64_t* tokens, int64_t rows, float* x) const;
   void attention(const DecodeLayer& l, int64_t rows, int64_t length, const uint8_t* key_ok,
                  int64_t key_ok_stride, int threads);
+  void prefill_attention(const DecodeLayer& l, int64_t rows, int64_t T, int64_t length, int threads);
 
   DecodeShape shape_;
   const TypeInfo* emb_type_;

@@ -92,22 +92,24 @@ void register_decode_step(py::module_& m) {
       .def_property_readonly("layers", &quant::DecodePlan::layers)
       .def(
           "step",
-          [](quant::DecodePlan& plan, std::uintptr_t tokens, int64_t rows, std::uintptr_t positions,
-             bool shared_position, int64_t length, std::uintptr_t key_ok, int64_t key_ok_stride,
-             std::uintptr_t logits, int threads) {
+          [](quant::DecodePlan& plan, std::uintptr_t tokens, int64_t rows, int64_t T,
+             std::uintptr_t positions, bool shared_positions, int64_t length, std::uintptr_t key_ok,
+             int64_t key_ok_stride, std::uintptr_t logits, int threads) {
             if (tokens == 0 || positions == 0 || logits == 0)
               throw std::invalid_argument("decode step: null buffer");
             py::gil_scoped_release release;
-            plan.step(at<const int64_t>(tokens), rows, at<const int64_t>(positions),
-                      shared_position, length, at<const uint8_t>(key_ok), key_ok_stride,
+            plan.step(at<const int64_t>(tokens), rows, T, at<const int64_t>(positions),
+                      shared_positions, length, at<const uint8_t>(key_ok), key_ok_stride,
                       at<float>(logits), threads < 1 ? 1 : threads);
           },
-          py::arg("tokens"), py::arg("rows"), py::arg("positions"), py::arg("shared_position"),
+          py::arg("tokens"), py::arg("rows"), py::arg("T"), py::arg("positions"),
+          py::arg("shared_positions"),
           py::arg("length"), py::arg("key_ok"), py::arg("key_ok_stride"), py::arg("logits"),
           py::arg("threads"),
-          "logits (rows x vocab float32) of int64 tokens at int64 positions, writing this "
-          "step's keys and values at cache index `length`; key_ok 0 or a (rows, stride) bool "
-          "mask of the keys each row may see.");
+          "logits (rows x vocab float32) of the last of T int64 tokens per row (rows x T) at "
+          "int64 positions (rows x T, or T shared), writing their keys and values at cache "
+          "indices length ..; key_ok 0 or (T = 1) a (rows, stride) bool mask of the keys "
+          "each row may see.");
 }
 
 }  // namespace llmcore

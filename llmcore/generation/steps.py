@@ -17,7 +17,7 @@ import torch
 
 from llmcore.errors import GenerationError
 from llmcore.generation.lean import lean_step
-from llmcore.quant.decode_step import decode_step
+from llmcore.quant.decode_step import QuantDecodeStep, decode_step
 from llmcore.generation.settings import Settings
 
 #: Decode through :mod:`llmcore.generation.lean` when the model allows (False: always
@@ -47,6 +47,7 @@ class _Prefilled:
     positions: torch.Tensor  # (B, 1) per row when padded, else (1,) shared by every row
     key_ok: torch.Tensor | None  # (B, 1, 1, P + n) keys that are not padding; None unpadded
     prompt_len: int  # P, the longest prompt
+    step: object  # the decode step over `cache` (C++ or lean), or None: the model's forward
 
 
 def _prefill(model, prompts: list[list[int]], s: Settings) -> _Prefilled:
@@ -78,10 +79,14 @@ def _prefill(model, prompts: list[list[int]], s: Settings) -> _Prefilled:
         inp = history[:, :P].clamp(max=vocab - 1)
     else:
         mask, positions, inp = None, None, history[:, :P]
-    x = model.hidden_states(inp, positions=positions, cache=cache, mask=mask)
-    logits = model.lm_head(x[:, -1])  # (B, V)
+    step = (decode_step(model, cache) or lean_step(model, cache)) if LEAN else None
+    if isinstance(step, QuantDecodeStep) and not padded:
+        logits = step.prefill(inp)  # the same layers in C++, the head on the last token
+    else:
+        x = model.hidden_states(inp, positions=positions, cache=cache, mask=mask)
+        logits = model.lm_head(x[:, -1])  # (B, V)
     pos = torch.tensor(lens, device=dev).view(B, 1) if padded else torch.full((1,), P, device=dev)
-    return _Prefilled(history, cache, logits, pos, key_ok, P)
+    return _Prefilled(history, cache, logits, pos, key_ok, P, step)
 
 
 def decode_steps(
@@ -93,9 +98,8 @@ def decode_steps(
     block = model.config.block_size
     state = _prefill(model, prompts, s)
     history, cache, logits = state.history, state.cache, state.logits
-    pos, key_ok, P = state.positions, state.key_ok, state.prompt_len
+    pos, key_ok, P, lean = state.positions, state.key_ok, state.prompt_len, state.step
     samplers, decoder, want_lp = s.samplers, s.decoder, s.logprobs
-    lean = (decode_step(model, cache) or lean_step(model, cache)) if LEAN else None
     for step in range(n):
         cur = P + step
         scores = logits

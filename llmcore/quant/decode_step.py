@@ -95,12 +95,10 @@ class QuantDecodeStep:
     def __call__(
         self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
-        cache = self.cache
         B = tokens.shape[0]
         tok = tokens.reshape(B).contiguous()
         pos = positions.reshape(-1).contiguous()
-        shared = pos.numel() == 1
-        if not shared and pos.numel() != B:
+        if pos.numel() not in (1, B):
             raise ValueError(f"decode step: {pos.numel()} positions for {B} rows")
         ok_addr, ok_stride = 0, 0
         if mask is not None:  # (B, 1, 1, n) keys each row may see
@@ -108,12 +106,23 @@ class QuantDecodeStep:
             if m.dtype != torch.bool or m.stride(-1) != 1:
                 m = m.to(torch.bool).contiguous()
             ok_addr, ok_stride = m.data_ptr(), m.stride(0)
+        return self._run(tok, B, 1, pos, pos.numel() == 1, ok_addr, ok_stride)
+
+    def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, V)`` of the last of ``tokens`` ``(B, T)`` (prompts of one length, no
+        padding) at positions ``cache.length ..``, advancing ``cache.length`` by ``T``."""
+        B, T = tokens.shape
+        pos = torch.arange(self.cache.length, self.cache.length + T)
+        return self._run(tokens.contiguous(), B, T, pos, True, 0, 0)
+
+    def _run(self, tok, B, T, pos, shared, ok_addr, ok_stride) -> torch.Tensor:
+        cache = self.cache
         logits = torch.empty(B, self.vocab)
         self.plan.step(
-            tok.data_ptr(), B, pos.data_ptr(), shared, cache.length, ok_addr, ok_stride,
+            tok.data_ptr(), B, T, pos.data_ptr(), shared, cache.length, ok_addr, ok_stride,
             logits.data_ptr(), torch.get_num_threads(),
         )  # fmt: skip
-        cache.length += 1
+        cache.length += T
         return logits
 
 
