@@ -99,7 +99,7 @@ def check_against_float64(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> 
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("m, n", [(1, 1), (1, 37), (3, 5), (17, 33)])
+@pytest.mark.parametrize("m, n", [(1, 1), (1, 37), (3, 5), (6, 7), (16, 9), (17, 33)])
 def test_both_paths_match_the_reference_on_every_level(isa, name, m, n):
     t = quant.quant_type(name)
     k = 3 * t.block_size  # 96 for the legacy types: rows end inside a 64-value chunk

@@ -4,8 +4,8 @@
 // call into per-thread scratch (int_operands.hpp) and multiplied by every row of x in
 // register tiles of kMR x kNR (int_tile.hpp). Many rows (prefill) thus decode each weight
 // block once, and a tile's activation rows stay in L1 across the panel's weight rows.
-// Up to 4 rows of Q4_0 or Q8_0 on AVX-512 (decode) skip the panel: the fused tiles read
-// the blocks themselves, as the decoding would cost twice the dot products there.
+// Up to 16 rows of Q4_0 or Q8_0 on AVX-512 (decode, batched decode) skip the panel: the
+// fused tiles read the blocks themselves, as the decoding would cost twice the dot products.
 // GCC 12 flags the deliberately undefined upper lanes inside its own AVX-512 intrinsics
 // (_mm512_broadcast_f32x4, _mm512_cvtepi32_ps, ...) as uninitialised (GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -60,22 +60,27 @@ TileFn choose_tile(bool signed_weights, int mr, int nr) {
 }
 
 #if defined(LLMCORE_QUANT_HAS_FUSED)
-constexpr int64_t kFusedMaxRows = 4;  // rows of x up to which Q4_0 and Q8_0 skip the panels
+// Rows of x up to which Q4_0 and Q8_0 skip the panels: the tiles take 4 rows of x at a
+// time, and the later groups find the tile's 4 weight rows in L1, so each weight byte still
+// comes from memory once (batched decode).
+constexpr int64_t kFusedMaxRows = 16;
 
-// Tiles of M (<= 4) rows of x times 4 weight rows, read straight from the blocks.
+// Tiles of up to 4 rows of x times 4 weight rows, read straight from the blocks.
 void fused_matmul(bool q8, const int8_t* xq, const float* xd, const ActLayout& al, int64_t M, int64_t K,
                   const uint8_t* w, int64_t N, float* y, int nthreads) {
-  FusedFn fns[4];
+  FusedFn fns[4][4];  // [rows of x - 1][weight rows - 1]
   int c;
 #if !defined(__AVX512VNNI__)
   if (vnni_enabled()) {
     c = vnni_fused_offset(q8);
-    for (int nr = 1; nr <= 4; ++nr) fns[nr - 1] = vnni_fused_fn(q8, static_cast<int>(M), nr);
+    for (int mr = 1; mr <= 4; ++mr)
+      for (int nr = 1; nr <= 4; ++nr) fns[mr - 1][nr - 1] = vnni_fused_fn(q8, mr, nr);
   } else
 #endif
   {
     c = tile_plain::fused_offset(q8);
-    for (int nr = 1; nr <= 4; ++nr) fns[nr - 1] = tile_plain::fused_fn(q8, static_cast<int>(M), nr);
+    for (int mr = 1; mr <= 4; ++mr)
+      for (int nr = 1; nr <= 4; ++nr) fns[mr - 1][nr - 1] = tile_plain::fused_fn(q8, mr, nr);
   }
   thread_local std::vector<int32_t> xoff_buf;
   const int64_t ld = al.kp / 4;
@@ -97,8 +102,12 @@ void fused_matmul(bool q8, const int8_t* xq, const float* xd, const ActLayout& a
   for (int64_t j = 0; j < ntiles; ++j) {
     const int64_t n0 = tile_rows * j;
     const int nt = static_cast<int>(std::min<int64_t>(tile_rows, N - n0));
-    const FusedArgs a{w + n0 * row_bytes, row_bytes, nb, xq, xd, xoff, al.xq_ld, al.xd_ld, ld, y + n0, N};
-    fns[nt - 1](a);
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      const int mr = static_cast<int>(std::min<int64_t>(4, M - m0));
+      const FusedArgs a{w + n0 * row_bytes, row_bytes, nb, xq + m0 * al.xq_ld, xd + m0 * al.xd_ld,
+                        xoff + m0 * ld, al.xq_ld, al.xd_ld, ld, y + m0 * N + n0, N};
+      fns[mr - 1][nt - 1](a);
+    }
   }
 }
 #endif
