@@ -199,7 +199,7 @@ def test_prefill_sized_product_tiles_and_threads(name):
 
 
 # The types whose few-row products (M <= 4) take fused tiles on AVX-512 (int_fused.hpp).
-FUSED = ["q4_0", "q5_0", "q8_0"]
+FUSED = ["q4_0", "q5_0", "q8_0", "q4_k", "q6_k"]
 
 
 def kernel_agreement_bound(x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> torch.Tensor:

@@ -5,13 +5,16 @@
 //
 // Same activation layout, dot products (DotU8 / DotS8) and per-64-value accumulation as
 // int_tile.hpp's tiles; the namespace is the includer's (LLMCORE_QUANT_TILE_NS), as
-// there. A weight's integer offset (q - 8 for Q4_0, q - 16 for Q5_0, Q8_0's flipped
-// q - 128) enters the integer sum through xoff, the per-lane
-// -c * (sum of 4 activations), as the dot product's starting value.
+// there. A weight's integer offset (q - 8 for Q4_0, q - 16 for Q5_0, q - 32 for Q6_K,
+// Q8_0's flipped q - 128) enters the integer sum through xoff, the per-lane
+// -c * (sum of 4 activations), as the dot product's starting value; Q4_K's float mins go
+// through the half-block sums xc instead (int_fused_k.hpp).
 #include "quant/int_tile.hpp"
 
 #if defined(__AVX512BW__)
 #include <cstring>
+
+#include "quant/int_fused_k.hpp"
 
 namespace llmcore::quant::LLMCORE_ISA_NS::LLMCORE_QUANT_TILE_NS {
 
@@ -119,13 +122,15 @@ FusedFn pick_fused(int mr, int nr) {
 // Whether type t has fused tiles; the one for mr x nr (each 1..4) rows of it; and the
 // constant c whose -c * (sum of each 4 activations) the caller puts in xoff (0: unused).
 inline bool has_fused(QType t) {
-  return t == QType::q4_0 || t == QType::q5_0 || t == QType::q8_0;
+  return t == QType::q4_0 || t == QType::q5_0 || t == QType::q8_0 || t == QType::q4_k || t == QType::q6_k;
 }
 inline FusedFn fused_fn(QType t, int mr, int nr) {
   switch (t) {
     case QType::q4_0: return pick_fused<LegacyTile, FusedQ4_0>(mr, nr);
     case QType::q5_0: return pick_fused<LegacyTile, FusedQ5_0>(mr, nr);
     case QType::q8_0: return pick_fused<LegacyTile, FusedQ8_0>(mr, nr);
+    case QType::q4_k: return pick_fused<Q4KTile, void>(mr, nr);
+    case QType::q6_k: return pick_fused<Q6KTile, void>(mr, nr);
     default: return nullptr;
   }
 }
@@ -134,7 +139,8 @@ inline int fused_offset(QType t) {
     case QType::q4_0: return FusedQ4_0::offset();
     case QType::q5_0: return FusedQ5_0::offset();
     case QType::q8_0: return FusedQ8_0::offset();
-    default: return 0;
+    case QType::q6_k: return 32;
+    default: return 0;  // Q4_K: float mins, no integer offset
   }
 }
 
