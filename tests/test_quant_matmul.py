@@ -193,7 +193,7 @@ def test_prefill_sized_product_tiles_and_threads(name):
     y = quant.matmul(x, name, raw, (53, k), threads=2)
     check_int8(y, x, w, block_offsets(name, raw, (53, k)))
     o = block_offsets(name, raw, (53, k))
-    for m in (1, 5, 66):  # a row alone (the few-row kernels for q4_0, q8_0)
+    for m in (1, 5, 66):  # a row alone (the fused few-row tiles)
         check_int8(quant.matmul(x[m : m + 1], name, raw, (53, k)), x[m : m + 1], w, o)
     check_against_float64(quant.matmul(x, name, raw, (53, k), activations="float32"), x, w)
 

@@ -115,7 +115,8 @@ struct Q6KTile {
       for (int n = 0; n < NR; ++n) {
         const uint8_t* b = a.w + n * a.row_bytes + sb * sizeof(BlockQ6_K);
         const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + offsetof(BlockQ6_K, scales)));
-        sc[n] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s8)), _mm512_set1_ps(half_at(b + offsetof(BlockQ6_K, d))));
+        const __m512 d = _mm512_set1_ps(half_at(b + offsetof(BlockQ6_K, d)));
+        sc[n] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s8)), d);
       }
       for (int c = 0; c < 4; ++c) {
         const __m512i half = _mm512_add_epi32(_mm512_set1_epi32(4 * c), k_half_of_lane());
@@ -131,7 +132,8 @@ struct Q6KTile {
           const __m512i off = _mm512_loadu_si512(a.xoff + m * a.xoff_ld + 16 * chunk);
           const __m512 xs = k_act_scales(a.xd + m * a.xd_ld, chunk);
           for (int n = 0; n < NR; ++n)
-            acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D::dot_acc(off, w[n], x)), _mm512_mul_ps(s[n], xs), acc[m][n]);
+            acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D::dot_acc(off, w[n], x)), _mm512_mul_ps(s[n], xs),
+                                        acc[m][n]);
         }
       }
     }
