@@ -193,9 +193,52 @@ def test_prefill_sized_product_tiles_and_threads(name):
     y = quant.matmul(x, name, raw, (53, k), threads=2)
     check_int8(y, x, w, block_offsets(name, raw, (53, k)))
     o = block_offsets(name, raw, (53, k))
-    for m in (1, 5, 66):  # a row alone (the few-row kernels for q4_0, q8_0)
+    for m in (1, 5, 66):  # a row alone (the fused few-row tiles)
         check_int8(quant.matmul(x[m : m + 1], name, raw, (53, k)), x[m : m + 1], w, o)
     check_against_float64(quant.matmul(x, name, raw, (53, k), activations="float32"), x, w)
+
+
+# The types whose few-row products (M <= 4) take fused tiles on AVX-512 (int_fused.hpp).
+FUSED = ["q4_0", "q5_0", "q8_0", "q4_k", "q6_k"]
+
+
+def kernel_agreement_bound(x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """How far two kernels may differ: the same integer dot products of the same 8-bit
+    activations, summed in float in another order (twice int8_bound's rounding term)."""
+    m, k = x.shape
+    amax = x.abs().reshape(m, k // 32, 32).amax(-1)
+    e = (amax.double() / 127).repeat_interleave(32, dim=1)
+    env = (x.double().abs() + e) @ (w.double().abs() + 2 * o.double().abs()).T
+    return 2 * (k / 16 + 16) * 2.0**-24 * env + 2.0**-149 * k * 255 * 127
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("kb", [1, 2, 3, 18])
+def test_fused_few_rows_match_the_scalar_kernel(name, kb):
+    # M = 1..4 rows (each fused tile height) and 6, 16 (groups of 4 over one weight tile),
+    # N = 7 (a partial tile of 3 weight rows), K ending inside a 64-value chunk (odd kb of
+    # a legacy type) or not.
+    t = quant.quant_type(name)
+    k, n = kb * t.block_size, 7
+    raw = random_blocks(name, n * kb, seed=300 + kb)
+    w = quant.dequantize(name, raw, (n, k))
+    o = block_offsets(name, raw, (n, k))
+    x = torch.randn(16, k, generator=torch.Generator().manual_seed(kb))
+    rows = (1, 2, 3, 4, 6, 16)
+    try:
+        use_kernel("scalar")
+        ref = {m: quant.matmul(x[:m], name, raw, (n, k), threads=1) for m in rows}
+        for kernel in KERNELS:
+            use_kernel(kernel)
+            for m in rows:
+                for threads in (1, 2):
+                    y = quant.matmul(x[:m], name, raw, (n, k), threads=threads)
+                    check_int8(y, x[:m], w, o)
+                    err = (y.double() - ref[m].double()).abs()
+                    bound = kernel_agreement_bound(x[:m], w, o)
+                    assert torch.all(err <= bound), (kernel, m, (err / bound).max().item())
+    finally:
+        restore_kernel()
 
 
 def test_vnni_switch():

@@ -249,7 +249,8 @@ struct FusedArgs {
   const int8_t* xq;
   const float* xd;
   const int32_t* xoff;
-  int64_t xq_ld, xd_ld, xoff_ld;
+  const float* xc;  // the half-block sums, for offsets that are not integers (K-quants)
+  int64_t xq_ld, xd_ld, xoff_ld, xc_ld;
   float* y;
   int64_t ldy;
 };

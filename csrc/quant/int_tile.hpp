@@ -7,8 +7,8 @@
 // Per 64 bytes and (row, weight row) pair: one integer dot product (VNNI vpdpbusd, or
 // vpmaddubsw + vpmaddwd), a conversion, a scale product and a fused multiply-add.
 //
-// On AVX-512, fused_tile does the same for up to 4 rows of Q4_0 or Q8_0 straight from
-// their blocks (no decoded panel).
+// The fused tiles for few rows, which read the weight blocks themselves, build on these
+// (int_fused.hpp).
 //
 // Integer sums are exact: a lane sums 4 products of an unsigned byte <= 255 (only Q8_0's
 // flipped bytes reach it; vpmaddubsw is only given bytes <= 128, so its 16-bit pair sums
@@ -18,7 +18,6 @@
 #endif
 
 #include <cstdint>
-#include <type_traits>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -127,76 +126,6 @@ void tile(const TileArgs& a) {
       a.y[m * a.ldy + n] = v;
     }
 }
-
-// Few rows (decode): Q4_0 and Q8_0 straight from their blocks, two blocks per 64 values,
-// without the decoded panel. The offset (q - 8, or Q8_0's flipped q - 128) enters the
-// integer sum through xoff, the per-lane -c * sum of 4 activations, as the dot
-// product's starting value.
-
-template <bool Q8>
-inline __m512i raw_quants(const uint8_t* A, const uint8_t* B) {
-  if (Q8) {
-    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(A + 2));
-    const __m256i b = B ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + 2)) : _mm256_setzero_si256();
-    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
-  }
-  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(A + 2));
-  const __m128i b = B ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(B + 2)) : _mm_setzero_si128();
-  const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);  // [qsA, qsB]
-  const __m256i nib = _mm256_set1_epi8(0x0F);
-  const __m256i lo = _mm256_and_si256(v, nib), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
-  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);  // [Alo, Blo, Ahi, Bhi]
-  return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));             // [Alo, Ahi, Blo, Bhi]
-}
-
-template <int MR, int NR, bool Q8>
-void fused_tile(const FusedArgs& a) {
-  using D = typename std::conditional<Q8, DotS8, DotU8>::type;
-  constexpr int64_t bs = Q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
-  __m512 acc[MR][NR];
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
-  const __m512i block_of_lane = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  for (int64_t c = 0; 2 * c < a.nb; ++c) {
-    const bool pair = 2 * c + 1 < a.nb;
-    typename D::W w[NR];
-    __m512 s[NR];
-    for (int n = 0; n < NR; ++n) {
-      const uint8_t* A = a.w + n * a.row_bytes + 2 * c * bs;
-      const uint8_t* B = pair ? A + bs : nullptr;
-      w[n] = D::prep(raw_quants<Q8>(A, B));
-      const __m512 sa = _mm512_set1_ps(half_at(A));
-      s[n] = _mm512_insertf32x8(sa, _mm256_set1_ps(B ? half_at(B) : 0.0f), 1);
-    }
-    for (int m = 0; m < MR; ++m) {
-      const __m512i x = _mm512_loadu_si512(a.xq + m * a.xq_ld + 64 * c);
-      const __m512i off = _mm512_loadu_si512(a.xoff + m * a.xoff_ld + 16 * c);
-      const __m128 d4 = _mm_loadu_ps(a.xd + m * a.xd_ld + 2 * c);
-      const __m512 xs = _mm512_permutexvar_ps(block_of_lane, _mm512_broadcast_f32x4(d4));
-      for (int n = 0; n < NR; ++n)
-        acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D::dot_acc(off, w[n], x)), _mm512_mul_ps(s[n], xs), acc[m][n]);
-    }
-  }
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) a.y[m * a.ldy + n] = _mm512_reduce_add_ps(acc[m][n]);
-}
-
-template <bool Q8>
-FusedFn pick_fused(int mr, int nr) {
-  static constexpr FusedFn fns[4][4] = {
-      {&fused_tile<1, 1, Q8>, &fused_tile<1, 2, Q8>, &fused_tile<1, 3, Q8>, &fused_tile<1, 4, Q8>},
-      {&fused_tile<2, 1, Q8>, &fused_tile<2, 2, Q8>, &fused_tile<2, 3, Q8>, &fused_tile<2, 4, Q8>},
-      {&fused_tile<3, 1, Q8>, &fused_tile<3, 2, Q8>, &fused_tile<3, 3, Q8>, &fused_tile<3, 4, Q8>},
-      {&fused_tile<4, 1, Q8>, &fused_tile<4, 2, Q8>, &fused_tile<4, 3, Q8>, &fused_tile<4, 4, Q8>},
-  };
-  return fns[mr - 1][nr - 1];
-}
-
-// The fused tile for mr x nr (each 1..4) rows of Q8_0 (q8) or Q4_0, and the constant c
-// whose -c * (sum of each 4 activations) the caller puts in xoff (0: xoff unused).
-inline FusedFn fused_fn(bool q8, int mr, int nr) { return q8 ? pick_fused<true>(mr, nr) : pick_fused<false>(mr, nr); }
-inline int fused_offset(bool q8) { return q8 ? (DotS8::kOffsets ? 128 : 0) : 8; }
-#define LLMCORE_QUANT_HAS_FUSED 1
 
 #elif defined(__AVX2__)
 constexpr int kMR = 2, kNR = 4;

@@ -4,8 +4,9 @@
 // call into per-thread scratch (int_operands.hpp) and multiplied by every row of x in
 // register tiles of kMR x kNR (int_tile.hpp). Many rows (prefill) thus decode each weight
 // block once, and a tile's activation rows stay in L1 across the panel's weight rows.
-// Up to 16 rows of Q4_0 or Q8_0 on AVX-512 (decode, batched decode) skip the panel: the
-// fused tiles read the blocks themselves, as the decoding would cost twice the dot products.
+// Up to 16 rows (decode, batched decode) of the types with fused tiles (int_fused.hpp) on
+// AVX-512 skip the panel: the fused tiles read the blocks themselves, as the decoding would
+// cost twice the dot products there.
 // GCC 12 flags the deliberately undefined upper lanes inside its own AVX-512 intrinsics
 // (_mm512_broadcast_f32x4, _mm512_cvtepi32_ps, ...) as uninitialised (GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -20,14 +21,14 @@
 #include "quant/quant.hpp"
 
 #define LLMCORE_QUANT_TILE_NS tile_plain
-#include "quant/int_tile.hpp"
+#include "quant/int_fused.hpp"
 
 namespace llmcore::quant::LLMCORE_ISA_NS {
 
 #if defined(__AVX512BW__) && !defined(__AVX512VNNI__)
 TileFn vnni_tile_fn(bool signed_weights, int mr, int nr);  // matmul_vnni.cpp
-FusedFn vnni_fused_fn(bool q8, int mr, int nr);
-int vnni_fused_offset(bool q8);
+FusedFn vnni_fused_fn(QType t, int mr, int nr);
+int vnni_fused_offset(QType t);
 #endif
 
 namespace {
@@ -60,27 +61,29 @@ TileFn choose_tile(bool signed_weights, int mr, int nr) {
 }
 
 #if defined(LLMCORE_QUANT_HAS_FUSED)
-// Rows of x up to which Q4_0 and Q8_0 skip the panels: the tiles take 4 rows of x at a
-// time, and the later groups find the tile's 4 weight rows in L1, so each weight byte still
-// comes from memory once (batched decode).
+// Rows of x up to which fused types skip the panels: the tiles take 4 rows of x at a time,
+// and the later groups find the tile's 4 weight rows in L1, so each weight byte still comes
+// from memory once (batched decode).
 constexpr int64_t kFusedMaxRows = 16;
 
-// Tiles of up to 4 rows of x times 4 weight rows, read straight from the blocks.
-void fused_matmul(bool q8, const int8_t* xq, const float* xd, const ActLayout& al, int64_t M, int64_t K,
-                  const uint8_t* w, int64_t N, float* y, int nthreads) {
+// Tiles of up to 4 rows of x times 4 weight rows, read straight from the blocks (nb of them
+// per row).
+void fused_matmul(QType t, const int8_t* xq, const float* xd, const float* xc, const ActLayout& al,
+                  int64_t M, int64_t nb, int64_t row_bytes, const uint8_t* w, int64_t N, float* y,
+                  int nthreads) {
   FusedFn fns[4][4];  // [rows of x - 1][weight rows - 1]
   int c;
 #if !defined(__AVX512VNNI__)
   if (vnni_enabled()) {
-    c = vnni_fused_offset(q8);
+    c = vnni_fused_offset(t);
     for (int mr = 1; mr <= 4; ++mr)
-      for (int nr = 1; nr <= 4; ++nr) fns[mr - 1][nr - 1] = vnni_fused_fn(q8, mr, nr);
+      for (int nr = 1; nr <= 4; ++nr) fns[mr - 1][nr - 1] = vnni_fused_fn(t, mr, nr);
   } else
 #endif
   {
-    c = tile_plain::fused_offset(q8);
+    c = tile_plain::fused_offset(t);
     for (int mr = 1; mr <= 4; ++mr)
-      for (int nr = 1; nr <= 4; ++nr) fns[mr - 1][nr - 1] = tile_plain::fused_fn(q8, mr, nr);
+      for (int nr = 1; nr <= 4; ++nr) fns[mr - 1][nr - 1] = tile_plain::fused_fn(t, mr, nr);
   }
   thread_local std::vector<int32_t> xoff_buf;
   const int64_t ld = al.kp / 4;
@@ -90,7 +93,6 @@ void fused_matmul(bool q8, const int8_t* xq, const float* xd, const ActLayout& a
       const int8_t* q = xq + m * al.xq_ld + 4 * i;
       xoff[m * ld + i] = -c * (q[0] + q[1] + q[2] + q[3]);
     }
-  const int64_t nb = K / kQK, row_bytes = nb * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
   // One weight row per tile for a single row of x: one sequential stream per thread reads
   // memory faster than four interleaved ones (measured), and there is no reuse to gain.
   const int64_t tile_rows = M == 1 ? 1 : 4;
@@ -105,7 +107,8 @@ void fused_matmul(bool q8, const int8_t* xq, const float* xd, const ActLayout& a
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
       const int mr = static_cast<int>(std::min<int64_t>(4, M - m0));
       const FusedArgs a{w + n0 * row_bytes, row_bytes, nb, xq + m0 * al.xq_ld, xd + m0 * al.xd_ld,
-                        xoff + m0 * ld, al.xq_ld, al.xd_ld, ld, y + m0 * N + n0, N};
+                        xoff + m0 * ld, xc + m0 * al.xc_ld, al.xq_ld, al.xd_ld, ld, al.xc_ld,
+                        y + m0 * N + n0, N};
       fns[mr - 1][nt - 1](a);
     }
   }
@@ -134,8 +137,8 @@ void matmul_int(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w,
     quantize_act_row(x + m * K, K, al, xq + m * al.xq_ld, xd + m * al.xd_ld, xc + m * al.xc_ld);
 
 #if defined(LLMCORE_QUANT_HAS_FUSED)
-  if (M <= kFusedMaxRows && (t == QType::q4_0 || t == QType::q8_0))
-    return fused_matmul(t == QType::q8_0, xq, xd, al, M, K, w, N, y, nthreads);
+  if (M <= kFusedMaxRows && tile_plain::has_fused(t))
+    return fused_matmul(t, xq, xd, xc, al, M, K / info.block_elems, row_bytes, w, N, y, nthreads);
 #endif
   const bool signed_weights = t == QType::q8_0;
   TileFn fns[kMR][kNR];

@@ -11,7 +11,6 @@
 #endif
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -27,14 +26,14 @@
 #endif
 #define LLMCORE_QUANT_FORCE_VNNI 1
 #define LLMCORE_QUANT_TILE_NS tile_vnni
-#include "quant/int_tile.hpp"
+#include "quant/int_fused.hpp"
 
 namespace llmcore::quant::LLMCORE_ISA_NS {
 TileFn vnni_tile_fn(bool signed_weights, int mr, int nr) {
   return tile_vnni::tile_fn(signed_weights, mr, nr);
 }
-FusedFn vnni_fused_fn(bool q8, int mr, int nr) { return tile_vnni::fused_fn(q8, mr, nr); }
-int vnni_fused_offset(bool q8) { return tile_vnni::fused_offset(q8); }
+FusedFn vnni_fused_fn(QType t, int mr, int nr) { return tile_vnni::fused_fn(t, mr, nr); }
+int vnni_fused_offset(QType t) { return tile_vnni::fused_offset(t); }
 }  // namespace llmcore::quant::LLMCORE_ISA_NS
 
 #if defined(__clang__)
