@@ -131,6 +131,20 @@ void parallel_for(size_t n, size_t threads, F&& fn) {
   for (auto& t : th) t.join();
 }
 
+// The ids of pieces already split (bytes objects), each merged on its own: the merging half
+// of the encoder, for pre-tokenizers that have no C++ splitter.
+py::list encode_pieces_py(const Core& c, py::list pieces) {
+  std::vector<uint32_t> out;
+  out.reserve(static_cast<size_t>(py::len(pieces)) * 2);
+  for (py::handle h : pieces) {
+    char* data = nullptr;
+    Py_ssize_t n = 0;
+    if (PyBytes_AsStringAndSize(h.ptr(), &data, &n) != 0) throw py::error_already_set();
+    c.encode_piece(reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(n), out);
+  }
+  return to_list(out);
+}
+
 py::list encode_batch_py(const Core& c, py::sequence texts, size_t num_threads) {
   const size_t n = static_cast<size_t>(py::len(texts));
   std::vector<std::string_view> views(n);
@@ -294,6 +308,8 @@ void register_bpe(py::module_& m) {
       .def("encode_special", &encode_special_py, py::arg("text"), py::arg("allowed"))
       .def("encode_bytes", &encode_bytes_py, py::arg("data"))
       .def("encode_batch", &encode_batch_py, py::arg("texts"), py::arg("num_threads") = 0)
+      .def("encode_pieces", &encode_pieces_py, py::arg("pieces"),
+           "The ids of pre-split pieces (a list of bytes), each merged on its own.")
       .def("decode_bytes", &decode_bytes_py, py::arg("ids"))
       .def("decode", &decode_py, py::arg("ids"))
       .def("token_bytes", [](const Core& c, uint64_t id) {

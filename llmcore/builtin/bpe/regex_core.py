@@ -3,10 +3,11 @@ hand-written C++ splitter (deepseek-llm, falcon, custom Split regexes), as Huggi
 tokenizers encodes them.
 
 The C++ core (:mod:`llmcore.ops.bpe`) covers the pre-tokenizers it splits by hand
-(:data:`llmcore.tokenizers.pretokenizers.CPP_SPLITTER`). Everything else runs here: the
+(:data:`llmcore.tokenizers.pretokenizers.CPP_SPLITTER`). Everything else splits here: the
 pieces come from the ``regex`` package (each regex of the sequence isolating its matches,
-Hugging Face's ``Split``), a byte the vocabulary lacks is dropped from its piece before
-merging (what HF's BPE does with no unknown token), and each piece is merged lowest rank first, leftmost on ties, with a piece cache.
+Hugging Face's ``Split``), and the C++ core merges them (``Core.encode_pieces``: a byte the
+vocabulary lacks is dropped from its piece first, as HF's BPE does with no unknown token;
+lowest rank first, leftmost on ties, with its piece cache).
 :class:`RegexCore` has the methods of the C++ ``Core`` that the tokenizer calls.
 """
 
@@ -31,25 +32,36 @@ class RegexCore:
         regexes: Sequence[str],
         added_tokens: dict[str, int] | None = None,
     ) -> None:
+        from llmcore.ops.bpe import new_core
+
         ids = list(ids) if ids is not None else list(ranks)
-        self._rank = dict(zip(tokens, ranks))
-        self._id = dict(zip(tokens, ids))
+        # the merging half only: its splitter is never used (encode_pieces)
+        self._core = new_core(tokens, ranks, ids, {}, "gpt2", drop_missing_bytes=True)
         self._bytes = {i: t for t, i in zip(tokens, ids)}
         self._bytes.update({i: s.encode() for s, i in special_tokens.items()})
         self._added = dict(added_tokens or {})
         self._bytes.update({i: s.encode() for s, i in self._added.items()})
         self._regexes = [regex.compile(r) for r in regexes]
+        # a regex without groups of its own splits in one C call: split() on it in a group
+        # gives gap, match, gap, ... (the same matches finditer finds)
+        self._splitters = [
+            regex.compile(f"({r})") if rx.groups == 0 else None
+            for r, rx in zip(regexes, self._regexes)
+        ]
         self._special_names = [k for k, _ in sorted(special_tokens.items(), key=lambda kv: kv[1])]
         self._special = dict(special_tokens)
-        self._cache: dict[bytes, list[int]] = {}
         self.n_vocab = max(self._bytes, default=-1) + 1
 
     # ---- pieces -------------------------------------------------------------------------
     def split(self, text: str) -> list[str]:
         """The pieces of ``text``: each regex isolates its matches in every piece so far."""
         pieces = [text] if text else []
-        for rx in self._regexes:
+        for rx, splitter in zip(self._regexes, self._splitters):
             out: list[str] = []
+            if splitter is not None:
+                split = splitter.split
+                pieces = [p for piece in pieces for p in split(piece) if p]
+                continue
             for piece in pieces:
                 pos = 0
                 for m in rx.finditer(piece):
@@ -63,31 +75,9 @@ class RegexCore:
             pieces = out
         return pieces
 
-    def _merge(self, piece: bytes) -> list[int]:
-        hit = self._cache.get(piece)
-        if hit is not None:
-            return hit
-        rank = self._rank
-        parts = [bytes([b]) for b in piece if bytes([b]) in rank]  # HF drops unknown bytes
-        while len(parts) > 1:
-            best, at = None, -1
-            for k in range(len(parts) - 1):
-                r = rank.get(parts[k] + parts[k + 1])
-                if r is not None and (best is None or r < best):
-                    best, at = r, k
-            if best is None:
-                break
-            parts[at : at + 2] = [parts[at] + parts[at + 1]]
-        ids = [self._id[p] for p in parts]
-        if len(self._cache) < 100_000:
-            self._cache[piece] = ids
-        return ids
-
     def _ordinary(self, text: str) -> list[int]:
-        out: list[int] = []
-        for piece in self.split(text):
-            out += self._merge(piece.encode("utf-8", errors="surrogateescape"))
-        return out
+        pieces = [p.encode("utf-8", errors="surrogateescape") for p in self.split(text)]
+        return self._core.encode_pieces(pieces)
 
     def _encode(self, text: str, allowed: set[str]) -> list[int]:
         names = sorted(set(self._added) | allowed, key=len, reverse=True)
