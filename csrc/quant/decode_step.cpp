@@ -129,56 +129,11 @@ void DecodePlan::embed(const int64_t* tokens, int64_t rows, float* x) const {
   }
 }
 
-// y (rows x n_head head_dim) = softmax(q k^T / sqrt(D) over the allowed keys 0..length) v
-void DecodePlan::attention(const DecodeLayer& l, int64_t rows, int64_t length,
-                           const uint8_t* key_ok, int64_t key_ok_stride, int threads) {
-  const DecodeShape& s = shape_;
-  const int64_t H = s.n_head, Hkv = s.n_kv_head, D = s.head_dim, group = H / Hkv;
-  const int64_t n = length + 1, qkv_w = (H + 2 * Hkv) * D;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  scores_.resize(static_cast<size_t>(rows * H * n));
-  const int64_t work = rows * H * n * D;
-  (void)work;
-#ifdef LLMCORE_OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && work > (int64_t{1} << 18))
-#endif
-  for (int64_t bh = 0; bh < rows * H; ++bh) {
-    const int64_t b = bh / H, h = bh % H, g = h / group;
-    const float* q = qkv_.data() + b * qkv_w + h * D;
-    const float* kc = l.k_cache + (b * Hkv + g) * s.max_len * D;
-    const float* vc = l.v_cache + (b * Hkv + g) * s.max_len * D;
-    const uint8_t* ok = key_ok == nullptr ? nullptr : key_ok + b * key_ok_stride;
-    float* sc = scores_.data() + bh * n;
-    float top = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) {
-      if (ok != nullptr && !ok[j]) {
-        sc[j] = -INFINITY;
-        continue;
-      }
-      float dot = 0.0f;
-      for (int64_t d = 0; d < D; ++d) dot += q[d] * kc[j * D + d];
-      sc[j] = dot * scale;
-      top = std::max(top, sc[j]);
-    }
-    float sum = 0.0f;
-    for (int64_t j = 0; j < n; ++j) {
-      sc[j] = sc[j] == -INFINITY ? 0.0f : std::exp(sc[j] - top);
-      sum += sc[j];
-    }
-    float* y = y_.data() + b * H * D + h * D;
-    std::fill(y, y + D, 0.0f);
-    for (int64_t j = 0; j < n; ++j) {
-      const float p = sc[j] / sum;
-      if (p != 0.0f)
-        for (int64_t d = 0; d < D; ++d) y[d] += p * vc[j * D + d];
-    }
-  }
-}
-
-// softmax(q k^T / sqrt(D)) v for T > 1 new tokens per row over keys 0 .. length + T - 1,
-// causal, by the flash kernel reading q and the cache in place
-void DecodePlan::prefill_attention(const DecodeLayer& l, int64_t rows, int64_t T, int64_t length,
-                                   int threads) {
+// y (R x n_head head_dim) = softmax(q k^T / sqrt(D)) v for T new tokens per row over keys
+// 0 .. length + T - 1, causal, by the flash kernel reading q and the cache in place; masked:
+// mask_ holds each row's additive key mask (one row of keys, the same for every head).
+void DecodePlan::attention(const DecodeLayer& l, int64_t rows, int64_t T, int64_t length, bool masked,
+                           int threads) {
   const DecodeShape& s = shape_;
   const int64_t H = s.n_head, Hkv = s.n_kv_head, D = s.head_dim, qkv_w = (H + 2 * Hkv) * D;
   attn::AttnProblem p;
@@ -187,6 +142,7 @@ void DecodePlan::prefill_attention(const DecodeLayer& l, int64_t rows, int64_t T
   p.scale = 1.0 / std::sqrt(static_cast<double>(D));
   p.causal = true;
   p.threads = threads;
+  if (masked) p.mask = {mask_.data(), {p.Tk, 0, 0, 1}};
   attn::FwdBuffers b;
   b.q = {qkv_.data(), {T * qkv_w, D, qkv_w, 1}};
   b.k = {l.k_cache, {Hkv * s.max_len * D, s.max_len * D, D, 1}};
@@ -220,6 +176,12 @@ void DecodePlan::step(const int64_t* tokens, int64_t rows, int64_t T, const int6
   qkv_.resize(static_cast<size_t>(R * qkv_w));
   y_.resize(static_cast<size_t>(R * H * D));
   embed(tokens, R, x_.data());
+  if (key_ok != nullptr) {  // the flash kernel's additive form, built once for every layer
+    mask_.resize(static_cast<size_t>(rows * (length + 1)));
+    for (int64_t b = 0; b < rows; ++b)
+      for (int64_t j = 0; j <= length; ++j)
+        mask_[b * (length + 1) + j] = key_ok[b * key_ok_stride + j] ? 0.0f : -INFINITY;
+  }
   float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data();
   for (const DecodeLayer& l : layers_) {
 #ifdef LLMCORE_OPENMP
@@ -240,10 +202,7 @@ void DecodePlan::step(const int64_t* tokens, int64_t rows, int64_t T, const int6
         std::memcpy(l.v_cache + at, q + (H + Hkv + g) * D, sizeof(float) * D);
       }
     }
-    if (T == 1)
-      attention(l, rows, length, key_ok, key_ok_stride, threads);
-    else
-      prefill_attention(l, rows, T, length, threads);
+    attention(l, rows, T, length, key_ok != nullptr, threads);
     linear_forward(l.proj, y_.data(), R, h, part_, threads);
     for (int64_t i = 0; i < R * C; ++i) x[i] += h[i];
 #ifdef LLMCORE_OPENMP

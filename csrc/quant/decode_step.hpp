@@ -76,9 +76,7 @@ class DecodePlan {
 
  private:
   void embed(const int64_t* tokens, int64_t rows, float* x) const;
-  void attention(const DecodeLayer& l, int64_t rows, int64_t length, const uint8_t* key_ok,
-                 int64_t key_ok_stride, int threads);
-  void prefill_attention(const DecodeLayer& l, int64_t rows, int64_t T, int64_t length, int threads);
+  void attention(const DecodeLayer& l, int64_t rows, int64_t T, int64_t length, bool masked, int threads);
 
   DecodeShape shape_;
   const TypeInfo* emb_type_;
@@ -90,7 +88,7 @@ class DecodePlan {
   Linear head_;
   std::vector<DecodeLayer> layers_;
   // scratch, reused by every step (a plan runs one step at a time)
-  std::vector<float> x_, h_, qkv_, y_, gate_, up_, part_, scores_;
+  std::vector<float> x_, h_, qkv_, y_, gate_, up_, part_, mask_;
 };
 
 // y (rows x l.out) = x (rows x l.in) . W^T + bias, through the quant kernels.
