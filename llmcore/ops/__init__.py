@@ -5,3 +5,17 @@ checks of what a kernel accepts, and the torch wrappers (autograd functions, cus
 around raw-pointer entry points. Model code and plugins import from these modules and never
 from ``_C`` itself.
 """
+
+from typing import Any
+
+
+def native(part: str, user: str) -> Any:
+    """``llmcore._C.<part>``, or a TokenizerError naming ``user`` when the extension is
+    missing (a broken build)."""
+    from llmcore.errors import TokenizerError
+
+    try:
+        from llmcore import _C
+    except ImportError as exc:  # pragma: no cover - a broken build
+        raise TokenizerError(f"{user} needs the native extension llmcore._C: {exc}") from None
+    return getattr(_C, part)

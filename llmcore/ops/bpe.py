@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmcore.errors import TokenizerError
+from llmcore.ops import native
 
 #: pre-tokenizer family -> the tiktoken regex its C++ splitter reproduces exactly
 PAT_STR: dict[str, str] = {
@@ -59,13 +60,7 @@ SEQUENCE_SPLITTERS = ("llama3", "qwen2", "gpt2-digits")
 
 
 def _native() -> Any:
-    try:
-        from llmcore import _C
-    except ImportError as exc:  # pragma: no cover - a broken build
-        raise TokenizerError(
-            f"the bpe tokenizer needs the native extension llmcore._C: {exc}"
-        ) from None
-    return _C.bpe
+    return native("bpe", "the bpe tokenizer")
 
 
 def new_core(

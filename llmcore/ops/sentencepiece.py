@@ -4,29 +4,22 @@ The C++ ``Model`` normalizes text (the precompiled character map, user-defined p
 whitespace options) and segments it: BPE by piece score, the leftmost best pair first (or by
 a Hugging Face merge list's ranks), unigram by Viterbi with float32 sums (float64 for Hugging
 Face's Unigram), then byte fallback or merged unknown ids. Both follow sentencepiece's
-bpe_model.cc and unigram_model.cc, so ties break as the library breaks them; the one known
-gap is a unigram call so long that float32 rounding of its path sums decides between
-near-equal paths (see csrc/sentencepiece/model.cpp).
+bpe_model.cc and unigram_model.cc (as of 0.2.1, the rebasing of long unigram path sums
+included: see csrc/sentencepiece/model.cpp), so ties break as the library breaks them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from llmcore.errors import TokenizerError
+from llmcore.ops import native
 from llmcore.tokenizers.vocab import Vocabulary
 
 SPACE = "\u2581".encode()  # ▁, the piece text of a space
 
 
 def _native() -> Any:
-    try:
-        from llmcore import _C
-    except ImportError as exc:  # pragma: no cover - a broken build
-        raise TokenizerError(
-            f"the sentencepiece tokenizer needs the native extension llmcore._C: {exc}"
-        ) from None
-    return _C.sentencepiece
+    return native("sentencepiece", "the sentencepiece tokenizer")
 
 
 def new_model(vocab: Vocabulary) -> Any:
