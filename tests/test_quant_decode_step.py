@@ -72,7 +72,9 @@ def test_steps_match_the_python_step(tmp_path, qtype, tied, acts):
 def test_prefill_matches_the_model_forward(tmp_path, qtype):
     model = quantized(tmp_path, qtype).model
     set_activations(model, "float32")
-    ids = torch.randint(0, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(
+        0, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1)
+    )
     ref_cache, cache = model.new_cache(2, 64), model.new_cache(2, 64)
     with torch.no_grad():
         want = model.lm_head(model.hidden_states(ids, cache=ref_cache)[:, -1])
@@ -100,7 +102,9 @@ def test_generate_runs_it_with_padded_prompts(tmp_path, monkeypatch):
     set_activations(loaded.model, "float32")
     calls = []
     step = ds.QuantDecodeStep.__call__
-    monkeypatch.setattr(ds.QuantDecodeStep, "__call__", lambda s, *a: calls.append(1) or step(s, *a))
+    monkeypatch.setattr(
+        ds.QuantDecodeStep, "__call__", lambda s, *a: calls.append(1) or step(s, *a)
+    )
     prompts = [[5, 17, 256, 99, 3, 200], [3, 200, 258], [7]]  # left-padded: a key mask per row
     want = _greedy(loaded, prompts, False, monkeypatch)
     assert not calls

@@ -17,8 +17,8 @@ import torch
 
 from llmcore.errors import GenerationError
 from llmcore.generation.lean import lean_step
-from llmcore.quant.decode_step import QuantDecodeStep, decode_step
 from llmcore.generation.settings import Settings
+from llmcore.quant.decode_step import QuantDecodeStep, decode_step
 
 #: Decode through :mod:`llmcore.generation.lean` when the model allows (False: always
 #: through ``model.hidden_states``; identical logits for one row, last-bit rounding apart
