@@ -75,8 +75,7 @@ template <int MR, int NR, class F>
 void legacy_fused_tile(const FusedArgs& a) {
   using D = typename F::D;
   __m512 acc[MR][NR];
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
+  zero_tiles(acc);
   const __m512i block_of_lane = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   for (int64_t c = 0; 2 * c < a.nb; ++c) {
     const bool pair = 2 * c + 1 < a.nb;
@@ -98,8 +97,7 @@ void legacy_fused_tile(const FusedArgs& a) {
         acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D::dot_acc(off, w[n], x)), _mm512_mul_ps(s[n], xs), acc[m][n]);
     }
   }
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) a.y[m * a.ldy + n] = _mm512_reduce_add_ps(acc[m][n]);
+  store_sums(acc, a);
 }
 
 template <int MR, int NR, class F>

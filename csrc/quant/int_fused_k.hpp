@@ -11,6 +11,18 @@
 
 namespace llmcore::quant::LLMCORE_ISA_NS::LLMCORE_QUANT_TILE_NS {
 
+// A tile's MR x NR accumulators: zeroed, and at the end each one's sum into y.
+template <int MR, int NR>
+inline void zero_tiles(__m512 (&acc)[MR][NR]) {
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
+}
+template <int MR, int NR>
+inline void store_sums(const __m512 (&acc)[MR][NR], const FusedArgs& a) {
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) a.y[m * a.ldy + n] = _mm512_reduce_add_ps(acc[m][n]);
+}
+
 // Lane i of 64 values holds values 4i..4i+3: x block i / 8, half-block i / 4.
 inline __m512i k_block_of_lane() { return _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0); }
 inline __m512i k_half_of_lane() { return _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0); }
@@ -60,8 +72,7 @@ struct Q4KTile {
   static void run(const FusedArgs& a) {
     using D = DotU8;
     __m512 acc[MR][NR];
-    for (int m = 0; m < MR; ++m)
-      for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
+    zero_tiles(acc);
     for (int64_t sb = 0; sb < a.nb; ++sb) {
       __m512 sc[NR];
       for (int n = 0; n < NR; ++n) factors(a, a.w + n * a.row_bytes + sb * sizeof(BlockQ4_K), sb, n, acc, sc[n]);
@@ -82,8 +93,7 @@ struct Q4KTile {
         }
       }
     }
-    for (int m = 0; m < MR; ++m)
-      for (int n = 0; n < NR; ++n) a.y[m * a.ldy + n] = _mm512_reduce_add_ps(acc[m][n]);
+    store_sums(acc, a);
   }
 };
 
@@ -108,8 +118,7 @@ struct Q6KTile {
   static void run(const FusedArgs& a) {
     using D = DotU8;
     __m512 acc[MR][NR];
-    for (int m = 0; m < MR; ++m)
-      for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
+    zero_tiles(acc);
     for (int64_t sb = 0; sb < a.nb; ++sb) {
       __m512 sc[NR];  // d * scales[h] of the 16 half-blocks
       for (int n = 0; n < NR; ++n) {
@@ -137,8 +146,7 @@ struct Q6KTile {
         }
       }
     }
-    for (int m = 0; m < MR; ++m)
-      for (int n = 0; n < NR; ++n) a.y[m * a.ldy + n] = _mm512_reduce_add_ps(acc[m][n]);
+    store_sums(acc, a);
   }
 };
 
