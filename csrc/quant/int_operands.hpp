@@ -25,6 +25,7 @@
 #include <cstring>
 #include <limits>
 
+#include "quant/act_quant.hpp"
 #include "quant/dequant_block.hpp"
 
 namespace llmcore::quant::LLMCORE_ISA_NS {
@@ -43,22 +44,8 @@ inline void quantize_act_row(const float* x, int64_t K, const ActLayout& lay, in
                              float* xc) {
   const int64_t nb = K / 32;
   for (int64_t b = 0; b < nb; ++b) {
-    const float* v = x + b * 32;
-    float amax = 0.0f;
-    bool finite = true;
-    for (int k = 0; k < 32; ++k) {
-      finite = finite && std::isfinite(v[k]);
-      amax = std::fmax(amax, std::fabs(v[k]));
-    }
-    const float d = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
-    int8_t* q = xq + b * 32;
-    int sum[2] = {0, 0};
-    for (int k = 0; k < 32; ++k) {
-      const float r = d > 0.0f ? std::nearbyint(v[k] / d) : 0.0f;
-      const int qi = static_cast<int>(std::fmin(127.0f, std::fmax(-127.0f, r)));
-      q[k] = static_cast<int8_t>(qi);
-      sum[k / 16] += qi;
-    }
+    int32_t sum[2];
+    const float d = quantize_act_block<32>(x + b * 32, xq + b * 32, sum);
     xd[b] = d;
     xc[2 * b] = d * static_cast<float>(sum[0]);
     xc[2 * b + 1] = d * static_cast<float>(sum[1]);
