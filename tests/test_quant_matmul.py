@@ -68,24 +68,35 @@ def block_offsets(name: str, raw: np.ndarray, shape: tuple[int, int]) -> torch.T
     return quant.dequantize(name, blocks.reshape(-1), shape)
 
 
-def int8_bound(x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+K_QUANTS = ("q4_k", "q5_k", "q6_k")
+
+
+def act_block(name: str, m: int) -> int:
+    """Values per activation scale: 256 for K-quants times more than 16 rows, else 32."""
+    return 256 if name in K_QUANTS and m > 16 else 32
+
+
+def int8_bound(x: torch.Tensor, w: torch.Tensor, o: torch.Tensor, block: int = 32) -> torch.Tensor:
     """The documented bound of the 8-bit-activation product, (M, N), in float64."""
     m, k = x.shape
-    amax = x.abs().reshape(m, k // 32, 32).amax(-1)  # float32, like the kernel
+    amax = x.abs().reshape(m, k // block, block).amax(-1)  # float32, like the kernel
     d = amax / 127
     e = torch.where(d > 0, d.double() / 2 * (1 + 2.0**-20), amax.double())
-    e = e.repeat_interleave(32, dim=1)  # (M, K): the error bound of each activation
+    e = e.repeat_interleave(block, dim=1)  # (M, K): the error bound of each activation
     act = e @ w.double().abs().T
     env = (x.double().abs() + e) @ (w.double().abs() + 2 * o.double().abs()).T
     # Scale products below float32's normal range round to a multiple of 2^-149 instead.
-    underflow = 2.0**-149 * (k * 255 * 127 + o.double().abs().sum(1) + k)  # (N,)
+    top = 8064 if block == 256 else 255  # the largest integer weight factor
+    underflow = 2.0**-149 * (k * top * 127 + o.double().abs().sum(1) + k)  # (N,)
     return act * (1 + 2.0**-20) + (k / 16 + 16) * 2.0**-24 * env + underflow
 
 
-def check_int8(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> None:
+def check_int8(
+    y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, o: torch.Tensor, block: int = 32
+) -> None:
     exact = x.double() @ w.double().T
     err = (y.double() - exact).abs()
-    bound = int8_bound(x, w, o) + 1e-300
+    bound = int8_bound(x, w, o, block) + 1e-300
     assert torch.all(err <= bound), f"max err/bound {(err / bound).max().item():.3g}"
 
 
@@ -111,7 +122,7 @@ def test_both_paths_match_the_reference_on_every_level(isa, name, m, n):
     check_against_float64(y, x, w)
     y8 = quant.matmul(x, name, raw, (n, k), threads=2)
     assert y8.shape == (m, n) and y8.dtype == torch.float32
-    check_int8(y8, x, w, block_offsets(name, raw, (n, k)))
+    check_int8(y8, x, w, block_offsets(name, raw, (n, k)), act_block(name, m))
 
 
 # fp16 bit patterns of hostile block factors: largest finite, smallest subnormal, a mid
@@ -182,6 +193,33 @@ def test_non_finite_scales_and_inputs_reach_only_their_outputs(isa, name, activa
     assert not torch.isfinite(y[bad]).any() and torch.isfinite(y[~bad]).all()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_k_quants_times_many_rows_agree_on_every_kernel(seed):
+    # More than 16 rows of x take the K-quant tiles (activations in blocks of 256, integer
+    # sub-block scales): hostile blocks and rows, each kernel against the bound and against
+    # the scalar kernel, whose integer sums are the same.
+    rng = np.random.default_rng(seed)
+    name = K_QUANTS[seed % 3]
+    m, n, kb = int(rng.integers(17, 40)), int(rng.integers(1, 24)), int(rng.integers(1, 4))
+    k = kb * 256
+    raw = hostile_blocks(name, n * kb, seed=3000 + seed)
+    x = hostile_x(rng, m, k)
+    w = quant.dequantize(name, raw, (n, k))
+    o = block_offsets(name, raw, (n, k))
+    try:
+        use_kernel("scalar")
+        ref = quant.matmul(x, name, raw, (n, k), threads=1)
+        for kernel in KERNELS:
+            use_kernel(kernel)
+            y = quant.matmul(x, name, raw, (n, k), threads=2)
+            assert torch.isfinite(y).all(), kernel
+            check_int8(y, x, w, o, 256)
+            err = (y.double() - ref.double()).abs()
+            assert torch.all(err <= kernel_agreement_bound(x, w, o, 256) + 1e-300), kernel
+    finally:
+        restore_kernel()
+
+
 @pytest.mark.parametrize("name", ["q8_0", "q4_0", "q4_k", "q6_k"])
 def test_prefill_sized_product_tiles_and_threads(name):
     # 67 x 53: partial register tiles and weight panels on both sides.
@@ -191,7 +229,7 @@ def test_prefill_sized_product_tiles_and_threads(name):
     x = torch.randn(67, k)
     w = quant.dequantize(name, raw, (53, k))
     y = quant.matmul(x, name, raw, (53, k), threads=2)
-    check_int8(y, x, w, block_offsets(name, raw, (53, k)))
+    check_int8(y, x, w, block_offsets(name, raw, (53, k)), act_block(name, 67))
     o = block_offsets(name, raw, (53, k))
     for m in (1, 5, 66):  # a row alone (the fused few-row tiles)
         check_int8(quant.matmul(x[m : m + 1], name, raw, (53, k)), x[m : m + 1], w, o)
@@ -202,14 +240,17 @@ def test_prefill_sized_product_tiles_and_threads(name):
 FUSED = ["q4_0", "q5_0", "q8_0", "q4_k", "q6_k"]
 
 
-def kernel_agreement_bound(x: torch.Tensor, w: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+def kernel_agreement_bound(
+    x: torch.Tensor, w: torch.Tensor, o: torch.Tensor, block: int = 32
+) -> torch.Tensor:
     """How far two kernels may differ: the same integer dot products of the same 8-bit
     activations, summed in float in another order (twice int8_bound's rounding term)."""
     m, k = x.shape
-    amax = x.abs().reshape(m, k // 32, 32).amax(-1)
-    e = (amax.double() / 127).repeat_interleave(32, dim=1)
+    amax = x.abs().reshape(m, k // block, block).amax(-1)
+    e = (amax.double() / 127).repeat_interleave(block, dim=1)
     env = (x.double().abs() + e) @ (w.double().abs() + 2 * o.double().abs()).T
-    return 2 * (k / 16 + 16) * 2.0**-24 * env + 2.0**-149 * k * 255 * 127
+    top = 8064 if block == 256 else 255
+    return 2 * (k / 16 + 16) * 2.0**-24 * env + 2.0**-149 * k * top * 127
 
 
 @pytest.mark.parametrize("name", FUSED)

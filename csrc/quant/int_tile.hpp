@@ -8,7 +8,7 @@
 // vpmaddubsw + vpmaddwd), a conversion, a scale product and a fused multiply-add.
 //
 // The fused tiles for few rows, which read the weight blocks themselves, build on these
-// (int_fused.hpp).
+// (int_fused.hpp); K-quants times many rows take int_tile_k.hpp's tiles instead.
 //
 // Integer sums are exact: a lane sums 4 products of an unsigned byte <= 255 (only Q8_0's
 // flipped bytes reach it; vpmaddubsw is only given bytes <= 128, so its 16-bit pair sums
@@ -23,6 +23,7 @@
 #endif
 
 #include "quant/int_operands.hpp"
+#include "quant/int_operands_k.hpp"
 
 #if defined(__AVX512VNNI__) || defined(LLMCORE_QUANT_FORCE_VNNI)
 #define LLMCORE_QUANT_VNNI 1
@@ -84,15 +85,21 @@ struct DotS8 {
 };
 #endif
 
-inline float offset_dot(const float* a, const float* b, int64_t n) {
-  __m512 s = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s);
-  if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
-    s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s);
+// acc[m][n] += lanes of wo[n] * xc[m] over n floats: the offsets' dot products, as MR * NR
+// independent chains (one chain per pair is bound by the multiply-add latency: measured,
+// it cost a third of a K-quant tile's time).
+template <int MR, int NR>
+inline void add_offsets(__m512 (&acc)[MR][NR], const float* wo, int64_t wo_ld, const float* xc,
+                        int64_t xc_ld, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const auto k = static_cast<__mmask16>(n - i >= 16 ? 0xFFFFu : (1u << (n - i)) - 1u);
+    __m512 w[NR];
+    for (int j = 0; j < NR; ++j) w[j] = _mm512_maskz_loadu_ps(k, wo + j * wo_ld + i);
+    for (int m = 0; m < MR; ++m) {
+      const __m512 x = _mm512_maskz_loadu_ps(k, xc + m * xc_ld + i);
+      for (int j = 0; j < NR; ++j) acc[m][j] = _mm512_fmadd_ps(w[j], x, acc[m][j]);
+    }
   }
-  return _mm512_reduce_add_ps(s);
 }
 
 template <int MR, int NR, class D>
@@ -119,12 +126,9 @@ void tile(const TileArgs& a) {
         acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(D::dot(w[n], x)), _mm512_mul_ps(s[n], xs), acc[m][n]);
     }
   }
+  if (D::kOffsets) add_offsets(acc, a.wo, a.ws_ld, a.xc, a.xc_ld, a.kp / 16);
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) {
-      float v = _mm512_reduce_add_ps(acc[m][n]);
-      if (D::kOffsets) v += offset_dot(a.wo + n * a.ws_ld, a.xc + m * a.xc_ld, a.kp / 16);
-      a.y[m * a.ldy + n] = v;
-    }
+    for (int n = 0; n < NR; ++n) a.y[m * a.ldy + n] = _mm512_reduce_add_ps(acc[m][n]);
 }
 
 #elif defined(__AVX2__)
@@ -159,13 +163,19 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline float offset_dot(const float* a, const float* b, int64_t n) {
-  __m256 s = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s);
-  float t = hsum(s);
-  for (; i < n; ++i) t += a[i] * b[i];
-  return t;
+// As in the AVX-512 version; n is a multiple of 4.
+template <int MR, int NR>
+inline void add_offsets(__m256 (&acc)[MR][NR], const float* wo, int64_t wo_ld, const float* xc,
+                        int64_t xc_ld, int64_t n) {
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256i k = n - i >= 8 ? _mm256_set1_epi32(-1) : _mm256_set_epi32(0, 0, 0, 0, -1, -1, -1, -1);
+    __m256 w[NR];
+    for (int j = 0; j < NR; ++j) w[j] = _mm256_maskload_ps(wo + j * wo_ld + i, k);
+    for (int m = 0; m < MR; ++m) {
+      const __m256 x = _mm256_maskload_ps(xc + m * xc_ld + i, k);
+      for (int j = 0; j < NR; ++j) acc[m][j] = _mm256_fmadd_ps(w[j], x, acc[m][j]);
+    }
+  }
 }
 
 template <int MR, int NR, class D>
@@ -189,12 +199,9 @@ void tile(const TileArgs& a) {
         acc[m][n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(D::dot(w[n], x)), _mm256_mul_ps(s[n], xs), acc[m][n]);
     }
   }
+  if (D::kOffsets) add_offsets(acc, a.wo, a.ws_ld, a.xc, a.xc_ld, a.kp / 16);
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) {
-      float v = hsum(acc[m][n]);
-      if (D::kOffsets) v += offset_dot(a.wo + n * a.ws_ld, a.xc + m * a.xc_ld, a.kp / 16);
-      a.y[m * a.ldy + n] = v;
-    }
+    for (int n = 0; n < NR; ++n) a.y[m * a.ldy + n] = hsum(acc[m][n]);
 }
 
 #else
@@ -248,3 +255,6 @@ inline TileFn tile_fn(bool signed_weights, int mr, int nr) {
 }
 
 }  // namespace llmcore::quant::LLMCORE_ISA_NS::LLMCORE_QUANT_TILE_NS
+
+// The K-quant tiles for many rows, in this namespace too.
+#include "quant/int_tile_k.hpp"

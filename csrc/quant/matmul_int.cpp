@@ -6,7 +6,9 @@
 // block once, and a tile's activation rows stay in L1 across the panel's weight rows.
 // Up to 16 rows (decode, batched decode) of the types with fused tiles (int_fused.hpp) on
 // AVX-512 skip the panel: the fused tiles read the blocks themselves, as the decoding would
-// cost twice the dot products there.
+// cost twice the dot products there. More rows of the K-quants take their own operands and
+// tiles (int_operands_k.hpp, int_tile_k.hpp) on every variant: activations in blocks of 256
+// and integer sub-block scales, one float conversion per super-block.
 // GCC 12 flags the deliberately undefined upper lanes inside its own AVX-512 intrinsics
 // (_mm512_broadcast_f32x4, _mm512_cvtepi32_ps, ...) as uninitialised (GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -27,6 +29,7 @@ namespace llmcore::quant::LLMCORE_ISA_NS {
 
 #if defined(__AVX512BW__) && !defined(__AVX512VNNI__)
 TileFn vnni_tile_fn(bool signed_weights, int mr, int nr);  // matmul_vnni.cpp
+TileKFn vnni_tile_k_fn(int mr, int nr);
 FusedFn vnni_fused_fn(QType t, int mr, int nr);
 int vnni_fused_offset(QType t);
 #endif
@@ -35,6 +38,10 @@ namespace {
 
 constexpr int64_t kPanel = 16;  // weight rows decoded together
 constexpr int kMR = tile_plain::kMR, kNR = tile_plain::kNR;
+constexpr int kMRk = tile_plain::kMRk, kNRk = tile_plain::kNRk;
+// Rows of x up to which the fused tiles run where they exist, and K-quants keep the
+// common operands on every variant, so all variants round alike for a given M.
+constexpr int64_t kFewRows = 16;
 
 // Buffers that outlive the call and only grow: no allocation on the hot path. Every byte a
 // kernel reads is written first (rows, then their zero padding).
@@ -45,6 +52,11 @@ struct ActBuffers {
 struct PanelBuffers {
   std::vector<uint8_t> q;
   std::vector<float> s, o;
+};
+struct PanelBuffersK {
+  std::vector<uint8_t> q;
+  std::vector<int16_t> sc;
+  std::vector<float> d, o;
 };
 
 template <class T>
@@ -60,12 +72,60 @@ TileFn choose_tile(bool signed_weights, int mr, int nr) {
   return tile_plain::tile_fn(signed_weights, mr, nr);
 }
 
-#if defined(LLMCORE_QUANT_HAS_FUSED)
-// Rows of x up to which fused types skip the panels: the tiles take 4 rows of x at a time,
-// and the later groups find the tile's 4 weight rows in L1, so each weight byte still comes
-// from memory once (batched decode).
-constexpr int64_t kFusedMaxRows = 16;
+TileKFn choose_tile_k(int mr, int nr) {
+#if defined(__AVX512BW__) && !defined(__AVX512VNNI__)
+  if (vnni_enabled()) return vnni_tile_k_fn(mr, nr);
+#endif
+  return tile_plain::tile_k_fn(mr, nr);
+}
 
+// K-quant weights times more than kFewRows rows of x, in panels of kPanel weight rows as
+// below, with the K-quant operands.
+void matmul_int_k(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w, int64_t N,
+                  int64_t row_bytes, float* y, int nthreads, int qthreads) {
+  const LayoutK lay(K);
+  thread_local ActBuffers act;
+  int8_t* xq = grown(act.xq, M * lay.q_ld);
+  float* xd = grown(act.xd, M * lay.sb_ld);
+  float* xc = grown(act.xc, M * lay.h_ld);
+  (void)qthreads;
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(qthreads) schedule(static) if (qthreads > 1)
+#endif
+  for (int64_t m = 0; m < M; ++m)
+    quantize_act_row_k(x + m * K, lay, xq + m * lay.q_ld, xd + m * lay.sb_ld, xc + m * lay.h_ld);
+  TileKFn fns[kMRk][kNRk];
+  for (int mr = 1; mr <= kMRk; ++mr)
+    for (int nr = 1; nr <= kNRk; ++nr) fns[mr - 1][nr - 1] = choose_tile_k(mr, nr);
+  const int64_t npanels = (N + kPanel - 1) / kPanel;
+  (void)nthreads;
+#ifdef LLMCORE_OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+#endif
+  for (int64_t p = 0; p < npanels; ++p) {
+    const int64_t n0 = p * kPanel, nr = std::min(kPanel, N - n0);
+    thread_local PanelBuffersK pb;
+    uint8_t* q = grown(pb.q, kPanel * lay.q_ld);
+    int16_t* sc = grown(pb.sc, kPanel * lay.h_ld);
+    float* d = grown(pb.d, kPanel * lay.sb_ld);
+    float* o = grown(pb.o, kPanel * lay.h_ld);
+    for (int64_t r = 0; r < nr; ++r)
+      decode_weight_row_k(t, w + (n0 + r) * row_bytes, lay, q + r * lay.q_ld, sc + r * lay.h_ld,
+                          d + r * lay.sb_ld, o + r * lay.h_ld);
+    for (int64_t m0 = 0; m0 < M; m0 += kMRk) {
+      const int mr = static_cast<int>(std::min<int64_t>(kMRk, M - m0));
+      for (int64_t j = 0; j < nr; j += kNRk) {
+        const int nt = static_cast<int>(std::min<int64_t>(kNRk, nr - j));
+        const TileKArgs a{q + j * lay.q_ld, sc + j * lay.h_ld, d + j * lay.sb_ld, o + j * lay.h_ld,
+                          xq + m0 * lay.q_ld, xd + m0 * lay.sb_ld, xc + m0 * lay.h_ld,
+                          lay.q_ld, lay.sb_ld, lay.h_ld, y + m0 * N + n0 + j, N};
+        fns[mr - 1][nt - 1](a);
+      }
+    }
+  }
+}
+
+#if defined(LLMCORE_QUANT_HAS_FUSED)
 // Tiles of up to 4 rows of x times 4 weight rows, read straight from the blocks (nb of them
 // per row).
 void fused_matmul(QType t, const int8_t* xq, const float* xd, const float* xc, const ActLayout& al,
@@ -121,14 +181,16 @@ void matmul_int(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w,
                 int threads) {
   const TypeInfo& info = type_info(static_cast<int>(t));
   const int64_t row_bytes = K / info.block_elems * info.block_bytes;
+  const int nthreads = M * N * K < (int64_t{1} << 18) ? 1 : std::max(1, threads);
+  const int qthreads = M * K < (int64_t{1} << 15) ? 1 : nthreads;
+  if (is_k_quant(t) && M > kFewRows)
+    return matmul_int_k(t, x, M, K, w, N, row_bytes, y, nthreads, qthreads);
   const ActLayout al(K);
   const WeightLayout wl(K);
   thread_local ActBuffers act;
   int8_t* xq = grown(act.xq, M * al.xq_ld);
   float* xd = grown(act.xd, M * al.xd_ld);
   float* xc = grown(act.xc, M * al.xc_ld);
-  const int nthreads = M * N * K < (int64_t{1} << 18) ? 1 : std::max(1, threads);
-  const int qthreads = M * K < (int64_t{1} << 15) ? 1 : nthreads;
   (void)qthreads;
 #ifdef LLMCORE_OPENMP
 #pragma omp parallel for num_threads(qthreads) schedule(static) if (qthreads > 1)
@@ -137,7 +199,7 @@ void matmul_int(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w,
     quantize_act_row(x + m * K, K, al, xq + m * al.xq_ld, xd + m * al.xd_ld, xc + m * al.xc_ld);
 
 #if defined(LLMCORE_QUANT_HAS_FUSED)
-  if (M <= kFusedMaxRows && tile_plain::has_fused(t))
+  if (M <= kFewRows && tile_plain::has_fused(t))
     return fused_matmul(t, xq, xd, xc, al, M, K / info.block_elems, row_bytes, w, N, y, nthreads);
 #endif
   const bool signed_weights = t == QType::q8_0;

@@ -36,14 +36,16 @@ void quantize(const TypeInfo& t, const float* src, int64_t rows, int64_t cols, u
 enum class Acts : int {
   // Exact weights times float32 x: |y - y_exact| <= K * 2^-24 * sum_k |x_k w_k|.
   f32 = 0,
-  // x quantized once per call to 8 bits per block of 32 (xd_b = max |x_k| / 127 over the
-  // block, xq_k = round(x_k / xd_b)), then integer dot products with the weights' quants:
+  // x quantized once per call to 8 bits per block of 32 (256 for the K-quants times more
+  // than 16 rows: int_operands_k.hpp; xd_b = max |x_k| / 127 over the block, xq_k =
+  // round(x_k / xd_b)), then integer dot products with the weights' quants:
   // |y - x.w| <= sum_b e_b sum_{k in b} |w_k| + (K / 16 + 16) * 2^-24 * E, where
   // e_b = xd_b / 2 * (1 + 2^-20) (or max |x_k| when xd_b underflows to 0) bounds the
   // activation error and E = sum_k (|x_k| + e_b) (|w_k| + 2 |o_k|), o_k being the
   // block's offset (-8 d for Q4_0, -dmin * m_j for Q4_K, ...; int_operands.hpp), bounds
   // the float rounding of the scales and sums; plus 2^-149 (K * 255 * 127 + sum_k |o_k| +
-  // K) for scale products below float32's normal range.
+  // K) for scale products below float32's normal range (K * 8064 * 127, the largest
+  // |sc q| times |xq|, in place of K * 255 * 127 with blocks of 256).
   int8 = 1,
 };
 

@@ -17,7 +17,9 @@ block size.
   row.
 - :func:`matmul` computes ``x @ W.T`` with ``W`` quantized. By default
   (``activations="int8"``, what llama.cpp does) each row of ``x`` is quantized once per
-  call to 8 bits per block of 32 values (``xd_b = max|x_k| / 127`` over block ``b``,
+  call to 8 bits per block of 32 values (256 for q4_k/q5_k/q6_k times more than 16 rows
+  of ``x``, where integer sub-block scales then multiply integer sums; ``xd_b = max|x_k| /
+  127`` over block ``b``,
   ``xq_k = round(x_k / xd_b)``) and multiplied by the weights' quants in integer dot
   products; the result is within::
 
@@ -28,7 +30,8 @@ block size.
   ``E = sum_k (|x_k| + e_b) * (|w_k| + 2 |o_k|)`` the float rounding of scales and sums,
   ``o_k`` being the offset of ``w_k``'s block (its value at quant 0: ``-8 d`` for q4_0,
   ``-128 d`` for q8_0, ``m`` for q4_1, ``-dmin m_j`` for q4_k, ``-32 d sc`` for q6_k),
-  and ``U = 2**-149 * (K * 255 * 127 + sum_k |o_k| + K)`` covers scale products that fall
+  and ``U = 2**-149 * (K * 255 * 127 + sum_k |o_k| + K)`` (``K * 8064 * 127`` in place of
+  ``K * 255 * 127`` with blocks of 256) covers scale products that fall
   below float32's normal range (only outputs near 1e-38 and below notice it).
   The activation term is about ``|x| |w| / 254`` per value at worst, ~0.1-0.3% of a
   typical output. ``activations="float32"`` keeps ``x`` exact instead (slower): the
