@@ -79,24 +79,22 @@ TileKFn choose_tile_k(int mr, int nr) {
   return tile_plain::tile_k_fn(mr, nr);
 }
 
-// K-quant weights times more than kFewRows rows of x, in panels of kPanel weight rows as
-// below, with the K-quant operands.
-void matmul_int_k(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w, int64_t N,
-                  int64_t row_bytes, float* y, int nthreads, int qthreads) {
-  const LayoutK lay(K);
-  thread_local ActBuffers act;
-  int8_t* xq = grown(act.xq, M * lay.q_ld);
-  float* xd = grown(act.xd, M * lay.sb_ld);
-  float* xc = grown(act.xc, M * lay.h_ld);
-  (void)qthreads;
+// f(m) for each row of x, split over `threads`.
+template <class F>
+void for_rows(int64_t M, int threads, const F& f) {
+  (void)threads;
 #ifdef LLMCORE_OPENMP
-#pragma omp parallel for num_threads(qthreads) schedule(static) if (qthreads > 1)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
 #endif
-  for (int64_t m = 0; m < M; ++m)
-    quantize_act_row_k(x + m * K, lay, xq + m * lay.q_ld, xd + m * lay.sb_ld, xc + m * lay.h_ld);
-  TileKFn fns[kMRk][kNRk];
-  for (int mr = 1; mr <= kMRk; ++mr)
-    for (int nr = 1; nr <= kNRk; ++nr) fns[mr - 1][nr - 1] = choose_tile_k(mr, nr);
+  for (int64_t m = 0; m < M; ++m) f(m);
+}
+
+// The panel loop of both operand kinds: OpenMP splits W into panels of kPanel rows;
+// decode(n0, nr) decodes one into the calling thread's scratch and returns it, then
+// tile(panel, m0, mr, n, j, nt) multiplies rows m0.. (mr of them) of x by the panel's rows
+// j.. (nt of them), which are W's rows n.., in register tiles of at most MR x NR.
+template <int MR, int NR, class Decode, class Tile>
+void over_panels(int64_t M, int64_t N, int nthreads, const Decode& decode, const Tile& tile) {
   const int64_t npanels = (N + kPanel - 1) / kPanel;
   (void)nthreads;
 #ifdef LLMCORE_OPENMP
@@ -104,25 +102,50 @@ void matmul_int_k(QType t, const float* x, int64_t M, int64_t K, const uint8_t* 
 #endif
   for (int64_t p = 0; p < npanels; ++p) {
     const int64_t n0 = p * kPanel, nr = std::min(kPanel, N - n0);
-    thread_local PanelBuffersK pb;
-    uint8_t* q = grown(pb.q, kPanel * lay.q_ld);
-    int16_t* sc = grown(pb.sc, kPanel * lay.h_ld);
-    float* d = grown(pb.d, kPanel * lay.sb_ld);
-    float* o = grown(pb.o, kPanel * lay.h_ld);
-    for (int64_t r = 0; r < nr; ++r)
-      decode_weight_row_k(t, w + (n0 + r) * row_bytes, lay, q + r * lay.q_ld, sc + r * lay.h_ld,
-                          d + r * lay.sb_ld, o + r * lay.h_ld);
-    for (int64_t m0 = 0; m0 < M; m0 += kMRk) {
-      const int mr = static_cast<int>(std::min<int64_t>(kMRk, M - m0));
-      for (int64_t j = 0; j < nr; j += kNRk) {
-        const int nt = static_cast<int>(std::min<int64_t>(kNRk, nr - j));
-        const TileKArgs a{q + j * lay.q_ld, sc + j * lay.h_ld, d + j * lay.sb_ld, o + j * lay.h_ld,
-                          xq + m0 * lay.q_ld, xd + m0 * lay.sb_ld, xc + m0 * lay.h_ld,
-                          lay.q_ld, lay.sb_ld, lay.h_ld, y + m0 * N + n0 + j, N};
-        fns[mr - 1][nt - 1](a);
-      }
+    const auto panel = decode(n0, nr);
+    for (int64_t m0 = 0; m0 < M; m0 += MR) {
+      const int mr = static_cast<int>(std::min<int64_t>(MR, M - m0));
+      for (int64_t j = 0; j < nr; j += NR)
+        tile(panel, m0, mr, n0 + j, j, static_cast<int>(std::min<int64_t>(NR, nr - j)));
     }
   }
+}
+
+// K-quant weights times more than kFewRows rows of x, with the K-quant operands.
+void matmul_int_k(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w, int64_t N,
+                  int64_t row_bytes, float* y, int nthreads, int qthreads) {
+  const LayoutK lay(K);
+  thread_local ActBuffers act;
+  int8_t* xq = grown(act.xq, M * lay.q_ld);
+  float* xd = grown(act.xd, M * lay.sb_ld);
+  float* xc = grown(act.xc, M * lay.h_ld);
+  for_rows(M, qthreads, [&](int64_t m) {
+    quantize_act_row_k(x + m * K, lay, xq + m * lay.q_ld, xd + m * lay.sb_ld, xc + m * lay.h_ld);
+  });
+  TileKFn fns[kMRk][kNRk];
+  for (int mr = 1; mr <= kMRk; ++mr)
+    for (int nr = 1; nr <= kNRk; ++nr) fns[mr - 1][nr - 1] = choose_tile_k(mr, nr);
+  const auto decode = [&](int64_t n0, int64_t nr) {
+    thread_local PanelBuffersK pb;
+    PanelBuffersK* b = &pb;
+    grown(b->q, kPanel * lay.q_ld);
+    grown(b->sc, kPanel * lay.h_ld);
+    grown(b->d, kPanel * lay.sb_ld);
+    grown(b->o, kPanel * lay.h_ld);
+    for (int64_t r = 0; r < nr; ++r)
+      decode_weight_row_k(t, w + (n0 + r) * row_bytes, lay, b->q.data() + r * lay.q_ld,
+                          b->sc.data() + r * lay.h_ld, b->d.data() + r * lay.sb_ld,
+                          b->o.data() + r * lay.h_ld);
+    return b;
+  };
+  const auto tile = [&](const PanelBuffersK* b, int64_t m0, int mr, int64_t n, int64_t j, int nt) {
+    const TileKArgs a{b->q.data() + j * lay.q_ld, b->sc.data() + j * lay.h_ld,
+                      b->d.data() + j * lay.sb_ld, b->o.data() + j * lay.h_ld,
+                      xq + m0 * lay.q_ld, xd + m0 * lay.sb_ld, xc + m0 * lay.h_ld,
+                      lay.q_ld, lay.sb_ld, lay.h_ld, y + m0 * N + n, N};
+    fns[mr - 1][nt - 1](a);
+  };
+  over_panels<kMRk, kNRk>(M, N, nthreads, decode, tile);
 }
 
 #if defined(LLMCORE_QUANT_HAS_FUSED)
@@ -191,12 +214,9 @@ void matmul_int(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w,
   int8_t* xq = grown(act.xq, M * al.xq_ld);
   float* xd = grown(act.xd, M * al.xd_ld);
   float* xc = grown(act.xc, M * al.xc_ld);
-  (void)qthreads;
-#ifdef LLMCORE_OPENMP
-#pragma omp parallel for num_threads(qthreads) schedule(static) if (qthreads > 1)
-#endif
-  for (int64_t m = 0; m < M; ++m)
+  for_rows(M, qthreads, [&](int64_t m) {
     quantize_act_row(x + m * K, K, al, xq + m * al.xq_ld, xd + m * al.xd_ld, xc + m * al.xc_ld);
+  });
 
 #if defined(LLMCORE_QUANT_HAS_FUSED)
   if (M <= kFewRows && tile_plain::has_fused(t))
@@ -206,31 +226,24 @@ void matmul_int(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w,
   TileFn fns[kMR][kNR];
   for (int mr = 1; mr <= kMR; ++mr)
     for (int nr = 1; nr <= kNR; ++nr) fns[mr - 1][nr - 1] = choose_tile(signed_weights, mr, nr);
-  const int64_t npanels = (N + kPanel - 1) / kPanel;
-  (void)nthreads;
-#ifdef LLMCORE_OPENMP
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-#endif
-  for (int64_t p = 0; p < npanels; ++p) {
-    const int64_t n0 = p * kPanel, nr = std::min(kPanel, N - n0);
+  const auto decode = [&](int64_t n0, int64_t nr) {
     thread_local PanelBuffers pb;
-    uint8_t* q = grown(pb.q, kPanel * wl.q_ld);
-    float* s = grown(pb.s, kPanel * wl.s_ld);
-    float* o = grown(pb.o, kPanel * wl.s_ld);
+    PanelBuffers* b = &pb;
+    grown(b->q, kPanel * wl.q_ld);
+    grown(b->s, kPanel * wl.s_ld);
+    grown(b->o, kPanel * wl.s_ld);
     for (int64_t r = 0; r < nr; ++r)
-      decode_weight_row(t, w + (n0 + r) * row_bytes, K, wl, q + r * wl.q_ld, s + r * wl.s_ld, o + r * wl.s_ld);
-    for (int64_t m0 = 0; m0 < M; m0 += kMR) {
-      const int mr = static_cast<int>(std::min<int64_t>(kMR, M - m0));
-      for (int64_t j = 0; j < nr; j += kNR) {
-        const int nt = static_cast<int>(std::min<int64_t>(kNR, nr - j));
-        const TileArgs a{q + j * wl.q_ld, s + j * wl.s_ld, o + j * wl.s_ld,
-                         xq + m0 * al.xq_ld, xd + m0 * al.xd_ld, xc + m0 * al.xc_ld,
-                         wl.q_ld, wl.s_ld, al.xq_ld, al.xd_ld, al.xc_ld, al.kp,
-                         y + m0 * N + n0 + j, N};
-        fns[mr - 1][nt - 1](a);
-      }
-    }
-  }
+      decode_weight_row(t, w + (n0 + r) * row_bytes, K, wl, b->q.data() + r * wl.q_ld,
+                        b->s.data() + r * wl.s_ld, b->o.data() + r * wl.s_ld);
+    return b;
+  };
+  const auto tile = [&](const PanelBuffers* b, int64_t m0, int mr, int64_t n, int64_t j, int nt) {
+    const TileArgs a{b->q.data() + j * wl.q_ld, b->s.data() + j * wl.s_ld, b->o.data() + j * wl.s_ld,
+                     xq + m0 * al.xq_ld, xd + m0 * al.xd_ld, xc + m0 * al.xc_ld,
+                     wl.q_ld, wl.s_ld, al.xq_ld, al.xd_ld, al.xc_ld, al.kp, y + m0 * N + n, N};
+    fns[mr - 1][nt - 1](a);
+  };
+  over_panels<kMR, kNR>(M, N, nthreads, decode, tile);
 }
 
 }  // namespace llmcore::quant::LLMCORE_ISA_NS
