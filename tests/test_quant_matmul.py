@@ -175,19 +175,20 @@ def test_fuzz_hostile_blocks_on_every_kernel(seed):
         restore_kernel()
 
 
+@pytest.mark.parametrize("rows", [3, 20])  # 20: the K-quants' many-row tiles
 @pytest.mark.parametrize("activations", ["int8", "float32"])
 @pytest.mark.parametrize("name", ["q8_0", "q4_1", "q4_k", "q6_k"])
-def test_non_finite_scales_and_inputs_reach_only_their_outputs(isa, name, activations):
+def test_non_finite_scales_and_inputs_reach_only_their_outputs(isa, name, activations, rows):
     t = quant.quant_type(name)
     n, kb = 6, 3
     raw = random_blocks(name, n * kb, seed=13).reshape(n * kb, -1)
     off = HALF_FIELDS[name][0]
     raw[2 * kb + 1, off : off + 2] = np.array([0x7C00], dtype=np.uint16).view(np.uint8)  # row 2
     raw[4 * kb, off : off + 2] = np.array([0x7E00], dtype=np.uint16).view(np.uint8)  # row 4
-    x = torch.randn(3, kb * t.block_size)
+    x = torch.randn(rows, kb * t.block_size)
     x[1, 5] = float("nan")
     y = quant.matmul(x, name, raw.reshape(-1), (n, kb * t.block_size), activations=activations)
-    bad = torch.zeros(3, n, dtype=torch.bool)
+    bad = torch.zeros(rows, n, dtype=torch.bool)
     bad[:, [2, 4]] = True
     bad[1, :] = True
     assert not torch.isfinite(y[bad]).any() and torch.isfinite(y[~bad]).all()
