@@ -29,7 +29,7 @@ namespace llmcore::quant::LLMCORE_ISA_NS {
 
 #if defined(__AVX512BW__) && !defined(__AVX512VNNI__)
 TileFn vnni_tile_fn(bool signed_weights, int mr, int nr);  // matmul_vnni.cpp
-TileKFn vnni_tile_k_fn(int mr, int nr);
+TileKFn vnni_tile_k_fn(QType t, int mr, int nr);
 FusedFn vnni_fused_fn(QType t, int mr, int nr);
 int vnni_fused_offset(QType t);
 #endif
@@ -55,8 +55,7 @@ struct PanelBuffers {
 };
 struct PanelBuffersK {
   std::vector<uint8_t> q;
-  std::vector<int16_t> sc;
-  std::vector<float> d, o;
+  std::vector<float> s, o;
 };
 
 template <class T>
@@ -72,11 +71,11 @@ TileFn choose_tile(bool signed_weights, int mr, int nr) {
   return tile_plain::tile_fn(signed_weights, mr, nr);
 }
 
-TileKFn choose_tile_k(int mr, int nr) {
+TileKFn choose_tile_k(QType t, int mr, int nr) {
 #if defined(__AVX512BW__) && !defined(__AVX512VNNI__)
-  if (vnni_enabled()) return vnni_tile_k_fn(mr, nr);
+  if (vnni_enabled()) return vnni_tile_k_fn(t, mr, nr);
 #endif
-  return tile_plain::tile_k_fn(mr, nr);
+  return tile_plain::tile_k_fn(t, mr, nr);
 }
 
 // f(m) for each row of x, split over `threads`.
@@ -114,35 +113,32 @@ void over_panels(int64_t M, int64_t N, int nthreads, const Decode& decode, const
 // K-quant weights times more than kFewRows rows of x, with the K-quant operands.
 void matmul_int_k(QType t, const float* x, int64_t M, int64_t K, const uint8_t* w, int64_t N,
                   int64_t row_bytes, float* y, int nthreads, int qthreads) {
-  const LayoutK lay(K);
+  const LayoutK lay(K, lane_span(t));
   thread_local ActBuffers act;
   int8_t* xq = grown(act.xq, M * lay.q_ld);
-  float* xd = grown(act.xd, M * lay.sb_ld);
-  float* xc = grown(act.xc, M * lay.h_ld);
+  float* xs = grown(act.xd, M * lay.f_ld);
+  float* xc = grown(act.xc, M * lay.f_ld);
   for_rows(M, qthreads, [&](int64_t m) {
-    quantize_act_row_k(x + m * K, lay, xq + m * lay.q_ld, xd + m * lay.sb_ld, xc + m * lay.h_ld);
+    quantize_act_row_k(x + m * K, lay, xq + m * lay.q_ld, xs + m * lay.f_ld, xc + m * lay.f_ld);
   });
   TileKFn fns[kMRk][kNRk];
   for (int mr = 1; mr <= kMRk; ++mr)
-    for (int nr = 1; nr <= kNRk; ++nr) fns[mr - 1][nr - 1] = choose_tile_k(mr, nr);
+    for (int nr = 1; nr <= kNRk; ++nr) fns[mr - 1][nr - 1] = choose_tile_k(t, mr, nr);
   const auto decode = [&](int64_t n0, int64_t nr) {
     thread_local PanelBuffersK pb;
     PanelBuffersK* b = &pb;
     grown(b->q, kPanel * lay.q_ld);
-    grown(b->sc, kPanel * lay.h_ld);
-    grown(b->d, kPanel * lay.sb_ld);
-    grown(b->o, kPanel * lay.h_ld);
+    grown(b->s, kPanel * lay.f_ld);
+    grown(b->o, kPanel * lay.f_ld);
     for (int64_t r = 0; r < nr; ++r)
       decode_weight_row_k(t, w + (n0 + r) * row_bytes, lay, b->q.data() + r * lay.q_ld,
-                          b->sc.data() + r * lay.h_ld, b->d.data() + r * lay.sb_ld,
-                          b->o.data() + r * lay.h_ld);
+                          b->s.data() + r * lay.f_ld, b->o.data() + r * lay.f_ld);
     return b;
   };
   const auto tile = [&](const PanelBuffersK* b, int64_t m0, int mr, int64_t n, int64_t j, int nt) {
-    const TileKArgs a{b->q.data() + j * lay.q_ld, b->sc.data() + j * lay.h_ld,
-                      b->d.data() + j * lay.sb_ld, b->o.data() + j * lay.h_ld,
-                      xq + m0 * lay.q_ld, xd + m0 * lay.sb_ld, xc + m0 * lay.h_ld,
-                      lay.q_ld, lay.sb_ld, lay.h_ld, y + m0 * N + n, N};
+    const TileKArgs a{b->q.data() + j * lay.q_ld, b->s.data() + j * lay.f_ld, b->o.data() + j * lay.f_ld,
+                      xq + m0 * lay.q_ld, xs + m0 * lay.f_ld, xc + m0 * lay.f_ld,
+                      lay.q_ld, lay.f_ld, lay.groups, y + m0 * N + n, N};
     fns[mr - 1][nt - 1](a);
   };
   over_panels<kMRk, kNRk>(M, N, nthreads, decode, tile);

@@ -33,7 +33,7 @@ namespace llmcore::quant::LLMCORE_ISA_NS {
 TileFn vnni_tile_fn(bool signed_weights, int mr, int nr) {
   return tile_vnni::tile_fn(signed_weights, mr, nr);
 }
-TileKFn vnni_tile_k_fn(int mr, int nr) { return tile_vnni::tile_k_fn(mr, nr); }
+TileKFn vnni_tile_k_fn(QType t, int mr, int nr) { return tile_vnni::tile_k_fn(t, mr, nr); }
 FusedFn vnni_fused_fn(QType t, int mr, int nr) { return tile_vnni::fused_fn(t, mr, nr); }
 int vnni_fused_offset(QType t) { return tile_vnni::fused_offset(t); }
 }  // namespace llmcore::quant::LLMCORE_ISA_NS
