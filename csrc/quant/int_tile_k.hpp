@@ -17,7 +17,7 @@ namespace llmcore::quant::LLMCORE_ISA_NS::LLMCORE_QUANT_TILE_NS {
 constexpr int rows_in_16_bits(int q_max) { return 32767 / (2 * 127 * q_max); }
 
 #if defined(__AVX512BW__)
-constexpr int kMRk = 4, kNRk = 2;
+constexpr int kMRk = 4, kNRk = 4;
 
 // t[m][n] = the lane sums of one group: S / 4 rows of 64 bytes on each side.
 template <int MR, int NR, int S, int A>
