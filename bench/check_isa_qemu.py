@@ -71,6 +71,15 @@ if hasattr(_C, "quant_matmul"):
         step = (x.abs().reshape(3, 8, 32).amax(-1).double() / 254).repeat_interleave(32, 1)
         y8 = quant.matmul(x, qtype, raw, (7, 256))
         assert torch.all((y8.double() - ref).abs() <= step @ wd.abs().T * 1.001 + 1e-4), qtype
+    # more than 16 rows of a K-quant: the many-row tiles, activations in blocks of 256,
+    # 3 super-blocks (a group of 512 half padded)
+    w, x = torch.randn(5, 768), torch.randn(20, 768)
+    raw = quant.quantize("q4_k", w)
+    wd = quant.dequantize("q4_k", raw, (5, 768)).double()
+    ref = x.double() @ wd.T
+    step = (x.abs().reshape(20, 3, 256).amax(-1).double() / 254).repeat_interleave(256, 1)
+    y8 = quant.matmul(x, "q4_k", raw, (5, 768))
+    assert torch.all((y8.double() - ref).abs() <= step @ wd.abs().T * 1.001 + 1e-4), "q4_k rows"
     print("quant ok", flush=True)
 print("ALL OK", flush=True)
 """

@@ -7,8 +7,8 @@
 // Up to 16 rows (decode, batched decode) of the types with fused tiles (int_fused.hpp) on
 // AVX-512 skip the panel: the fused tiles read the blocks themselves, as the decoding would
 // cost twice the dot products there. More rows of the K-quants take their own operands and
-// tiles (int_operands_k.hpp, int_tile_k.hpp) on every variant: activations in blocks of 256
-// and integer sub-block scales, one float conversion per super-block.
+// tiles (int_operands_k.hpp, int_tile_k.hpp) on every variant: activations in blocks of 256,
+// one int32 lane per sub-block, one float conversion per sub-block.
 // GCC 12 flags the deliberately undefined upper lanes inside its own AVX-512 intrinsics
 // (_mm512_broadcast_f32x4, _mm512_cvtepi32_ps, ...) as uninitialised (GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)

@@ -44,8 +44,8 @@ enum class Acts : int {
   // activation error and E = sum_k (|x_k| + e_b) (|w_k| + 2 |o_k|), o_k being the
   // block's offset (-8 d for Q4_0, -dmin * m_j for Q4_K, ...; int_operands.hpp), bounds
   // the float rounding of the scales and sums; plus 2^-149 (K * 255 * 127 + sum_k |o_k| +
-  // K) for scale products below float32's normal range (K * 8064 * 127, the largest
-  // |sc q| times |xq|, in place of K * 255 * 127 with blocks of 256).
+  // K) for scale products below float32's normal range (K * 8064 * 127 in place of
+  // K * 255 * 127 with blocks of 256: it covers |sc q xq| <= 8064 * 127 per value).
   int8 = 1,
 };
 

@@ -18,8 +18,8 @@ block size.
 - :func:`matmul` computes ``x @ W.T`` with ``W`` quantized. By default
   (``activations="int8"``, what llama.cpp does) each row of ``x`` is quantized once per
   call to 8 bits per block of 32 values (256 for q4_k/q5_k/q6_k times more than 16 rows
-  of ``x``, where integer sub-block scales then multiply integer sums; ``xd_b = max|x_k| /
-  127`` over block ``b``,
+  of ``x``, where each sub-block's integer sum turns float once, times its scales;
+  ``xd_b = max|x_k| / 127`` over block ``b``,
   ``xq_k = round(x_k / xd_b)``) and multiplied by the weights' quants in integer dot
   products; the result is within::
 
