@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -226,6 +227,32 @@ def bench_ppl(args, folder: Path) -> dict:
     return out
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it (results name no machine)."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
+def cpu() -> dict:
+    """The CPU the figures come from: its model and the instruction sets the kernels use."""
+    info: dict = {"machine": platform.machine(), "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
+    info.update(
+        model=fields.get("model name", ""),
+        family=fields.get("cpu family", ""),
+        model_number=fields.get("model", ""),
+        isa=[f for f in wanted if f in flags],
+    )
+    return info
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes and runs (seconds)")
@@ -243,7 +270,8 @@ def main() -> None:
         args.shapes = ["smollm", "tinyllama"] if args.shape == "both" else [args.shape]
     args.types = [t.strip() for t in args.types.split(",") if t.strip()]
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"args": {k: str(v) for k, v in vars(args).items()}}
+        result = {"args": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu()}
+        result["args"]["out"] = shown_path(args.out)
         result["speed"] = bench_speed(args, Path(tmp))
         if not args.no_ppl:
             result["perplexity"] = bench_ppl(args, Path(tmp))
